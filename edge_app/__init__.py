@@ -1,0 +1,1 @@
+"""spamcam edge_app."""

@@ -1,0 +1,1 @@
+"""spamcam export."""

@@ -1,0 +1,267 @@
+"""CAMs -> boxes (paper §3.1.1, Fig. 4, Algorithm 1; PAPER-NOTES "Inference").
+
+Per class map: peaks above t_c -> flood-filled "mountains" (non-increasing paths, value > floor) ->
+each mountain pixel's receptive field by fast back-projection, resized by r -> the union of those
+rectangles -> external contours -> bounding boxes, scored by the highest peak inside.
+
+Two implementations give the same boxes:
+- `reference`: the paper literally. Python flood fill per peak, Algorithm 1 per pixel, rectangles
+  painted into a mask at input resolution, cv2.findContours.
+- `fast`: vectorised flood fill over all classes at once, Algorithm 1 folded into one affine map,
+  and the rectangles painted into a *coordinate-compressed* grid: one cell per interval between
+  distinct rectangle edges. A cell is entirely inside or outside every rectangle, so the compressed
+  mask has the same 8-connected shapes, holes and external contours as the full-resolution one;
+  its size is at most (2N x 2M) instead of (H x W). Bounding boxes map back through the edge lists.
+
+Boxes are (x0, y0, x1, y1) in pixel-edge coordinates of the network input (x1, y1 exclusive).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .geometry import Chain, apply_ratio, backproject, receptive_field, validate_chain
+
+__all__ = ["Detection", "LocalizerParams", "find_peaks", "mountains", "localize", "localize_batch", "METHODS"]
+
+METHODS = ("fast", "reference")
+_NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_index: int
+    score: float  # the highest CAM peak inside the box
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 (x1, y1 exclusive)
+
+    def to_dict(self, classes: Sequence[str] | None = None) -> dict:
+        out = {"class_index": self.class_index, "score": round(float(self.score), 6),
+               "box": [round(float(v), 2) for v in self.box]}
+        if classes is not None:
+            out["class"] = classes[self.class_index]
+        return out
+
+
+@dataclass
+class LocalizerParams:
+    """Everything post-processing needs; travels in the checkpoint, ONNX metadata and engine sidecar."""
+
+    thresholds: Sequence[float]  # t_c per class
+    chain: Chain
+    input_size: tuple[int, int]  # (H, W) of the network input
+    ratio: float = 0.0
+    floor: float = 0.0
+    enabled: np.ndarray = field(default=None)  # classes with a usable threshold (a_c > 0)
+
+    def __post_init__(self) -> None:
+        self.chain = validate_chain(self.chain)
+        thresholds = [np.nan if t is None else float(t) for t in self.thresholds]
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        if self.enabled is None:
+            self.enabled = np.isfinite(self.thresholds)
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+
+
+def _check_cams(cams: np.ndarray, params: LocalizerParams, ndim: int) -> np.ndarray:
+    cams = np.asarray(cams)
+    if cams.ndim != ndim:
+        raise ValueError(f"expected CAMs with {ndim} dimensions, got shape {cams.shape}")
+    if cams.shape[-3] != len(params.thresholds):
+        raise ValueError(f"CAMs have {cams.shape[-3]} classes but {len(params.thresholds)} thresholds were given")
+    if not np.isfinite(cams).all():
+        raise ValueError("CAMs contain NaN or inf: the model or its input is broken (check the engine's precision)")
+    return cams.astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------- fast
+
+def find_peaks(cams: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(C, N, M) bool: 8-neighbourhood local maxima (plateaus included) strictly above t_c."""
+    cams = np.asarray(cams, dtype=np.float32)
+    padded = np.pad(cams, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    neighbourhood = padded[:, 1:-1, 1:-1].copy()
+    n, m = cams.shape[1:]
+    for dy, dx in _NEIGHBOURS:
+        np.maximum(neighbourhood, padded[:, 1 + dy : 1 + dy + n, 1 + dx : 1 + dx + m], out=neighbourhood)
+    return (cams >= neighbourhood) & (cams > np.asarray(thresholds, dtype=np.float64)[:, None, None])
+
+
+def mountains(cams: np.ndarray, seeds: np.ndarray, floor: float) -> np.ndarray:
+    """(C, N, M) bool: pixels reachable from a seed through 8-neighbours along non-increasing values
+    that stay above `floor`. Grown one ring per iteration, all classes at once."""
+    n, m = cams.shape[1:]
+    values = np.pad(cams, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    allowed = cams > floor
+    reached = seeds.copy()
+    frontier = seeds.copy()
+    while frontier.any():
+        padded = np.pad(frontier, ((0, 0), (1, 1), (1, 1)))
+        grown = np.zeros_like(reached)
+        for dy, dx in _NEIGHBOURS:
+            # neighbour at (y+dy, x+dx) is on the frontier and not lower than us
+            grown |= padded[:, 1 + dy : 1 + dy + n, 1 + dx : 1 + dx + m] & (
+                cams <= values[:, 1 + dy : 1 + dy + n, 1 + dx : 1 + dx + m]
+            )
+        frontier = grown & allowed & ~reached
+        reached |= frontier
+    return reached
+
+
+def _rounded_rects(params: LocalizerParams, rows: np.ndarray, cols: np.ndarray):
+    """Back-projected, ratio-resized rectangles rounded to inclusive pixels, and which survive:
+    r >= 1 can make a rectangle vanish, and a field can lie wholly outside the image."""
+    height, width = params.input_size
+    x_lo, x_hi = apply_ratio(*backproject(params.chain, cols), params.ratio)
+    y_lo, y_hi = apply_ratio(*backproject(params.chain, rows), params.ratio)
+    xl, xh, yl, yh = (np.floor(np.asarray(v, dtype=np.float64) + 0.5) for v in (x_lo, x_hi, y_lo, y_hi))
+    kept = (xh >= xl) & (yh >= yl) & (xh >= 0) & (xl <= width - 1) & (yh >= 0) & (yl <= height - 1)
+    rects = np.stack([xl.clip(0, width - 1), yl.clip(0, height - 1), xh.clip(0, width - 1), yh.clip(0, height - 1)], 1)
+    return rects.reshape(-1, 4).astype(np.int64), kept.reshape(-1)
+
+
+def _rectangles(params: LocalizerParams, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(K, 4) int inclusive x0, y0, x1, y1 of the surviving rectangles."""
+    rects, kept = _rounded_rects(params, rows, cols)
+    return rects[kept]
+
+
+def _union_boxes_compressed(rects: np.ndarray) -> np.ndarray:
+    """External-contour bounding boxes (x0, y0, x1, y1 exclusive) of a union of inclusive rectangles."""
+    xs = np.unique(np.concatenate([rects[:, 0], rects[:, 2] + 1]))
+    ys = np.unique(np.concatenate([rects[:, 1], rects[:, 3] + 1]))
+    grid = np.zeros((len(ys) - 1, len(xs) - 1), dtype=np.uint8)
+    cx0, cx1 = np.searchsorted(xs, rects[:, 0]), np.searchsorted(xs, rects[:, 2] + 1)
+    cy0, cy1 = np.searchsorted(ys, rects[:, 1]), np.searchsorted(ys, rects[:, 3] + 1)
+    for x0, x1, y0, y1 in zip(cx0, cx1, cy0, cy1):
+        grid[y0:y1, x0:x1] = 1
+    return _contour_boxes(grid, xs, ys)
+
+
+def _contour_boxes(mask: np.ndarray, xs: np.ndarray | None = None, ys: np.ndarray | None = None) -> np.ndarray:
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    boxes = []
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)
+        if xs is None:
+            boxes.append((x, y, x + w, y + h))
+        else:
+            boxes.append((xs[x], ys[y], xs[x + w], ys[y + h]))
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def _score_boxes(boxes: np.ndarray, peak_centres: np.ndarray, peak_values: np.ndarray) -> np.ndarray:
+    """Highest peak whose back-projected centre lies inside each box."""
+    if len(boxes) == 0:
+        return np.zeros(0)
+    inside = (
+        (peak_centres[None, :, 0] >= boxes[:, None, 0]) & (peak_centres[None, :, 0] <= boxes[:, None, 2])
+        & (peak_centres[None, :, 1] >= boxes[:, None, 1]) & (peak_centres[None, :, 1] <= boxes[:, None, 3])
+    )
+    scores = np.where(inside, peak_values[None, :], -np.inf).max(axis=1, initial=-np.inf)
+    return scores
+
+
+def _peak_centres(rects: np.ndarray) -> np.ndarray:
+    return np.stack([(rects[:, 0] + rects[:, 2] + 1) / 2.0, (rects[:, 1] + rects[:, 3] + 1) / 2.0], axis=1)
+
+
+def _localize_fast(cams: np.ndarray, params: LocalizerParams) -> list[Detection]:
+    thresholds = np.where(params.enabled, params.thresholds, np.inf)
+    peaks = find_peaks(cams, thresholds)
+    reach = mountains(cams, peaks, params.floor)
+    detections = []
+    for c in np.flatnonzero(reach.any(axis=(1, 2))):
+        rows, cols = np.nonzero(reach[c])
+        rects = _rectangles(params, rows, cols)
+        if len(rects) == 0:
+            continue
+        boxes = _union_boxes_compressed(rects)
+        prow, pcol = np.nonzero(peaks[c])
+        prects, kept = _rounded_rects(params, prow, pcol)
+        scores = _score_boxes(boxes, _peak_centres(prects[kept]), cams[c][prow, pcol][kept])
+        detections += [Detection(int(c), float(s), tuple(float(v) for v in b)) for b, s in zip(boxes, scores)]
+    return detections
+
+
+# ----------------------------------------------------------------------------------------- reference
+
+def _reference_rect(params: LocalizerParams, row: int, col: int):
+    """Algorithm 1 for one pixel, walking the layers one by one, then the ratio and clipping."""
+    x0, x1 = receptive_field(params.chain, col)
+    y0, y1 = receptive_field(params.chain, row)
+    if params.ratio != 0:
+        w, h = x1 - x0, y1 - y0
+        x0, x1 = x0 + w * params.ratio / 2, x1 - w * params.ratio / 2
+        y0, y1 = y0 + h * params.ratio / 2, y1 - h * params.ratio / 2
+    x0, x1, y0, y1 = (int(np.floor(v + 0.5)) for v in (x0, x1, y0, y1))
+    height, width = params.input_size
+    if x1 < x0 or y1 < y0 or x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
+        return None
+    return max(x0, 0), max(y0, 0), min(x1, width - 1), min(y1, height - 1)
+
+
+def _localize_reference(cams: np.ndarray, params: LocalizerParams) -> list[Detection]:
+    height, width = params.input_size
+    detections = []
+    for c, cam in enumerate(cams):
+        if not params.enabled[c]:
+            continue
+        n, m = cam.shape
+        peaks = []
+        for y in range(n):
+            for x in range(m):
+                around = cam[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2]
+                if cam[y, x] > params.thresholds[c] and cam[y, x] >= around.max():
+                    peaks.append((y, x))
+        if not peaks:
+            continue
+        mask = np.zeros((height, width), dtype=np.uint8)
+        visited = np.zeros((n, m), dtype=bool)
+        for peak in peaks:  # flood fill: breadth first along non-increasing, activated pixels
+            queue = deque([peak])
+            visited[peak] = True
+            while queue:
+                y, x = queue.popleft()
+                rect = _reference_rect(params, y, x)
+                if rect is not None:
+                    mask[rect[1] : rect[3] + 1, rect[0] : rect[2] + 1] = 1
+                for dy, dx in _NEIGHBOURS:
+                    ny, nx = y + dy, x + dx
+                    if 0 <= ny < n and 0 <= nx < m and not visited[ny, nx] and cam[ny, nx] > params.floor \
+                            and cam[ny, nx] <= cam[y, x]:
+                        visited[ny, nx] = True
+                        queue.append((ny, nx))
+        boxes = _contour_boxes(mask)
+        for box in boxes:
+            best = -np.inf
+            for y, x in peaks:
+                rect = _reference_rect(params, y, x)
+                if rect is None:
+                    continue
+                cx, cy = (rect[0] + rect[2] + 1) / 2.0, (rect[1] + rect[3] + 1) / 2.0
+                if box[0] <= cx <= box[2] and box[1] <= cy <= box[3]:
+                    best = max(best, float(cam[y, x]))
+            detections.append(Detection(c, best, tuple(float(v) for v in box)))
+    return detections
+
+
+# ------------------------------------------------------------------------------------------ front
+
+def localize(cams: np.ndarray, params: LocalizerParams, method: str = "fast") -> list[Detection]:
+    """One image's CAMs (C, N, M) -> detections in network-input coordinates."""
+    cams = _check_cams(cams, params, 3)
+    if method == "fast":
+        return _localize_fast(cams, params)
+    if method == "reference":
+        return _localize_reference(cams, params)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def localize_batch(cams: np.ndarray, params: LocalizerParams, method: str = "fast") -> list[list[Detection]]:
+    """(B, C, N, M) -> one list of detections per image."""
+    cams = _check_cams(cams, params, 4)
+    return [localize(cam, params, method) for cam in cams]

@@ -1,0 +1,1 @@
+"""spamcam's PyTorch stage: CAM networks, pooling, datasets, training and checkpoints."""

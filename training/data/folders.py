@@ -1,0 +1,140 @@
+"""Image-level-labelled folders (one folder per class, or a CSV `image,labels`) and VOC-style XML
+directories. VOC boxes are kept on the samples for evaluation; training reads only `labels`.
+
+Images go through runtime.preprocess, the same function the deployed model's frames go through.
+"""
+from __future__ import annotations
+
+import csv
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.preprocess import preprocess
+
+from .samples import Sample
+
+__all__ = ["ImageListDataset", "image_folder", "image_csv", "voc_directory", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class ImageListDataset:
+    paths: list[Path]
+    label_sets: list[list[int]]  # class indices present in each image
+    classes: list[str]
+    input_size: tuple[int, int]
+    channels: int = 3
+    resize_mode: str = "resize"
+    boxes: list[np.ndarray] = field(default_factory=list)  # per image (K, 5) in original pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:  # same interface as Mnist128; nothing to redraw
+        pass
+
+    def __getitem__(self, index: int) -> Sample:
+        path = self.paths[index]
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR if self.channels == 3 else cv2.IMREAD_GRAYSCALE)
+        if frame is None:
+            raise ValueError(f"{path}: not a readable image (corrupt, or a format OpenCV cannot decode)")
+        image, transform = preprocess(frame, self.input_size, self.channels, self.resize_mode)
+        labels = np.zeros(len(self.classes), dtype=np.float32)
+        labels[self.label_sets[index]] = 1.0
+        boxes = np.zeros((0, 5))
+        if self.boxes:
+            raw = self.boxes[index]
+            boxes = np.concatenate([raw[:, :1], transform.boxes_to_input(raw[:, 1:])], axis=1) if len(raw) else boxes
+        return Sample(image, labels, boxes)
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def image_folder(root: str | Path, input_size, channels: int = 3, background: str | None = "background") -> ImageListDataset:
+    """root/<class>/*.jpg; a folder named `background` (or the given name) holds images with no class."""
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    classes = [p.name for p in folders if p.name != background]
+    if not classes:
+        raise ValueError(f"{root}: expected one sub-folder of images per class (e.g. {root}/bird/*.jpg)")
+    paths, label_sets = [], []
+    for folder in folders:
+        for path in _images_in(folder):
+            paths.append(path)
+            label_sets.append([] if folder.name == background else [classes.index(folder.name)])
+    if not paths:
+        raise ValueError(f"{root}: the class folders contain no images ({', '.join(IMAGE_SUFFIXES)})")
+    return ImageListDataset(paths, label_sets, classes, tuple(input_size), channels)
+
+
+def image_csv(csv_path: str | Path, input_size, channels: int = 3) -> ImageListDataset:
+    """A CSV with columns `image,labels`; labels separated by ';' or spaces, empty for none.
+    Image paths are relative to the CSV's folder."""
+    csv_path = Path(csv_path)
+    rows = list(csv.DictReader(csv_path.open(newline="")))
+    if not rows or "image" not in rows[0] or "labels" not in rows[0]:
+        raise ValueError(f"{csv_path}: expected a header `image,labels` and at least one row")
+    names = [[t for t in row["labels"].replace(";", " ").split() if t] for row in rows]
+    classes = sorted({n for row in names for n in row})
+    if not classes:
+        raise ValueError(f"{csv_path}: no row names a class; nothing to learn")
+    paths = [csv_path.parent / row["image"] for row in rows]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{csv_path}: {len(missing)} images missing, first {missing[0]}")
+    return ImageListDataset(paths, [[classes.index(n) for n in row] for row in names], classes, tuple(input_size), channels)
+
+
+def voc_directory(
+    root: str | Path, input_size, split: str | None = None, classes: list[str] | None = None, channels: int = 3,
+    keep_difficult: bool = False,
+) -> ImageListDataset:
+    """root/Annotations/*.xml and root/JPEGImages/; root/ImageSets/Main/<split>.txt selects a split.
+
+    Image labels are the classes of the objects present; boxes stay for evaluation. Difficult
+    objects count for the image label but are left out of the evaluation boxes unless asked.
+    """
+    root = Path(root)
+    annotations = root / "Annotations"
+    if not annotations.is_dir():
+        raise ValueError(f"{root}: no Annotations/ folder; expected a VOC-style directory")
+    if split:
+        listing = root / "ImageSets" / "Main" / f"{split}.txt"
+        if not listing.is_file():
+            raise FileNotFoundError(f"{listing} not found (split {split!r})")
+        xmls = [annotations / f"{line.split()[0]}.xml" for line in listing.read_text().splitlines() if line.strip()]
+    else:
+        xmls = sorted(annotations.glob("*.xml"))
+    if not xmls:
+        raise ValueError(f"{annotations}: no XML annotations")
+    parsed = []
+    for xml in xmls:
+        try:
+            tree = ET.parse(xml).getroot()
+        except (ET.ParseError, OSError) as error:
+            raise ValueError(f"{xml}: cannot parse annotation ({error})") from error
+        filename = tree.findtext("filename") or (xml.stem + ".jpg")
+        objects = []
+        for obj in tree.iter("object"):
+            box = obj.find("bndbox")
+            difficult = (obj.findtext("difficult") or "0").strip() == "1"
+            coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")] if box is not None else None
+            objects.append((obj.findtext("name").strip(), difficult, coords))
+        parsed.append((root / "JPEGImages" / filename, objects))
+    classes = classes or sorted({name for _, objs in parsed for name, _, _ in objs})
+    paths, label_sets, boxes = [], [], []
+    for path, objects in parsed:
+        paths.append(path)
+        label_sets.append(sorted({classes.index(n) for n, _, _ in objects if n in classes}))
+        # VOC boxes are 1-based inclusive pixels: [xmin-1, xmax) in our edge coordinates.
+        rows = [(classes.index(n), c[0] - 1, c[1] - 1, c[2], c[3]) for n, d, c in objects
+                if n in classes and c is not None and (keep_difficult or not d)]
+        boxes.append(np.array(rows, dtype=np.float64).reshape(-1, 5))
+    return ImageListDataset(paths, label_sets, classes, tuple(input_size), channels, boxes=boxes)

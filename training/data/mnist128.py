@@ -1,0 +1,90 @@
+"""MNIST128 (paper §4.1, PAPER-NOTES): 28x28 digits pasted at random positions on a black 128x128
+canvas; the task is "is there a 3?" and the boxes (tight around the ink) are for evaluation only.
+
+Positions come from a generator seeded by (seed, index, epoch): the same seed gives the same data
+on every machine, test positions never move, and training positions are redrawn each epoch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .samples import Sample
+
+__all__ = ["Mnist128", "split_indices"]
+
+
+@dataclass
+class Mnist128:
+    digits: np.ndarray  # (n, 28, 28) float32 in [0, 1]
+    labels: np.ndarray  # (n,) digit labels
+    positive: int = 3  # the paper's arbitrary choice of positive class
+    canvas: int = 128
+    seed: int = 0
+    redraw_each_epoch: bool = False  # True for training splits
+    objects: tuple[int, int] = (1, 1)  # min, max digits per canvas (multi-object variant: (1, 3))
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        if len(self.digits) != len(self.labels) or len(self.digits) == 0:
+            raise ValueError("MNIST128 needs a non-empty set of digits with one label each")
+        if self.objects[0] < 1 or self.objects[1] < self.objects[0]:
+            raise ValueError(f"objects per canvas must be 1 <= min <= max, got {self.objects}")
+        size = self.digits.shape[1]
+        if self.canvas < size:
+            raise ValueError(f"canvas {self.canvas} is smaller than a digit ({size})")
+
+    @property
+    def classes(self) -> list[str]:
+        return [str(self.positive)]
+
+    def __len__(self) -> int:
+        return len(self.digits)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, index, self.epoch if self.redraw_each_epoch else 0])
+        count = int(rng.integers(self.objects[0], self.objects[1] + 1))
+        chosen = [index] + [int(i) for i in rng.integers(0, len(self.digits), size=count - 1)]
+        canvas = np.zeros((self.canvas, self.canvas), dtype=np.float32)
+        boxes, placed = [], []
+        for digit_index in chosen:
+            digit = self.digits[digit_index]
+            spot = _free_spot(rng, placed, self.canvas, digit.shape[0])
+            if spot is None:
+                continue  # no room without overlap; fewer objects on this canvas
+            x, y = spot
+            placed.append((x, y))
+            np.maximum(canvas[y : y + digit.shape[0], x : x + digit.shape[1]], digit,
+                       out=canvas[y : y + digit.shape[0], x : x + digit.shape[1]])
+            if int(self.labels[digit_index]) == self.positive:
+                rows, cols = np.nonzero(digit > 0)
+                boxes.append((0, x + cols.min(), y + rows.min(), x + cols.max() + 1, y + rows.max() + 1))
+        labels = np.array([1.0 if boxes else 0.0], dtype=np.float32)
+        box_array = np.array(boxes, dtype=np.float64).reshape(-1, 5)
+        return Sample(canvas[None], labels, box_array)
+
+
+def _free_spot(rng: np.random.Generator, placed: list, canvas: int, size: int, tries: int = 50):
+    for _ in range(tries):
+        x, y = (int(v) for v in rng.integers(0, canvas - size + 1, size=2))
+        if all(abs(x - px) >= size or abs(y - py) >= size for px, py in placed):
+            return x, y
+    return None
+
+
+def split_indices(count: int, seed: int, fractions: dict[str, float]) -> dict[str, np.ndarray]:
+    """Deterministic disjoint index splits, e.g. {"train": .7, "val": .1, "test": .2}."""
+    order = np.random.default_rng(seed).permutation(count)
+    out, start = {}, 0
+    names = list(fractions)
+    for i, name in enumerate(names):
+        stop = count if i == len(names) - 1 else start + int(round(fractions[name] * count))
+        out[name] = np.sort(order[start:stop])
+        start = stop
+    return out

