@@ -26,7 +26,8 @@ import numpy as np
 
 from .geometry import Chain, apply_ratio, backproject, receptive_field, validate_chain
 
-__all__ = ["Detection", "LocalizerParams", "find_peaks", "mountains", "localize", "localize_batch", "METHODS"]
+__all__ = ["Detection", "LocalizerParams", "find_peaks", "mountains", "localize", "localize_batch", "METHODS",
+           "backprojected_area"]
 
 METHODS = ("fast", "reference")
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
@@ -250,6 +251,18 @@ def _localize_reference(cams: np.ndarray, params: LocalizerParams) -> list[Detec
 
 
 # ------------------------------------------------------------------------------------------ front
+
+def backprojected_area(cams: np.ndarray, params: LocalizerParams) -> np.ndarray:
+    """(C, H, W) bool: the painted back-projection of every class's mountains (for pictures)."""
+    cams = _check_cams(cams, params, 3)
+    thresholds = np.where(params.enabled, params.thresholds, np.inf)
+    reach = mountains(cams, find_peaks(cams, thresholds), params.floor)
+    area = np.zeros((len(cams),) + params.input_size, dtype=bool)
+    for c in np.flatnonzero(reach.any(axis=(1, 2))):
+        for x0, y0, x1, y1 in _rectangles(params, *np.nonzero(reach[c])):
+            area[c, y0 : y1 + 1, x0 : x1 + 1] = True
+    return area
+
 
 def localize(cams: np.ndarray, params: LocalizerParams, method: str = "fast") -> list[Detection]:
     """One image's CAMs (C, N, M) -> detections in network-input coordinates."""

@@ -1,0 +1,72 @@
+"""All of Table 1's numbers from CAMs, image scores and ground truth, whichever backend made the CAMs.
+
+Training-time validation (PyTorch), `eval-cam` on a checkpoint, and `eval-cam` on an ONNX model or a
+TensorRT engine all end here, so a figure means the same thing wherever it was measured.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from .metrics import classification_ap, extent_ap, max_box_acc_v2, pinpoint_ap
+from .postprocess import LocalizerParams, localize_batch
+from .scores import pin_points
+
+__all__ = ["Predictions", "evaluate", "tune_ratio", "DEFAULT_RATIOS"]
+
+DEFAULT_RATIOS = tuple(float(r) for r in np.round(np.arange(-0.4, 0.951, 0.05), 2))
+
+
+@dataclass
+class Predictions:
+    cams: np.ndarray  # (B, C, N, M)
+    scores: np.ndarray  # (B, C) P(present)
+    labels: np.ndarray  # (B, C) ground-truth multi-hot
+    boxes: list  # per image (K, 5) ground truth, evaluation only
+
+
+def _mean(values: np.ndarray) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def evaluate(
+    predictions: Predictions, params: LocalizerParams, *, tolerance: float = 0.0, method: str = "fast",
+    with_maxboxacc: bool = False,
+) -> dict:
+    """Classification, pin-pointing and extent AP (mean over classes, and per class) as fractions."""
+    num_classes = predictions.scores.shape[1]
+    detections = localize_batch(predictions.cams, params, method)
+    points = pin_points(predictions.cams, params.chain)
+    result = {
+        "images": int(len(predictions.scores)),
+        "classification_ap": classification_ap(predictions.scores, predictions.labels),
+        "pinpoint_ap": pinpoint_ap(predictions.scores, points, predictions.boxes, tolerance),
+        "extent_ap": extent_ap(detections, predictions.boxes, num_classes),
+        "extent_ap_11pt": extent_ap(detections, predictions.boxes, num_classes, interpolation="11"),
+    }
+    summary = {f"{k}_mean": _mean(v) for k, v in result.items() if k != "images"}
+    result = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in result.items()}
+    result.update(summary)
+    result["ratio"] = float(params.ratio)
+    result["detections_per_image"] = float(np.mean([len(d) for d in detections])) if detections else 0.0
+    if with_maxboxacc:
+        result.update(max_box_acc_v2(list(predictions.cams), predictions.boxes, params.input_size, chain=params.chain))
+    result["_detections"] = detections
+    return result
+
+
+def tune_ratio(
+    predictions: Predictions, params: LocalizerParams, ratios: Sequence[float] = DEFAULT_RATIOS
+) -> tuple[float, list[tuple[float, float]]]:
+    """The r with the best mean extent AP on these (validation) predictions, and the whole curve.
+    Ties go to the r closest to 0 (the unmodified receptive field)."""
+    curve = []
+    for ratio in ratios:
+        ap = _mean(extent_ap(localize_batch(predictions.cams, replace(params, ratio=float(ratio))),
+                             predictions.boxes, predictions.scores.shape[1]))
+        curve.append((float(ratio), ap))
+    best = max(curve, key=lambda item: (np.nan_to_num(item[1], nan=-1.0), -abs(item[0])))
+    return best[0], curve

@@ -1,0 +1,56 @@
+"""Image-level scores and pin-points from CAMs alone.
+
+A deployed model stops at the CAM (the paper removes pooling and softmax at inference). Re-applying
+the model's own pooling and output affine here in numpy means the CAM-only model still classifies,
+with the same numbers the training graph would give.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .geometry import Chain, rf_centre
+
+__all__ = ["pool_cams", "class_probabilities", "pin_points"]
+
+
+def _window_means(cams: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """Mean of every kh x kw window (stride 1, no padding) via an integral image: (..., N-kh+1, M-kw+1)."""
+    integral = np.zeros(cams.shape[:-2] + (cams.shape[-2] + 1, cams.shape[-1] + 1), dtype=np.float64)
+    integral[..., 1:, 1:] = cams.cumsum(-2).cumsum(-1)
+    sums = integral[..., kh:, kw:] - integral[..., :-kh, kw:] - integral[..., kh:, :-kw] + integral[..., :-kh, :-kw]
+    return sums / (kh * kw)
+
+
+def pool_cams(cams: np.ndarray, mode: str, kernels: Sequence = (1, 2, 5, "N")) -> np.ndarray:
+    """(..., N, M) -> (...): GMP, GAP or SPAM, matching training.pooling exactly."""
+    cams = np.asarray(cams, dtype=np.float64)
+    if mode == "gmp":
+        return cams.max(axis=(-2, -1))
+    if mode == "gap":
+        return cams.mean(axis=(-2, -1))
+    if mode != "spam":
+        raise ValueError(f"pooling must be gmp, gap or spam, got {mode!r}")
+    n, m = cams.shape[-2:]
+    steps = []
+    for kernel in kernels:
+        kh, kw = (n, m) if str(kernel).upper() == "N" else (min(int(kernel), n), min(int(kernel), m))
+        steps.append(_window_means(cams, kh, kw).max(axis=(-2, -1)))
+    return np.mean(steps, axis=0)
+
+
+def class_probabilities(pooled: np.ndarray, slopes: Sequence[float], intercepts: Sequence[float]) -> np.ndarray:
+    """P(present) = sigmoid(a_c * s_c + b_c), the two-way softmax's 'present' output."""
+    z = np.asarray(pooled, dtype=np.float64) * np.asarray(slopes) + np.asarray(intercepts)
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def pin_points(cams: np.ndarray, chain: Chain) -> np.ndarray:
+    """(..., C, N, M) -> (..., C, 2) x, y: the receptive-field centre of each class map's maximum,
+    in pixel-edge coordinates of the network input (pixel i spans [i, i+1))."""
+    cams = np.asarray(cams)
+    n, m = cams.shape[-2:]
+    flat = cams.reshape(cams.shape[:-2] + (n * m,)).argmax(axis=-1)
+    rows, cols = np.divmod(flat, m)
+    return np.stack([rf_centre(chain, cols) + 0.5, rf_centre(chain, rows) + 0.5], axis=-1)

@@ -1,0 +1,116 @@
+"""MNIST128 from real MNIST digits, the IDX reader, and the embedded digits."""
+import gzip
+
+import numpy as np
+import pytest
+
+from training.data.mnist128 import Mnist128, split_indices
+from training.data.mnist_source import load_idx_dir, read_idx
+from training.data.registry import load_splits
+from training.data.synthetic import synthetic_digits
+
+
+def test_real_digits_are_mnist(mnist_digits):
+    digits, labels = mnist_digits
+    assert digits.shape == (10000, 28, 28) and digits.dtype == np.float32
+    assert 0.0 <= digits.min() and digits.max() <= 1.0
+    assert np.bincount(labels).min() > 800  # every digit class is well represented
+
+
+def test_mnist128_is_deterministic_with_tight_boxes_and_right_labels(mnist_digits):
+    digits, labels = mnist_digits
+    first = Mnist128(digits[:300], labels[:300], seed=7)
+    again = Mnist128(digits[:300], labels[:300], seed=7)
+    other = Mnist128(digits[:300], labels[:300], seed=8)
+    moved = 0
+    for i in range(300):
+        a, b, c = first[i], again[i], other[i]
+        np.testing.assert_array_equal(a.image, b.image)
+        moved += not np.array_equal(a.image, c.image)
+        assert a.image.shape == (1, 128, 128)
+        is_three = labels[i] == 3
+        assert a.labels.tolist() == [float(is_three)]
+        if is_three:
+            (_, x0, y0, x1, y1), = a.boxes
+            ink = np.argwhere(a.image[0] > 0)  # only one digit on the canvas: its ink is all the ink
+            assert (x0, y0, x1, y1) == (ink[:, 1].min(), ink[:, 0].min(), ink[:, 1].max() + 1, ink[:, 0].max() + 1)
+        else:
+            assert len(a.boxes) == 0
+        assert np.isclose(a.image.sum(), digits[i].sum(), rtol=1e-5)  # the whole digit is on the canvas
+    assert moved > 290
+    assert (labels[:300] == 3).sum() > 15  # the box checks above really ran
+
+
+def test_training_positions_are_redrawn_each_epoch_test_positions_fixed(mnist_digits):
+    digits, labels = mnist_digits
+    train = Mnist128(digits[:50], labels[:50], redraw_each_epoch=True)
+    test = Mnist128(digits[:50], labels[:50])
+    before = [train[i].image.copy() for i in range(50)], [test[i].image.copy() for i in range(50)]
+    train.set_epoch(1)
+    test.set_epoch(1)
+    assert sum(not np.array_equal(before[0][i], train[i].image) for i in range(50)) > 45
+    assert all(np.array_equal(before[1][i], test[i].image) for i in range(50))
+
+
+def test_multi_object_canvases_hold_several_boxes(mnist_digits):
+    digits, labels = mnist_digits
+    data = Mnist128(digits, labels, objects=(1, 3), seed=1)
+    counts = [len(data[i].boxes) for i in range(3000)]
+    assert max(counts) >= 2
+    for i in range(200):
+        boxes = data[i].boxes
+        for j in range(len(boxes)):
+            for k in range(j + 1, len(boxes)):  # digits never overlap, so boxes never do
+                a, b = boxes[j, 1:], boxes[k, 1:]
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def test_splits_are_disjoint_and_deterministic():
+    parts = split_indices(1000, 3, {"train": 0.7, "val": 0.1, "test": 0.2})
+    again = split_indices(1000, 3, {"train": 0.7, "val": 0.1, "test": 0.2})
+    allidx = np.concatenate(list(parts.values()))
+    assert sorted(allidx.tolist()) == list(range(1000))
+    assert all(np.array_equal(parts[k], again[k]) for k in parts)
+
+
+def _write_idx(path, array: np.ndarray, compress: bool):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(data)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_files_round_trip(tmp_path, mnist_digits, compress):
+    digits, labels = mnist_digits
+    pixels = np.round(digits * 255).astype(np.uint8)
+    suffix = ".gz" if compress else ""
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", pixels[:600], compress)
+    _write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", labels[:600], compress)
+    _write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", pixels[600:800], compress)
+    _write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", labels[600:800], compress)
+    data = load_idx_dir(tmp_path)
+    np.testing.assert_array_equal(data["train"][1], labels[:600])
+    np.testing.assert_allclose(data["test"][0], pixels[600:800] / 255.0, atol=1e-7)
+    splits = load_splits("mnist128", mnist_dir=str(tmp_path))
+    assert len(splits.test) == 200 and len(splits.train) + len(splits.val) == 600
+
+
+def test_truncated_idx_is_a_clear_error(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    _write_idx(path, np.zeros((4, 28, 28)), False)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(path)
+    path.write_bytes(b"not an idx file at all")
+    with pytest.raises(ValueError, match="magic"):
+        read_idx(path)
+
+
+def test_embedded_digits_have_mnist_shape_and_all_classes():
+    digits, labels = synthetic_digits(200, seed=5)
+    again, _ = synthetic_digits(200, seed=5)
+    np.testing.assert_array_equal(digits, again)
+    assert digits.shape == (200, 28, 28) and set(labels.tolist()) == set(range(10))
+    for digit in digits:
+        rows, cols = np.nonzero(digit)
+        assert rows.max() - rows.min() < 21 and cols.max() - cols.min() < 21  # MNIST's 20x20 ink box

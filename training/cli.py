@@ -1,0 +1,108 @@
+"""`train-cam`: train a CAM localizer from image-level labels."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .backbones import BACKBONES
+from .checkpoint import CheckpointError
+from .data.registry import DATASET_HELP
+from .pooling import POOLING_MODES, parse_kernels
+from .train import TrainConfig, train
+
+EXAMPLES = """examples:
+  train-cam                                     # embedded digits, LeNet + SPAM, 10 epochs
+  fetch-mnist && train-cam --dataset mnist128 --pooling gmp --out runs/gmp
+  train-cam --dataset mnist128 --mnist-dir ~/data/mnist      # standard IDX files
+  train-cam --dataset voc:~/VOCdevkit/VOC2007 --backbone vgg16 --weights vgg16.pth --optimizer sgd --lr 0.01
+  train-cam --dataset folder:~/cctv --backbone mobilenet_v3_large --input-size 320
+  torchrun --nproc_per_node 2 -m training.cli --dataset mnist128 --out runs/ddp   # data-parallel
+  train-cam --out runs/cam --epochs 20 --resume   # continue runs/cam/ckpt.pt
+
+Writes OUT/ckpt.pt (weights + config, loaded with torch.load(weights_only=True)) and OUT/log.csv.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="train-cam", description="Train a weakly supervised CAM localizer "
+                                "(Gudi et al., BMVC 2017) from image-level labels only.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default=d.dataset, help=f"one of: {DATASET_HELP} (default: %(default)s)")
+    data.add_argument("--mnist-dir", help="folder with the four MNIST IDX files (raw or .gz) for --dataset mnist128")
+    data.add_argument("--positive", type=int, default=d.positive, help="MNIST128's positive digit (default: 3)")
+    data.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas (default: 1,1)")
+    data.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",
+                      help="cap a split's size, e.g. --limit train=2000 (repeatable)")
+    data.add_argument("--no-balance", action="store_true", help="plain shuffling instead of balanced present/absent draws")
+    model = p.add_argument_group("model")
+    model.add_argument("--backbone", default=d.backbone, choices=list(BACKBONES))
+    model.add_argument("--pooling", default=d.pooling, choices=POOLING_MODES)
+    model.add_argument("--spam-kernels", default=d.spam_kernels, help="SPAM pyramid, 'N' = whole map (default: %(default)s)")
+    model.add_argument("--input-size", type=int, nargs="+", metavar="PX", help="H [W]; default: the dataset's")
+    model.add_argument("--pretrained", default=d.pretrained, choices=["none", "imagenet"],
+                       help="ImageNet weights from torchvision (needs the network or torch's cache)")
+    model.add_argument("--weights", help="local state_dict for the backbone (full torchvision model or features)")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int, default=d.epochs)
+    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    opt.add_argument("--optimizer", default=d.optimizer, choices=["adam", "adamw", "sgd"])
+    opt.add_argument("--lr", type=float, default=d.lr)
+    opt.add_argument("--momentum", type=float, default=d.momentum)
+    opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    opt.add_argument("--schedule", default=d.schedule, choices=["cosine", "step", "none"])
+    run = p.add_argument_group("run")
+    run.add_argument("--out", default=d.out, help="output folder (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=d.seed)
+    run.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 (default: auto)")
+    run.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    run.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
+    run.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    run.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)")
+    run.add_argument("--tolerance", type=float, default=d.tolerance, help="pin-pointing tolerance in pixels")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    try:
+        objects = tuple(int(v) for v in args.objects.split(","))
+        limits = {k: int(v) for k, v in (item.split("=", 1) for item in args.limit)}
+    except ValueError:
+        raise SystemExit("train-cam: --objects takes MIN,MAX and --limit takes SPLIT=N (e.g. train=2000)")
+    if len(objects) != 2:
+        raise SystemExit("train-cam: --objects takes MIN,MAX, e.g. 1,3")
+    parse_kernels(args.spam_kernels)
+    size = None
+    if args.input_size:
+        size = [args.input_size[0], args.input_size[-1]]
+    return TrainConfig(
+        dataset=args.dataset, out=args.out, backbone=args.backbone, pooling=args.pooling,
+        spam_kernels=args.spam_kernels, input_size=size, pretrained=args.pretrained, weights=args.weights,
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+        weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, device=args.device,
+        amp=not args.no_amp, workers=args.workers, resume=args.resume, tensorboard=args.tensorboard,
+        positive=args.positive, objects=objects, mnist_dir=args.mnist_dir, limits=limits,
+        tolerance=args.tolerance, progress=not args.no_progress, balance=not args.no_balance,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        record = train(config)
+    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as error:
+        print(f"train-cam: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ntrain-cam: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
+        return 130
+    if record.get("rank", 0) == 0:
+        print(f"train-cam: checkpoint {record['checkpoint']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

