@@ -24,13 +24,14 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .geometry import Chain, apply_ratio, backproject, receptive_field, validate_chain
+from .geometry import Chain, apply_ratio, chain_affine, receptive_field, validate_chain
 
 __all__ = ["Detection", "LocalizerParams", "find_peaks", "mountains", "localize", "localize_batch", "METHODS",
            "backprojected_area"]
 
 METHODS = ("fast", "reference")
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+_SQUARE = np.ones((3, 3), dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class LocalizerParams:
         if self.enabled is None:
             self.enabled = np.isfinite(self.thresholds)
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.affine = chain_affine(self.chain)  # Algorithm 1 folded: x0 = x*S + A, x1 = x*S + B
 
 
 def _check_cams(cams: np.ndarray, params: LocalizerParams, ndim: int) -> np.ndarray:
@@ -81,34 +83,38 @@ def _check_cams(cams: np.ndarray, params: LocalizerParams, ndim: int) -> np.ndar
 # ---------------------------------------------------------------------------------------------- fast
 
 def find_peaks(cams: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """(C, N, M) bool: 8-neighbourhood local maxima (plateaus included) strictly above t_c."""
+    """(C, N, M) bool: 8-neighbourhood local maxima (plateaus included) strictly above t_c.
+    A 3x3 dilation gives each pixel its neighbourhood maximum; outside the map counts as -inf."""
     cams = np.asarray(cams, dtype=np.float32)
-    padded = np.pad(cams, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    neighbourhood = padded[:, 1:-1, 1:-1].copy()
-    n, m = cams.shape[1:]
-    for dy, dx in _NEIGHBOURS:
-        np.maximum(neighbourhood, padded[:, 1 + dy : 1 + dy + n, 1 + dx : 1 + dx + m], out=neighbourhood)
-    return (cams >= neighbourhood) & (cams > np.asarray(thresholds, dtype=np.float64)[:, None, None])
+    peaks = cams > np.asarray(thresholds, dtype=np.float64)[:, None, None]
+    for c in np.flatnonzero(peaks.any(axis=(1, 2))):
+        neighbourhood = cv2.dilate(cams[c], _SQUARE, borderType=cv2.BORDER_CONSTANT, borderValue=-np.inf)
+        peaks[c] &= cams[c] >= neighbourhood
+    return peaks
+
+
+_FILL = 2  # mask value cv2.floodFill writes; 1 marks pixels at or below the floor (barriers)
+_FLOOD_FLAGS = 8 | cv2.FLOODFILL_MASK_ONLY | (_FILL << 8)  # 8-connected, mask only
 
 
 def mountains(cams: np.ndarray, seeds: np.ndarray, floor: float) -> np.ndarray:
     """(C, N, M) bool: pixels reachable from a seed through 8-neighbours along non-increasing values
-    that stay above `floor`. Grown one ring per iteration, all classes at once."""
-    n, m = cams.shape[1:]
-    values = np.pad(cams, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    allowed = cams > floor
+    that stay above `floor` (the seeds themselves always included).
+
+    cv2.floodFill in its floating-range mode admits a pixel when it is within [-loDiff, +upDiff] of
+    the neighbour it is reached from; upDiff = 0 and an unbounded loDiff is exactly "not higher than
+    the neighbour". Pixels already filled by an earlier seed stop a later fill, which loses nothing:
+    whatever is reachable through them was reached from them."""
     reached = seeds.copy()
-    frontier = seeds.copy()
-    while frontier.any():
-        padded = np.pad(frontier, ((0, 0), (1, 1), (1, 1)))
-        grown = np.zeros_like(reached)
-        for dy, dx in _NEIGHBOURS:
-            # neighbour at (y+dy, x+dx) is on the frontier and not lower than us
-            grown |= padded[:, 1 + dy : 1 + dy + n, 1 + dx : 1 + dx + m] & (
-                cams <= values[:, 1 + dy : 1 + dy + n, 1 + dx : 1 + dx + m]
-            )
-        frontier = grown & allowed & ~reached
-        reached |= frontier
+    height, width = cams.shape[1:]
+    for c in np.flatnonzero(seeds.any(axis=(1, 2))):
+        image = np.ascontiguousarray(cams[c], dtype=np.float32)
+        mask = np.zeros((height + 2, width + 2), dtype=np.uint8)
+        mask[1:-1, 1:-1] = image <= floor
+        for y, x in zip(*np.nonzero(seeds[c])):
+            if mask[y + 1, x + 1] == 0:
+                cv2.floodFill(image, mask, (int(x), int(y)), 0, loDiff=1e30, upDiff=0, flags=_FLOOD_FLAGS)
+        reached[c] |= mask[1:-1, 1:-1] == _FILL
     return reached
 
 
@@ -116,8 +122,9 @@ def _rounded_rects(params: LocalizerParams, rows: np.ndarray, cols: np.ndarray):
     """Back-projected, ratio-resized rectangles rounded to inclusive pixels, and which survive:
     r >= 1 can make a rectangle vanish, and a field can lie wholly outside the image."""
     height, width = params.input_size
-    x_lo, x_hi = apply_ratio(*backproject(params.chain, cols), params.ratio)
-    y_lo, y_hi = apply_ratio(*backproject(params.chain, rows), params.ratio)
+    stride, low, high = params.affine
+    x_lo, x_hi = apply_ratio(cols * stride + low, cols * stride + high, params.ratio)
+    y_lo, y_hi = apply_ratio(rows * stride + low, rows * stride + high, params.ratio)
     xl, xh, yl, yh = (np.floor(np.asarray(v, dtype=np.float64) + 0.5) for v in (x_lo, x_hi, y_lo, y_hi))
     kept = (xh >= xl) & (yh >= yl) & (xh >= 0) & (xl <= width - 1) & (yh >= 0) & (yl <= height - 1)
     rects = np.stack([xl.clip(0, width - 1), yl.clip(0, height - 1), xh.clip(0, width - 1), yh.clip(0, height - 1)], 1)
@@ -130,16 +137,23 @@ def _rectangles(params: LocalizerParams, rows: np.ndarray, cols: np.ndarray) -> 
     return rects[kept]
 
 
-def _union_boxes_compressed(rects: np.ndarray) -> np.ndarray:
-    """External-contour bounding boxes (x0, y0, x1, y1 exclusive) of a union of inclusive rectangles."""
+def _compressed_masks(classes: np.ndarray, rects: np.ndarray, count: int):
+    """Paint inclusive rectangles, each tagged with its class, into one coordinate-compressed grid
+    per class: (count, gy, gx) uint8 plus the edge lists xs, ys (cell i spans [xs[i], xs[i+1])).
+
+    The edges are shared by all classes (a finer grid is still exact for each), and painting uses a
+    2-D difference array and two cumulative sums, so there is no Python loop over rectangles."""
     xs = np.unique(np.concatenate([rects[:, 0], rects[:, 2] + 1]))
     ys = np.unique(np.concatenate([rects[:, 1], rects[:, 3] + 1]))
-    grid = np.zeros((len(ys) - 1, len(xs) - 1), dtype=np.uint8)
-    cx0, cx1 = np.searchsorted(xs, rects[:, 0]), np.searchsorted(xs, rects[:, 2] + 1)
-    cy0, cy1 = np.searchsorted(ys, rects[:, 1]), np.searchsorted(ys, rects[:, 3] + 1)
-    for x0, x1, y0, y1 in zip(cx0, cx1, cy0, cy1):
-        grid[y0:y1, x0:x1] = 1
-    return _contour_boxes(grid, xs, ys)
+    x0, x1 = np.searchsorted(xs, rects[:, 0]), np.searchsorted(xs, rects[:, 2] + 1)
+    y0, y1 = np.searchsorted(ys, rects[:, 1]), np.searchsorted(ys, rects[:, 3] + 1)
+    diff = np.zeros((count, len(ys), len(xs)), dtype=np.int32)
+    np.add.at(diff, (classes, y0, x0), 1)
+    np.add.at(diff, (classes, y0, x1), -1)
+    np.add.at(diff, (classes, y1, x0), -1)
+    np.add.at(diff, (classes, y1, x1), 1)
+    covered = diff.cumsum(axis=1).cumsum(axis=2)[:, :-1, :-1] > 0
+    return covered.astype(np.uint8), xs, ys
 
 
 def _contour_boxes(mask: np.ndarray, xs: np.ndarray | None = None, ys: np.ndarray | None = None) -> np.ndarray:
@@ -172,19 +186,29 @@ def _peak_centres(rects: np.ndarray) -> np.ndarray:
 
 def _localize_fast(cams: np.ndarray, params: LocalizerParams) -> list[Detection]:
     thresholds = np.where(params.enabled, params.thresholds, np.inf)
-    peaks = find_peaks(cams, thresholds)
+    # Only classes whose maximum clears t_c can have a peak: usually a few of many.
+    active = np.flatnonzero(cams.reshape(len(cams), -1).max(axis=1) > thresholds)
+    if len(active) == 0:
+        return []
+    cams = cams[active]
+    peaks = find_peaks(cams, thresholds[active])
     reach = mountains(cams, peaks, params.floor)
+    k, rows, cols = np.nonzero(reach)  # every mountain pixel of every active class
+    rects, kept = _rounded_rects(params, rows, cols)
+    k, rects = k[kept], rects[kept]
+    if len(rects) == 0:
+        return []
+    masks, xs, ys = _compressed_masks(k, rects, len(active))
+    pk, prow, pcol = np.nonzero(peaks)
+    prects, pkept = _rounded_rects(params, prow, pcol)
+    pk, centres, values = pk[pkept], _peak_centres(prects[pkept]), cams[pk, prow, pcol][pkept]
     detections = []
-    for c in np.flatnonzero(reach.any(axis=(1, 2))):
-        rows, cols = np.nonzero(reach[c])
-        rects = _rectangles(params, rows, cols)
-        if len(rects) == 0:
-            continue
-        boxes = _union_boxes_compressed(rects)
-        prow, pcol = np.nonzero(peaks[c])
-        prects, kept = _rounded_rects(params, prow, pcol)
-        scores = _score_boxes(boxes, _peak_centres(prects[kept]), cams[c][prow, pcol][kept])
-        detections += [Detection(int(c), float(s), tuple(float(v) for v in b)) for b, s in zip(boxes, scores)]
+    for index in np.unique(k):
+        boxes = _contour_boxes(masks[index], xs, ys)
+        own = pk == index
+        scores = _score_boxes(boxes, centres[own], values[own])
+        c = int(active[index])
+        detections += [Detection(c, float(s), tuple(float(v) for v in b)) for b, s in zip(boxes, scores)]
     return detections
 
 

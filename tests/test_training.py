@@ -10,18 +10,8 @@ from training.checkpoint import load_model
 from training.cli import main as train_cli
 from training.data.registry import load_splits
 from training.predict import localizer_params, predict
-from training.train import TrainConfig, train
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def mnist128_checkpoint(tmp_path_factory, mnist_digits):
-    """A short SPAM run on MNIST128 from real digits (about a minute on 2 CPU cores)."""
-    out = tmp_path_factory.mktemp("mnist128")
-    record = train(TrainConfig(dataset="mnist128", out=str(out), epochs=4, limits={"train": 5000, "val": 500},
-                               progress=False))
-    return record
 
 
 def test_short_mnist128_run_classifies_real_digits(mnist128_checkpoint):

@@ -65,17 +65,25 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its index sits at the end
+        head = path.read_bytes()[:2]
+        if head[:1] == b"\x80":
+            raise CheckpointError(f"{path}: a bare Python pickle, not a spamcam checkpoint; refused without "
+                                  "unpickling it (loading it could run arbitrary code)")
+        raise CheckpointError(f"{path}: not a complete PyTorch file; it is truncated or corrupt (an interrupted "
+                              "copy or download?). Copy it again or retrain.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refused to load. It contains Python objects other than tensors and plain data, so it was "
-            f"not written by spamcam or has been tampered with; loading it could run arbitrary code. ({error})"
+            f"not written by spamcam or has been tampered with; loading it could run arbitrary code. "
+            f"({str(error).strip().splitlines()[0]})"
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
         raise CheckpointError(
             f"{path}: cannot be read as a PyTorch file; it is truncated or corrupt (an interrupted copy?). "
-            f"Copy it again or retrain. ({error})"
+            f"Copy it again or retrain. ({str(error).strip().splitlines()[0]})"
         ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

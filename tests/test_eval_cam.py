@@ -1,0 +1,58 @@
+"""eval-cam on checkpoints trained with train-cam."""
+import json
+
+import pytest
+
+from training.checkpoint import load_model
+from training.cli import main as train_cli
+from training.evaluate_cli import evaluate_model, main as eval_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_eval_cam_prints_table_writes_json_and_pictures(mnist128_checkpoint, tmp_path, capsys):
+    ckpt = mnist128_checkpoint["checkpoint"]
+    code = eval_cli([ckpt, "--limit", "400", "--json", str(tmp_path / "m.json"), "--save-vis", str(tmp_path / "vis"),
+                     "--vis-count", "5", "--maxboxacc"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Classification" in out and "Pin-pointing" in out and "Extent" in out and "MaxBoxAccV2" in out
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["images"] == 400 and metrics["classification_ap_mean"] >= 0.9
+    assert 0 <= metrics["extent_ap_mean"] <= 1 and 0 <= metrics["MaxBoxAccV2"] <= 1
+    assert len(list((tmp_path / "vis").glob("*.png"))) == 5
+
+
+def test_extent_ap_is_far_better_with_the_tuned_ratio(mnist128_checkpoint):
+    ckpt = mnist128_checkpoint["checkpoint"]
+    tuned = evaluate_model(ckpt, limit=500)
+    untuned = evaluate_model(ckpt, limit=500, ratio=0.0)
+    assert tuned["extent_ap_mean"] > untuned["extent_ap_mean"] + 0.2  # the raw 32 px fields are too big
+    assert tuned["extent_ap_mean"] >= 0.6
+
+
+def test_tune_ratio_stores_r_in_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert train_cli(["--dataset", "embedded", "--epochs", "1", "--limit", "train=300", "--limit", "val=100",
+                      "--out", str(out), "--no-progress"]) == 0
+    ckpt = out / "ckpt.pt"
+    model, _ = load_model(ckpt)
+    model.config.ratio = 0.0
+    result = evaluate_model(ckpt, dataset="embedded", limit=100, tune=True)
+    stored, payload = load_model(ckpt)
+    assert stored.config.ratio == result["ratio"]
+    assert [r for r, _ in result["ratio_curve"]][0] == -0.4
+    assert payload["training_state"]  # rewriting r keeps the optimizer state for --resume
+
+
+def test_reference_and_fast_give_the_same_metrics(mnist128_checkpoint):
+    ckpt = mnist128_checkpoint["checkpoint"]
+    fast = evaluate_model(ckpt, limit=150, method="fast")
+    reference = evaluate_model(ckpt, limit=150, method="reference")
+    assert fast["extent_ap"] == reference["extent_ap"]
+
+
+def test_eval_cam_errors(tmp_path, capsys):
+    (tmp_path / "x.pt").write_bytes(b"garbage")
+    assert eval_cli([str(tmp_path / "x.pt")]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err

@@ -1,0 +1,69 @@
+"""Metrics against cases computed by hand."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from runtime.metrics import (average_precision, box_iou, classification_ap, extent_ap, max_box_acc_v2,
+                             pinpoint_ap, precision_recall)
+
+
+def det(score, box, cls=0):
+    return SimpleNamespace(class_index=cls, score=score, box=tuple(box))
+
+
+def test_average_precision_by_hand():
+    # ranked hits: TP, FP, TP with 2 positives -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
+    precision, recall = precision_recall([0.9, 0.8, 0.7], [True, False, True], 2)
+    np.testing.assert_allclose(precision, [1, 0.5, 2 / 3])
+    np.testing.assert_allclose(recall, [0.5, 0.5, 1])
+    assert average_precision(precision, recall, "all") == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert average_precision(precision, recall, "11") == pytest.approx((6 * 1 + 5 * 2 / 3) / 11)
+
+
+def test_box_iou_by_hand():
+    iou = box_iou([[0, 0, 10, 10]], [[5, 0, 15, 10], [0, 0, 10, 10], [20, 20, 30, 30]])
+    np.testing.assert_allclose(iou, [[50 / 150, 1.0, 0.0]])
+
+
+def test_classification_ap_by_hand():
+    ap = classification_ap(np.array([[0.9], [0.8], [0.7]]), np.array([[1], [0], [1]]))
+    assert ap[0] == pytest.approx(0.5 + 0.5 * 2 / 3)
+    assert np.isnan(classification_ap(np.array([[0.3]]), np.array([[0]]))[0])  # no positive: undefined
+
+
+def test_extent_ap_duplicates_are_false_positives():
+    gt = [np.array([[0, 0, 0, 10, 10]]), np.array([[0, 0, 0, 10, 10]])]
+    detections = [
+        [det(0.9, (0, 0, 10, 10)), det(0.8, (0, 0, 10, 10))],  # a hit, then a duplicate
+        [det(0.7, (5, 5, 15, 15))],  # IoU 25/175 < 0.5: a miss
+    ]
+    # ranked: TP, FP, FP with 2 ground-truth boxes -> only recall 1/2 at precision 1
+    assert extent_ap(detections, gt, 1)[0] == pytest.approx(0.5)
+    assert extent_ap(detections, gt, 1, iou_threshold=0.1)[0] == pytest.approx(0.5 + 0.5 * 2 / 3)
+
+
+def test_extent_ap_ignores_other_classes_and_counts_detections_on_empty_images():
+    gt = [np.array([[1, 0, 0, 10, 10]]), np.zeros((0, 5))]
+    detections = [[det(0.9, (0, 0, 10, 10), cls=1), det(0.95, (0, 0, 10, 10), cls=0)], [det(0.99, (0, 0, 5, 5), cls=1)]]
+    ap = extent_ap(detections, gt, 2)
+    assert np.isnan(ap[0])  # class 0 has no ground truth
+    assert ap[1] == pytest.approx(0.5)  # FP (empty image) ranked above the TP
+
+
+def test_pinpoint_ap_with_and_without_tolerance():
+    gt = [np.array([[0, 10, 10, 20, 20]]), np.zeros((0, 5)), np.array([[0, 0, 0, 5, 5]])]
+    scores = np.array([[0.9], [0.8], [0.7]])
+    points = np.array([[[15, 15]], [[1, 1]], [[30, 30]]], dtype=float)
+    assert pinpoint_ap(scores, points, gt)[0] == pytest.approx(0.5)  # TP, FP, FP
+    assert pinpoint_ap(scores, points, gt, tolerance=25)[0] == pytest.approx(0.5 + 0.5 * 2 / 3)  # TP, FP, TP
+
+
+def test_max_box_acc_v2_by_hand():
+    cam = np.zeros((1, 10, 10), dtype=np.float32)
+    cam[0, 2:6, 3:7] = 1.0
+    right = np.array([[0, 3, 2, 7, 6]])  # exactly the activated block
+    wrong = np.array([[0, 0, 0, 2, 2]])  # elsewhere: at best the whole-image box, IoU 0.04
+    result = max_box_acc_v2([cam, cam], [right, wrong], (10, 10))
+    assert result["MaxBoxAcc@0.3"] == result["MaxBoxAcc@0.7"] == 0.5
+    assert result["MaxBoxAccV2"] == pytest.approx(0.5)
