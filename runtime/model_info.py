@@ -13,7 +13,7 @@ from typing import Any
 from .geometry import validate_chain
 from .postprocess import LocalizerParams
 
-__all__ = ["METADATA_KEY", "VERSION", "ModelInfo", "MetadataError"]
+__all__ = ["METADATA_KEY", "VERSION", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata"]
 
 METADATA_KEY = "spamcam"
 VERSION = 1
@@ -80,3 +80,21 @@ class ModelInfo:
 
     def with_ratio(self, ratio: float) -> "ModelInfo":
         return replace(self, ratio=float(ratio))
+
+
+def write_onnx_metadata(model, info: ModelInfo) -> None:
+    """Set (replace) spamcam's key in an onnx.ModelProto's metadata_props."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
+
+
+def read_onnx_metadata(model, source: str = "model") -> ModelInfo:
+    """spamcam's metadata from an onnx.ModelProto; MetadataError when it has none."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return ModelInfo.from_json(prop.value, source)
+    raise MetadataError(f"{source}: an ONNX model without spamcam metadata (no '{METADATA_KEY}' key); export it with "
+                        "`export-onnx ckpt.pt`")

@@ -13,7 +13,7 @@ ALLOWED = {
     "edge_app": {"runtime", "edge_app"},
     "training": {"runtime", "training"},
     "export": {"training", "runtime", "export", "calibration"},
-    "calibration": {"training", "runtime", "calibration"},
+    "calibration": {"training", "runtime", "calibration"},  # export imports calibration, not the reverse
 }
 TORCH_FREE = ("runtime", "edge_app")
 

@@ -1,0 +1,134 @@
+"""Explicit INT8 quantization: a Q/DQ ONNX model from onnxruntime.quantization, made the way TensorRT
+requires explicit quantization, so one file serves ONNX Runtime on a CPU and TensorRT on a GPU
+(TensorRT deprecated its implicit calibrators in 10.1, and 11 removed them, in favour of Q/DQ).
+
+TensorRT's rules, enforced here and checked by `check_tensorrt_rules`:
+- INT8 (signed) for activations and weights, symmetric: every zero point is 0;
+- weights per output channel (axis 0 of a Conv weight);
+- biases stay float (TensorRT fuses them; it has no INT32 dequantization).
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from runtime.model_info import ModelInfo, read_onnx_metadata, write_onnx_metadata
+
+from .dataset import CalibrationError, calibration_images
+
+__all__ = ["CALIBRATION_METHODS", "CalibrationError", "quantize_int8", "check_tensorrt_rules"]
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def _reader(images: list[np.ndarray], input_name: str, batch_size: int, progress: Callable | None):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.position = 0
+
+        def get_next(self):
+            if self.position >= len(images):
+                return None
+            batch = np.stack(images[self.position : self.position + batch_size]).astype(np.float32)
+            self.position += len(batch)
+            if progress is not None:
+                progress(len(batch))
+            return {input_name: batch}
+
+        def rewind(self) -> None:
+            self.position = 0
+
+    return _Reader()
+
+
+def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, calibration: str | Path = "embedded",
+                  samples: int = 256, method: str = "minmax", batch_size: int = 16, mnist_dir: str | None = None,
+                  show_progress: bool = True) -> Path:
+    """FP32 ONNX (from export-onnx) -> INT8 Q/DQ ONNX with the same metadata (precision recorded)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    model_path = Path(model_path)
+    output = Path(output) if output else model_path.with_name(model_path.stem + ".int8.onnx")
+    fp32 = onnx.load(str(model_path))
+    info = read_onnx_metadata(fp32, str(model_path))
+    if info.extra.get("precision") == "int8":
+        raise ValueError(f"{model_path} is already INT8-quantized; quantize the FP32 export instead")
+    images = calibration_images(calibration, info, samples, mnist_dir)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(images), desc=f"calibrating ({method})", disable=not show_progress, leave=False)
+    reader = _reader(images, fp32.graph.input[0].name, batch_size, bar.update)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+        except Exception as error:  # pre-processing is an optimisation; quantization works without it
+            print(f"quantize-int8: graph pre-processing skipped ({type(error).__name__}: {error})")
+            shutil.copy(model_path, prepared)
+        calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                     "percentile": CalibrationMethod.Percentile}[method]
+        quantize_static(
+            str(prepared), str(output), reader, quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+            calibrate_method=calibrate,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                           "CalibTensorRangeSymmetric": True},
+        )
+    bar.close()
+    quantized = onnx.load(str(output))
+    info.extra.update({"precision": "int8", "calibration": {"method": method, "samples": len(images),
+                                                            "source": str(calibration)}})
+    write_onnx_metadata(quantized, info)
+    problems = check_tensorrt_rules(quantized)
+    if problems:
+        raise RuntimeError("the quantized graph breaks TensorRT's explicit-quantization rules: " + "; ".join(problems[:5]))
+    onnx.save(quantized, str(output))
+    return output
+
+
+def check_tensorrt_rules(model: onnx.ModelProto) -> list[str]:
+    """Everything in a Q/DQ graph that TensorRT's explicit quantization would reject or misread."""
+    constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:  # Constant nodes hold scales/zero points in some exports
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims is not None:
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    problems, quantizers = [], 0
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        quantizers += 1
+        if len(node.input) < 3:
+            problems.append(f"{node.name}: no zero point (defaults to uint8)")
+            continue
+        zero = constants.get(node.input[2])
+        if zero is None:
+            problems.append(f"{node.name}: zero point is not a constant")
+            continue
+        if zero.dtype != np.int8:
+            problems.append(f"{node.name}: {zero.dtype} instead of int8")
+        if np.any(zero != 0):
+            problems.append(f"{node.name}: non-zero zero point (asymmetric)")
+        scale = constants.get(node.input[1])
+        source = node.input[0]
+        if node.op_type == "DequantizeLinear" and source in constants and source not in producers:
+            weight = constants[source]
+            if weight.ndim == 4:  # a Conv weight: per output channel, axis 0
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                if scale is None or scale.size != weight.shape[0] or axis != 0:
+                    problems.append(f"{node.name}: conv weight not quantized per output channel (axis 0)")
+    if quantizers == 0:
+        problems.append("no QuantizeLinear/DequantizeLinear nodes: the model is not quantized")
+    return problems

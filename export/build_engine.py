@@ -1,0 +1,210 @@
+"""`build-engine model.onnx`: a TensorRT engine (FP16 / INT8) for NVIDIA GPUs and Jetsons, or an
+optimized ONNX Runtime model (FP32 / INT8) for CPUs.
+
+TensorRT path (TensorRT 10/11 Python API): builder -> network -> ONNX parser (its errors surfaced)
+-> builder config (workspace pool limit, one optimization profile for min/opt/max batch and size,
+timing cache file, optional DLA core with GPU fallback) -> serialized plan. INT8 means explicit
+quantization: the Q/DQ model from calibration/ is built as a strongly typed network. FP16 uses the
+weak-typing FP16 flag where the installed TensorRT still has it (TensorRT 10, JetPack 5/6); TensorRT
+11 removed it, so there the model is first converted to FP16 tensors (onnxconverter-common) and built
+strongly typed. The plan stays a plain TensorRT plan (`trtexec --loadEngine` works); spamcam's metadata
+goes into `<engine>.json` with the TensorRT version and GPU it was built for.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from calibration.quantize import quantize_int8
+from runtime.backends import sidecar_path
+from runtime.backends.tensorrt_backend import import_tensorrt
+from runtime.model_info import MetadataError, ModelInfo, read_onnx_metadata, write_onnx_metadata
+
+__all__ = ["build_tensorrt_engine", "build_onnxruntime_model", "main"]
+
+
+def _profile_shapes(info: ModelInfo, batch: tuple[int, int, int], min_size, max_size):
+    height, width = info.input_size
+    min_hw = tuple(min_size) if min_size else (height, width)
+    max_hw = tuple(max_size) if max_size else (height, width)
+    channels = info.in_channels
+    return ((batch[0], channels, *min_hw), (batch[1], channels, height, width), (batch[2], channels, *max_hw))
+
+
+def _to_fp16(model_path: Path, work: Path) -> Path:
+    try:
+        from onnxconverter_common import float16
+    except ImportError as error:
+        raise RuntimeError("this TensorRT has no FP16 builder flag (TensorRT 11 builds strongly typed networks only); "
+                           "converting the model to FP16 needs `pip install onnxconverter-common` (in spamcam[gpu])") from error
+    model = float16.convert_float_to_float16(onnx.load(str(model_path)), keep_io_types=True)
+    converted = work / "model.fp16.onnx"
+    onnx.save(model, str(converted))
+    return converted
+
+
+def build_tensorrt_engine(
+    model_path: str | Path, output: str | Path | None = None, *, precision: str = "fp16", calibration: str | None = None,
+    calib_samples: int = 256, calib_method: str = "minmax", batch: tuple[int, int, int] = (1, 1, 8),
+    min_size=None, max_size=None, workspace_mb: int = 1024, timing_cache: str | Path | None = None,
+    dla_core: int | None = None,
+) -> Path:
+    """Build and write the plan and its sidecar; returns the plan's path."""
+    trt = import_tensorrt()  # clear error first, before any work
+    from runtime.backends.cuda_memory import load_cuda_api
+
+    device = load_cuda_api().device_description()
+    model_path = Path(model_path)
+    info = read_onnx_metadata(onnx.load(str(model_path)), str(model_path))
+    output = Path(output) if output else model_path.with_suffix(f".{precision}.engine")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        source, strongly_typed, weak_flag = model_path, False, None
+        if precision == "int8":
+            if info.extra.get("precision") != "int8":
+                if not calibration:
+                    raise ValueError("--int8 needs a Q/DQ model from quantize-int8, or --calib DIR to make one now")
+                source = quantize_int8(model_path, work / "model.int8.onnx", calibration=calibration,
+                                       samples=calib_samples, method=calib_method)
+                info = read_onnx_metadata(onnx.load(str(source)), str(source))
+            strongly_typed = True  # explicit quantization: the Q/DQ nodes decide the precision
+        elif precision == "fp16":
+            weak_flag = getattr(trt.BuilderFlag, "FP16", None)
+            if weak_flag is None:
+                source, strongly_typed = _to_fp16(model_path, work), True
+        elif precision != "fp32":
+            raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        flags = 0
+        strong = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+        if strongly_typed and strong is not None:  # TensorRT 11: every network is strongly typed anyway
+            flags |= 1 << int(strong)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(source)):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise RuntimeError(f"TensorRT's ONNX parser rejected {source.name}: " + " | ".join(errors))
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+        if weak_flag is not None:
+            config.set_flag(weak_flag)
+        profile = builder.create_optimization_profile()
+        shapes = _profile_shapes(info, batch, min_size, max_size)
+        profile.set_shape(network.get_input(0).name, *shapes)
+        config.add_optimization_profile(profile)
+        if dla_core is not None:
+            if builder.num_DLA_cores == 0:
+                raise RuntimeError(f"--dla-core {dla_core}: this device has no DLA (Jetson AGX/NX Orin and Xavier do)")
+            config.default_device_type = trt.DeviceType.DLA
+            config.DLA_core = int(dla_core)
+            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
+        cache = None
+        if timing_cache:
+            cache_path = Path(timing_cache)
+            cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+            config.set_timing_cache(cache, ignore_mismatch=False)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise RuntimeError("TensorRT failed to build the engine; its log above says why")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(bytes(plan))
+        if cache is not None:
+            Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
+    info.extra.update({"precision": precision, "tensorrt_version": trt.__version__, **device,
+                       "profile": [list(s) for s in shapes], "dla_core": dla_core})
+    sidecar_path(output).write_text(info.to_json())
+    return output
+
+
+def build_onnxruntime_model(
+    model_path: str | Path, output: str | Path | None = None, *, int8: bool = False, calibration: str | None = None,
+    calib_samples: int = 256, calib_method: str = "minmax",
+) -> Path:
+    """ONNX Runtime's offline-optimized model (constant folding, fusions), optionally INT8 first.
+    Uses the portable 'extended' level: 'all' would bake in this CPU's memory layouts."""
+    import onnxruntime as ort
+
+    model_path = Path(model_path)
+    info = read_onnx_metadata(onnx.load(str(model_path)), str(model_path))
+    suffix = ".int8.ort.onnx" if int8 else ".ort.onnx"
+    output = Path(output) if output else model_path.with_name(model_path.name.removesuffix(".onnx") + suffix)
+    with tempfile.TemporaryDirectory() as tmp:
+        source = model_path
+        if int8 and info.extra.get("precision") != "int8":
+            source = quantize_int8(model_path, Path(tmp) / "model.int8.onnx", calibration=calibration or "embedded",
+                                   samples=calib_samples, method=calib_method)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(output)
+        ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
+        info = read_onnx_metadata(onnx.load(str(source)), str(source))
+    optimized = onnx.load(str(output))
+    info.extra["optimized_for"] = "onnxruntime (extended graph optimizations)"
+    write_onnx_metadata(optimized, info)
+    onnx.save(optimized, str(output))
+    return output
+
+
+EXAMPLES = """examples:
+  build-engine model.onnx --fp16                              # TensorRT, writes model.fp16.engine + .json
+  build-engine model.int8.onnx --int8                         # TensorRT from a quantize-int8 model
+  build-engine model.onnx --int8 --calib ~/frames/ --max-batch 4 --timing-cache trt.cache
+  build-engine model.onnx --fp16 --dla-core 0                 # Jetson DLA, GPU fallback
+  build-engine model.onnx --backend onnxruntime --int8 --calib mnist128   # CPU devices
+
+TensorRT comes with JetPack on a Jetson, or `pip install tensorrt` from NVIDIA's index elsewhere. The
+engine only runs on the TensorRT version and GPU it was built with: build it on the target device.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="build-engine", description="Compile an exported spamcam ONNX model for a device.",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="ONNX model from export-onnx (or quantize-int8)")
+    p.add_argument("-o", "--output")
+    p.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="TensorRT FP16 (the default for tensorrt)")
+    precision.add_argument("--int8", action="store_true", help="INT8 by explicit (Q/DQ) quantization")
+    precision.add_argument("--fp32", action="store_true")
+    p.add_argument("--calib", help="calibration images for --int8: a folder or a dataset spec (mnist128, voc:PATH, ...)")
+    p.add_argument("--calib-samples", type=int, default=256)
+    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    p.add_argument("--min-batch", type=int, default=1)
+    p.add_argument("--opt-batch", type=int, default=1)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--min-size", type=int, nargs=2, metavar=("H", "W"), help="smallest input (default: training size)")
+    p.add_argument("--max-size", type=int, nargs=2, metavar=("H", "W"), help="largest input (default: training size)")
+    p.add_argument("--workspace", type=int, default=1024, help="workspace memory pool limit, MiB")
+    p.add_argument("--timing-cache", help="read and update this timing cache file (faster rebuilds)")
+    p.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson), falling back to the GPU")
+    args = p.parse_args(argv)
+    try:
+        if args.backend == "onnxruntime":
+            if args.fp16:
+                raise ValueError("ONNX Runtime on a CPU has no FP16 speed-up; use --int8 or the default FP32")
+            path = build_onnxruntime_model(args.model, args.output, int8=args.int8, calibration=args.calib,
+                                           calib_samples=args.calib_samples, calib_method=args.calib_method)
+            print(f"build-engine: wrote {path} (ONNX Runtime, {'INT8' if args.int8 else 'FP32'})")
+            return 0
+        precision = "int8" if args.int8 else "fp32" if args.fp32 else "fp16"
+        path = build_tensorrt_engine(args.model, args.output, precision=precision, calibration=args.calib,
+                                     calib_samples=args.calib_samples, calib_method=args.calib_method,
+                                     batch=(args.min_batch, args.opt_batch, args.max_batch), min_size=args.min_size,
+                                     max_size=args.max_size, workspace_mb=args.workspace,
+                                     timing_cache=args.timing_cache, dla_core=args.dla_core)
+        print(f"build-engine: wrote {path} and {sidecar_path(path).name} (TensorRT {precision.upper()})")
+    except (MetadataError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"build-engine: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""`export-onnx ckpt.pt`: the CAM-only inference graph, with everything the runtime needs inside it.
+
+Pooling and the two-way softmax are training-only (the paper removes them at inference), so the
+graph is backbone + CAM layer, with the input normalisation folded in: it takes NCHW float32 images
+in [0, 1] of any batch and size (the network is fully convolutional) and returns CAMs. Classes,
+thresholds, geometry, ratio, pooling kernels and the output affine travel in `metadata_props` under
+one versioned key (runtime.model_info), so no downstream tool re-types them by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from runtime.model_info import ModelInfo, read_onnx_metadata, write_onnx_metadata
+from training.checkpoint import CheckpointError, load_model
+
+__all__ = ["export_onnx", "verify_onnx", "main"]
+
+OPSET = 18
+
+
+class _CamOnly(torch.nn.Module):
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.cam(images)  # (B, C, N, M)
+
+
+def _name_dimensions(model: onnx.ModelProto) -> None:
+    """Readable symbolic dimensions for tools like Netron and trtexec."""
+    names = {0: "batch", 2: "height", 3: "width"}
+    for value, prefix in ((model.graph.input[0], ""), (model.graph.output[0], "cam_")):
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in names.items():
+            if not dims[axis].HasField("dim_value"):
+                dims[axis].dim_param = name if axis == 0 else prefix + name
+
+
+def export_onnx(checkpoint: str | Path, output: str | Path | None = None, *, simplify: bool = True,
+                dynamo: bool = True) -> Path:
+    """Write the ONNX model next to the checkpoint (or to `output`) and return its path."""
+    checkpoint = Path(checkpoint)
+    output = Path(output) if output else checkpoint.with_suffix(".onnx")
+    model, payload = load_model(checkpoint)
+    info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
+    info.extra["train_dataset"] = payload["extra"].get("train_config", {}).get("dataset")
+    wrapper = _CamOnly(model).eval()
+    height, width = info.input_size
+    example = torch.rand(2, info.in_channels, height, width)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            try:
+                from torch.export import Dim
+
+                torch.onnx.export(wrapper, (example,), str(output), input_names=[info.input_name],
+                                  output_names=[info.output_name], opset_version=OPSET, dynamo=True,
+                                  dynamic_shapes={"images": {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}},
+                                  verbose=False, optimize=simplify)
+            except Exception as error:  # the TorchScript exporter handles what dynamo cannot trace
+                print(f"export-onnx: dynamo export failed ({type(error).__name__}); using the TorchScript exporter",
+                      file=sys.stderr)
+                dynamo = False
+        if not dynamo:
+            torch.onnx.export(wrapper, (example,), str(output), input_names=[info.input_name],
+                              output_names=[info.output_name], opset_version=17, dynamo=False,
+                              dynamic_axes={info.input_name: {0: "batch", 2: "height", 3: "width"},
+                                            info.output_name: {0: "batch", 2: "cam_height", 3: "cam_width"}})
+    proto = onnx.load(str(output))
+    _name_dimensions(proto)
+    write_onnx_metadata(proto, info)
+    proto.doc_string = (f"spamcam CAM-only graph ({info.backbone}, {info.pooling} pooling). Input '{info.input_name}': "
+                        f"{info.layout}. Output '{info.output_name}': class activation maps (B, C, N, M).")
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(output))
+    for leftover in output.parent.glob(output.name + ".data"):  # the dynamo exporter's external-data file
+        leftover.unlink()
+    return output
+
+
+def verify_onnx(checkpoint: str | Path, onnx_path: str | Path, images: np.ndarray) -> float:
+    """Max |ONNX Runtime - PyTorch| over a batch of real images (B, C, H, W) in [0, 1]."""
+    import onnxruntime as ort
+
+    model, _ = load_model(checkpoint)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model.cam(torch.from_numpy(images)).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: images.astype(np.float32)})[0]
+    return float(np.abs(got - expected).max())
+
+
+def _verification_images(info: ModelInfo, dataset: str | None, count: int) -> np.ndarray:
+    from training.data.registry import load_splits
+
+    splits = load_splits(dataset or "embedded", input_size=tuple(info.input_size), channels=info.in_channels,
+                         sizes={"test": count})
+    images = [splits.test[i].image for i in range(min(count, len(splits.test)))]
+    batch = np.stack(images).astype(np.float32)
+    if batch.shape[1] != info.in_channels:
+        batch = np.repeat(batch, info.in_channels, axis=1)
+    return batch
+
+
+EXAMPLES = """examples:
+  export-onnx runs/cam/ckpt.pt                      # writes runs/cam/ckpt.onnx
+  export-onnx runs/cam/ckpt.pt -o model.onnx --verify
+  python -c "import onnx; print(onnx.load('model.onnx').metadata_props)"   # what travels with it
+
+The graph's input is NCHW float32 in [0, 1] (normalisation is inside); batch, height and width are
+dynamic. The output is the CAMs (B, C, N, M); pooling and softmax are training-only.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="export-onnx", description="Export a spamcam checkpoint to a CAM-only "
+                                     "ONNX model with its metadata.", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="ckpt.pt written by train-cam")
+    parser.add_argument("-o", "--output", help="ONNX file (default: next to the checkpoint, .onnx)")
+    parser.add_argument("--verify", action="store_true", help="compare ONNX Runtime with PyTorch on real images")
+    parser.add_argument("--verify-images", type=int, default=16)
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference --verify accepts")
+    parser.add_argument("--dataset", help="images for --verify (default: the training dataset)")
+    parser.add_argument("--no-simplify", action="store_true", help="skip the exporter's graph optimisation")
+    parser.add_argument("--legacy", action="store_true", help="use the TorchScript exporter instead of dynamo")
+    args = parser.parse_args(argv)
+    try:
+        path = export_onnx(args.checkpoint, args.output, simplify=not args.no_simplify, dynamo=not args.legacy)
+        info = read_onnx_metadata(onnx.load(str(path)), str(path))
+        print(f"export-onnx: wrote {path} ({path.stat().st_size / 1e6:.2f} MB; classes {info.classes}; "
+              f"input {info.in_channels}x{info.input_size[0]}x{info.input_size[1]}, dynamic batch/size)")
+        if args.verify:
+            images = _verification_images(info, args.dataset or info.extra.get("train_dataset"), args.verify_images)
+            difference = verify_onnx(args.checkpoint, path, images)
+            verdict = "ok" if difference <= args.tolerance else "FAILED"
+            print(f"export-onnx: verify on {len(images)} real images: max |ONNX Runtime - PyTorch| = {difference:.2e} "
+                  f"(tolerance {args.tolerance:g}) {verdict}")
+            if difference > args.tolerance:
+                return 1
+    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"export-onnx: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

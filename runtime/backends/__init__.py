@@ -1,0 +1,71 @@
+"""Inference backends behind one interface: `open_backend(path)` picks by file type, `infer(batch)`
+returns CAMs. ONNX Runtime for `.onnx`, TensorRT for `.engine` / `.plan` (with a sidecar JSON).
+
+Heavy dependencies are imported inside each backend, so `import runtime.backends` works anywhere
+and the error, when one is needed, names what to install.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..model_info import ModelInfo
+
+__all__ = ["Backend", "open_backend", "store_ratio", "ENGINE_SUFFIXES", "sidecar_path"]
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+class Backend(Protocol):
+    info: ModelInfo
+    name: str
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(B, C_in, H, W) float32 in [0, 1] -> CAMs (B, C, N, M) float32."""
+
+    def close(self) -> None: ...
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def open_backend(path: str | Path, **options) -> Backend:
+    """ONNX Runtime for .onnx; TensorRT for .engine/.plan/.trt. Options go to the backend
+    (ONNX Runtime: providers, threads; TensorRT: max_batch)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.suffix == ".onnx":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, **options)
+    if path.suffix in ENGINE_SUFFIXES:
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, **options)
+    raise ValueError(f"{path}: unknown model type {path.suffix!r}; expected .onnx or a TensorRT {'/'.join(ENGINE_SUFFIXES)}")
+
+
+def store_ratio(path: str | Path, ratio: float) -> None:
+    """Write a tuned r into a deployed model's metadata (ONNX metadata_props or the engine sidecar)."""
+    path = Path(path)
+    if path.suffix in ENGINE_SUFFIXES:
+        sidecar = sidecar_path(path)
+        info = ModelInfo.from_json(sidecar.read_text(), str(sidecar)).with_ratio(ratio)
+        temporary = sidecar.with_suffix(".tmp")
+        temporary.write_text(info.to_json())
+        temporary.replace(sidecar)
+        return
+    import onnx
+
+    from ..model_info import read_onnx_metadata, write_onnx_metadata
+
+    model = onnx.load(str(path))
+    write_onnx_metadata(model, read_onnx_metadata(model, str(path)).with_ratio(ratio))
+    temporary = path.with_name(path.name + ".tmp")
+    onnx.save(model, str(temporary))
+    temporary.replace(path)

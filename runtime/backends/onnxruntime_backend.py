@@ -1,0 +1,62 @@
+"""ONNX Runtime backend: TensorRT -> CUDA -> CPU execution providers, whichever are available."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..model_info import METADATA_KEY, MetadataError, ModelInfo
+
+__all__ = ["OnnxRuntimeBackend", "PREFERRED_PROVIDERS"]
+
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _import_ort():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise RuntimeError("ONNX Runtime is not installed: `pip install onnxruntime` (CPU) or "
+                           "`pip install onnxruntime-gpu` (NVIDIA GPUs), e.g. via spamcam's [cpu] or [gpu] extra") from error
+    return onnxruntime
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        ort = _import_ort()
+        path = Path(path)
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in PREFERRED_PROVIDERS if p in available]
+        else:
+            missing = [p for p in providers if p not in available]
+            if missing:
+                raise RuntimeError(f"ONNX Runtime providers {missing} are not available here (have: {available})")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+        except Exception as error:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
+            raise ValueError(f"{path}: ONNX Runtime cannot load this model ({error})") from error
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in metadata:
+            raise MetadataError(f"{path}: an ONNX model without spamcam metadata (no '{METADATA_KEY}' key). "
+                                "Export it with `export-onnx ckpt.pt`; a foreign model lacks the thresholds and geometry "
+                                "localization needs.")
+        self.info = ModelInfo.from_json(metadata[METADATA_KEY], str(path))
+        self.providers = self.session.get_providers()
+        self.input_name = self.session.get_inputs()[0].name
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1] != self.info.in_channels:
+            raise ValueError(f"expected a batch (B, {self.info.in_channels}, H, W), got {batch.shape}")
+        return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        self.session = None

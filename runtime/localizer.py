@@ -1,0 +1,82 @@
+"""Frame in, detections out: pre-processing + a backend + post-processing, with per-stage timings.
+
+What the camera app and anyone embedding spamcam call. Boxes come back in the frame's own pixels.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .backends import Backend, open_backend
+from .postprocess import Detection, localize
+from .preprocess import Transform, preprocess
+from .scores import class_probabilities, pool_cams
+
+__all__ = ["Localizer", "FrameResult"]
+
+
+@dataclass
+class FrameResult:
+    detections: list[Detection]  # boxes in frame pixels
+    scores: np.ndarray  # (C,) P(present) from the CAM with the model's own pooling
+    cams: np.ndarray  # (C, N, M)
+    transform: Transform
+    timings_ms: dict[str, float] = field(default_factory=dict)  # preprocess, inference, postprocess
+
+    def to_dict(self, classes: Sequence[str]) -> dict:
+        return {"detections": [d.to_dict(classes) for d in self.detections],
+                "scores": {c: round(float(s), 6) for c, s in zip(classes, self.scores)},
+                "latency_ms": {k: round(v, 3) for k, v in self.timings_ms.items()}}
+
+
+class Localizer:
+    """`Localizer("model.onnx")(frame)` -> FrameResult. Frames are BGR or grey uint8 (OpenCV's)."""
+
+    def __init__(self, model: str | Path | Backend, *, resize_mode: str | None = None, ratio: float | None = None,
+                 min_score: float | None = None, method: str = "fast", **backend_options) -> None:
+        self.backend = open_backend(model, **backend_options) if isinstance(model, (str, Path)) else model
+        self.info = self.backend.info
+        self.resize_mode = resize_mode or self.info.resize_mode
+        self.params = self.info.localizer_params()
+        if ratio is not None:
+            self.params.ratio = float(ratio)
+        self.min_score = min_score
+        self.method = method
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info.classes)
+
+    def __call__(self, frame: np.ndarray) -> FrameResult:
+        return self.process_batch([frame])[0]
+
+    def process_batch(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
+        start = time.perf_counter()
+        pairs = [preprocess(f, tuple(self.info.input_size), self.info.in_channels, self.resize_mode) for f in frames]
+        batch = np.stack([p[0] for p in pairs])
+        prepared = time.perf_counter()
+        cams = self.backend.infer(batch)
+        inferred = time.perf_counter()
+        pooled = pool_cams(cams, self.info.pooling, self.info.spam_kernels)
+        scores = class_probabilities(pooled, self.info.slopes, self.info.intercepts)
+        results = []
+        for cam, score, (_, transform) in zip(cams, scores, pairs):
+            detections = localize(cam, self.params, self.method)
+            if self.min_score is not None:
+                detections = [d for d in detections if d.score >= self.min_score]
+            boxes = transform.boxes_to_frame(np.array([d.box for d in detections]).reshape(-1, 4))
+            mapped = [Detection(d.class_index, d.score, tuple(float(v) for v in b)) for d, b in zip(detections, boxes)]
+            results.append(FrameResult(mapped, score, cam, transform))
+        done = time.perf_counter()
+        per_frame = 1000.0 / len(frames)
+        for result in results:
+            result.timings_ms = {"preprocess": (prepared - start) * per_frame, "inference": (inferred - prepared) * per_frame,
+                                 "postprocess": (done - inferred) * per_frame}
+        return results
+
+    def close(self) -> None:
+        self.backend.close()
