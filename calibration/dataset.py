@@ -57,8 +57,12 @@ def _dataset_images(spec: str, info: ModelInfo, count: int, mnist_dir: str | Non
     if len(splits.train) == 0:
         raise CalibrationError(f"dataset {spec!r} has no training images to calibrate with")
     for index in range(min(count, len(splits.train))):
-        image = splits.train[index].image
-        yield np.repeat(image, info.in_channels, axis=0) if image.shape[0] != info.in_channels else image
+        image = splits.train[index].image  # (C, H, W) in [0, 1]
+        if image.shape[0] != info.in_channels or list(image.shape[1:]) != list(info.input_size):
+            # e.g. MNIST128's fixed 128 px grey canvases for an RGB model at 320 px: treat it as a frame
+            frame = (image.transpose(1, 2, 0) * 255).round().astype(np.uint8)
+            image = preprocess(frame, tuple(info.input_size), info.in_channels, info.resize_mode)[0]
+        yield image
 
 
 def calibration_images(source: str | Path, info: ModelInfo, count: int = 256,

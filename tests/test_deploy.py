@@ -1,0 +1,206 @@
+"""export-onnx, INT8 Q/DQ calibration, build-engine and the runtime backends, on real trained models."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from calibration.dataset import CalibrationError, calibration_images
+from calibration.quantize import check_tensorrt_rules, quantize_int8
+from export.build_engine import build_onnxruntime_model, main as build_cli
+from export.onnx_export import export_onnx, main as export_cli, verify_onnx
+from runtime.backends import open_backend, store_ratio
+from runtime.localizer import Localizer
+from runtime.model_info import MetadataError, ModelInfo, read_onnx_metadata
+from training.checkpoint import load_model
+from training.data.registry import load_splits
+from training.evaluate_cli import evaluate_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def exported(mnist128_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    return export_onnx(mnist128_checkpoint["checkpoint"], out)
+
+
+@pytest.fixture(scope="session")
+def quantized(exported):
+    return quantize_int8(exported, exported.with_name("model.int8.onnx"), calibration="mnist128", samples=256,
+                         show_progress=False)
+
+
+def _real_images(count=16, size=None):
+    test = load_splits("mnist128", sizes={"test": count}).test
+    return np.stack([test[i].image for i in range(count)])
+
+
+def test_export_matches_pytorch_on_real_images_at_any_batch_and_size(mnist128_checkpoint, exported):
+    images = _real_images(16)
+    assert verify_onnx(mnist128_checkpoint["checkpoint"], exported, images) <= 1e-4
+    assert verify_onnx(mnist128_checkpoint["checkpoint"], exported, images[:1]) <= 1e-4
+    model, _ = load_model(mnist128_checkpoint["checkpoint"])
+    wide = np.random.default_rng(0).random((3, 1, 160, 224), dtype=np.float32)  # dynamic height/width
+    import torch
+
+    with torch.no_grad():
+        expected = model.cam(torch.from_numpy(wide)).numpy()
+    got = open_backend(exported).infer(wide)
+    assert got.shape == expected.shape == (3, 1, 33, 49)
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_graph_is_checker_clean_with_metadata_round_trip(mnist128_checkpoint, exported):
+    proto = onnx.load(str(exported))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version >= 17
+    assert [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim] == ["batch", "", "height", "width"]
+    info = read_onnx_metadata(proto)
+    _, payload = load_model(mnist128_checkpoint["checkpoint"])
+    config = payload["config"]
+    assert info.classes == config.classes and info.geometry == config.geometry
+    assert info.thresholds == payload["deploy"]["thresholds"] and info.ratio == config.ratio
+    assert info.input_size == config.input_size and info.pooling == "spam" and info.spam_kernels == [1, 2, 5, "N"]
+    assert {op.op_type for op in proto.graph.node}.isdisjoint({"ReduceMax", "Softmax", "AveragePool"})  # CAM only
+
+
+def test_onnx_metrics_equal_pytorch_metrics(mnist128_checkpoint, exported):
+    torch_result = evaluate_model(mnist128_checkpoint["checkpoint"], limit=400)
+    onnx_result = evaluate_model(exported, dataset="mnist128", limit=400)
+    for key in ("classification_ap_mean", "pinpoint_ap_mean", "extent_ap_mean"):
+        assert onnx_result[key] == pytest.approx(torch_result[key], abs=1e-3)
+
+
+def test_int8_graph_follows_tensorrt_rules(quantized):
+    proto = onnx.load(str(quantized))
+    assert check_tensorrt_rules(proto) == []
+    initializers = {i.name: i for i in proto.graph.initializer}
+    conv_weights = [initializers[n.input[0]] for n in proto.graph.node
+                    if n.op_type == "DequantizeLinear" and n.input[0] in initializers and len(initializers[n.input[0]].dims) == 4]
+    assert len(conv_weights) == 4 and all(w.data_type == onnx.TensorProto.INT8 for w in conv_weights)
+    zero_points = [onnx.numpy_helper.to_array(initializers[n.input[2]]) for n in proto.graph.node
+                   if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    assert read_onnx_metadata(proto).extra["precision"] == "int8"
+
+
+def test_the_rules_checker_catches_asymmetric_uint8(exported, tmp_path):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    class Reader:
+        def __init__(self):
+            self.batches = [{"images": _real_images(8)}]
+
+        def get_next(self):
+            return self.batches.pop() if self.batches else None
+
+    asymmetric = tmp_path / "uint8.onnx"
+    quantize_static(str(exported), str(asymmetric), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8, per_channel=False)
+    problems = check_tensorrt_rules(onnx.load(str(asymmetric)))
+    assert any("uint8" in p for p in problems) and any("per output channel" in p for p in problems)
+
+
+def test_int8_extent_ap_within_one_point_of_fp32(exported, quantized):
+    fp32 = evaluate_model(exported, dataset="mnist128")
+    int8 = evaluate_model(quantized, dataset="mnist128")
+    assert fp32["images"] == 2000
+    assert abs(int8["extent_ap_mean"] - fp32["extent_ap_mean"]) <= 0.01
+    assert abs(int8["classification_ap_mean"] - fp32["classification_ap_mean"]) <= 0.01
+
+
+def test_empty_and_unreadable_calibration_sets_are_clear_errors(exported, tmp_path):
+    info = read_onnx_metadata(onnx.load(str(exported)))
+    with pytest.raises(CalibrationError, match="holds no images"):
+        calibration_images(tmp_path, info)
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(CalibrationError, match="could be read"):
+        calibration_images(tmp_path, info)
+    with pytest.raises(CalibrationError, match="not found"):
+        calibration_images(tmp_path / "missing", info)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match="holds no images"):
+        quantize_int8(exported, tmp_path / "x.onnx", calibration=empty, show_progress=False)
+    assert not (tmp_path / "x.onnx").exists()  # nothing half-written
+
+
+def test_calibration_folder_goes_through_runtime_preprocessing(exported, tmp_path):
+    import cv2
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    cv2.putText(frame, "3", (100, 150), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 8)
+    cv2.imwrite(str(tmp_path / "a.png"), frame)
+    info = read_onnx_metadata(onnx.load(str(exported)))
+    (image,) = calibration_images(tmp_path, info)
+    from runtime.preprocess import preprocess
+
+    np.testing.assert_array_equal(image, preprocess(cv2.imread(str(tmp_path / "a.png")), (128, 128), 1)[0])
+
+
+def test_foreign_onnx_model_is_a_clear_error(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(MetadataError, match="without spamcam metadata"):
+        open_backend(path)
+    assert build_cli([str(path), "--backend", "onnxruntime"]) == 2
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot load"):
+        open_backend(tmp_path / "junk.onnx")
+
+
+def test_build_engine_onnxruntime_fp32_and_int8(exported, tmp_path):
+    fp32 = build_onnxruntime_model(exported, tmp_path / "m.ort.onnx")
+    int8 = build_onnxruntime_model(exported, tmp_path / "m.int8.ort.onnx", int8=True, calibration="mnist128", calib_samples=64)
+    images = _real_images(8)
+    reference = open_backend(exported).infer(images)
+    assert np.abs(open_backend(fp32).infer(images) - reference).max() <= 1e-4
+    quantized = open_backend(int8).infer(images)
+    assert np.abs(quantized - reference).max() <= 0.1 * np.abs(reference).max()  # INT8: close, not equal
+    assert open_backend(int8).info.extra["precision"] == "int8"
+
+
+def test_build_engine_tensorrt_without_tensorrt_says_how_to_get_it(exported, capsys):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here; this test covers machines without it")
+    except ImportError:
+        pass
+    assert build_cli([str(exported), "--fp16"]) == 2
+    err = capsys.readouterr().err
+    assert "JetPack" in err and "--backend onnxruntime" in err
+
+
+def test_localizer_maps_boxes_to_the_frame(exported):
+    localizer = Localizer(exported)
+    test = load_splits("mnist128", sizes={"test": 200}).test
+    sample = next(test[i] for i in range(200) if test[i].labels[0])
+    frame = np.kron((sample.image[0] * 255).astype(np.uint8), np.ones((3, 4), np.uint8))  # a 384x512 camera frame
+    result = localizer(frame)
+    assert result.scores[0] > 0.5 and len(result.detections) >= 1
+    truth = sample.boxes[0, 1:] * [4, 3, 4, 3]
+    from runtime.metrics import box_iou
+
+    assert box_iou(np.array([result.detections[0].box]), truth[None]).max() >= 0.5
+    assert set(result.timings_ms) == {"preprocess", "inference", "postprocess"}
+    assert json.dumps(result.to_dict(localizer.classes))
+
+
+def test_store_ratio_in_onnx_metadata(exported, tmp_path):
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(exported.read_bytes())
+    store_ratio(copy, 0.42)
+    assert open_backend(copy).info.ratio == 0.42
+
+
+def test_export_cli_verify(mnist128_checkpoint, tmp_path, capsys):
+    assert export_cli([mnist128_checkpoint["checkpoint"], "-o", str(tmp_path / "m.onnx"), "--verify"]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert export_cli([str(tmp_path / "nothing.pt")]) == 2
