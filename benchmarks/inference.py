@@ -9,6 +9,7 @@ PyTorch eager (CPU) measured in the same run.
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import tempfile
 import time
@@ -67,7 +68,7 @@ def main() -> None:
             runners["ONNX Runtime FP32 (CPU)"] = OnnxRuntimeBackend(fp32, providers=["CPUExecutionProvider"]).infer
             runners["ONNX Runtime INT8 (CPU)"] = OnnxRuntimeBackend(int8, providers=["CPUExecutionProvider"]).infer
             if torch.cuda.is_available():
-                gpu = model.to("cuda").eval()
+                gpu = copy.deepcopy(model).to("cuda").eval()
 
                 def cuda_run(b, m=gpu):
                     out = m.cam(torch.from_numpy(b).to("cuda", non_blocking=True)).cpu()
