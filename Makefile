@@ -25,6 +25,7 @@ test: $(STAMP)
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/postprocess.py
+	$(PY) benchmarks/inference.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
