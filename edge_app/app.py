@@ -1,0 +1,206 @@
+"""The camera loop: source -> Localizer -> overlay -> outputs + JSON lines, with statistics.
+
+`EdgeApp(model, source, outputs).run()` is the whole application; the CLI only parses arguments.
+Ctrl-C and SIGTERM stop the loop after the current frame, and every output is closed in `finally`,
+so nothing already produced is lost. Per-frame state is never accumulated: memory stays flat.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from runtime.localizer import Localizer
+
+from .outputs import JsonLines, open_output
+from .overlay import OVERLAYS, annotate
+from .sources import SourceLost, open_source
+
+__all__ = ["EdgeApp", "AppConfig", "RunSummary"]
+
+STAGES = ("capture", "preprocess", "inference", "postprocess", "output")
+
+
+@dataclass
+class AppConfig:
+    source: str
+    outputs: list[str] = field(default_factory=list)  # display://0, out.mp4, frames/, http://127.0.0.1:8080
+    json: str | None = None  # a file, or "-" for stdout
+    overlay: str = "boxes"  # boxes | heatmap | area
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+    flip: str = "none"
+    resize_mode: str | None = None  # resize | letterbox (default: the model's)
+    min_score: float | None = None
+    max_frames: int | None = None
+    summary_every: float = 10.0  # seconds between log summaries
+    reconnect_timeout: float | None = 30.0  # give up on a lost live source after this long
+    http_host: str = "127.0.0.1"  # where an http:// output without a host binds
+    output_fps: float | None = None  # video files from live sources (default: the source's)
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    detections: int = 0
+    dropped: int = 0
+    bad: int = 0
+    reconnects: int = 0
+    seconds: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)  # mean per frame
+    stopped_by: str = "end of source"
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames, "fps": round(self.fps, 2), "detections": self.detections,
+                "dropped": self.dropped, "bad_frames": self.bad, "reconnects": self.reconnects,
+                "seconds": round(self.seconds, 3), "stage_ms": {k: round(v, 3) for k, v in self.stage_ms.items()},
+                "stopped_by": self.stopped_by, "outputs": self.outputs}
+
+
+class _Meter:
+    """Running sums and an exponential moving average of FPS; constant memory."""
+
+    def __init__(self) -> None:
+        self.sums = dict.fromkeys(STAGES, 0.0)
+        self.count = 0
+        self.fps = 0.0
+        self._last = None
+
+    def add(self, stages: dict[str, float]) -> None:
+        for key in STAGES:
+            self.sums[key] += stages.get(key, 0.0)
+        self.count += 1
+        now = time.perf_counter()
+        if self._last is not None:
+            instant = 1.0 / max(now - self._last, 1e-6)
+            self.fps = instant if self.fps == 0 else 0.9 * self.fps + 0.1 * instant
+        self._last = now
+
+    def means(self) -> dict[str, float]:
+        return {k: v / self.count for k, v in self.sums.items()} if self.count else dict.fromkeys(STAGES, 0.0)
+
+
+class EdgeApp:
+    def __init__(self, model: str | Path | Localizer, config: AppConfig, *, log: Callable[[str], None] | None = None,
+                 **backend_options) -> None:
+        if config.overlay not in OVERLAYS:
+            raise ValueError(f"overlay must be one of {OVERLAYS}, got {config.overlay!r}")
+        self.config = config
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        self.localizer = model if isinstance(model, Localizer) else Localizer(
+            model, resize_mode=config.resize_mode, min_score=config.min_score, **backend_options)
+        self._stop = threading.Event()
+        self.stopped_by = "end of source"
+
+    def stop(self, reason: str = "stop()") -> None:
+        self.stopped_by = reason
+        self._stop.set()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda n, _f: self.stop(signal.Signals(n).name))
+        return previous
+
+    def run(self) -> RunSummary:
+        config = self.config
+        source = open_source(config.source, width=config.width, height=config.height, fps=config.fps, flip=config.flip,
+                             give_up_after=config.reconnect_timeout, log=self.log)
+        outputs, json_lines = [], None
+        previous = self._install_signals()
+        summary = RunSummary()
+        meter = _Meter()
+        classes = self.localizer.classes
+        started = time.perf_counter()
+        last_summary = started
+        try:
+            fps = config.output_fps or source.fps or 30.0
+            for uri in config.outputs:
+                outputs.append(open_output(uri, fps=fps, http_host=config.http_host, on_quit=lambda: self.stop("window")))
+                if hasattr(outputs[-1], "url"):
+                    self.log(f"edge_app: preview at {outputs[-1].url}")
+            json_lines = JsonLines(config.json) if config.json else None
+            self.log(f"edge_app: {config.source} -> {', '.join(config.outputs) or 'no video output'}"
+                     f"{'; JSON lines to ' + config.json if config.json else ''}; model {self.localizer.info.backbone} "
+                     f"on {self.localizer.backend.name}")
+            while not self._stop.is_set():
+                if config.max_frames is not None and summary.frames >= config.max_frames:
+                    self.stopped_by = "max frames"
+                    break
+                t0 = time.perf_counter()
+                try:
+                    frame = source.read(0.5)
+                except SourceLost as error:
+                    self.log(f"edge_app: {error}")
+                    self.stopped_by = "source lost"
+                    break
+                if frame is None:
+                    if source.live and not source.finished:
+                        continue  # nothing new yet: keep waiting (and keep answering Ctrl-C)
+                    break
+                capture_ms = (time.perf_counter() - t0) * 1000
+                try:
+                    result = self.localizer(frame.image)
+                except ValueError as error:  # e.g. an empty or odd-shaped frame: skip it, count it
+                    summary.bad += 1
+                    self.log(f"edge_app: skipped frame {frame.index}: {error}")
+                    continue
+                t1 = time.perf_counter()
+                stages = {"capture": capture_ms, **result.timings_ms}
+                status = (f"{meter.fps:5.1f} FPS | cap {capture_ms:.1f} pre {stages['preprocess']:.1f} "
+                          f"inf {stages['inference']:.1f} post {stages['postprocess']:.1f} ms")
+                if outputs:
+                    annotated = annotate(frame.image, result, classes, self.localizer.params, overlay=config.overlay,
+                                         status=status)
+                    for output in outputs:
+                        output.write(annotated)
+                if json_lines:
+                    json_lines.write_record({"frame": frame.index, "timestamp": round(frame.timestamp, 4),
+                                             **result.to_dict(classes)})
+                stages["output"] = (time.perf_counter() - t1) * 1000
+                meter.add(stages)
+                summary.frames += 1
+                summary.detections += len(result.detections)
+                now = time.perf_counter()
+                if now - last_summary >= config.summary_every:
+                    last_summary = now
+                    means = meter.means()
+                    self.log(f"edge_app: {summary.frames} frames, {meter.fps:.1f} FPS; ms per frame: "
+                             + ", ".join(f"{k} {means[k]:.1f}" for k in STAGES)
+                             + f"; dropped {source.stats.dropped}, bad {source.stats.bad + summary.bad}")
+        finally:
+            summary.seconds = time.perf_counter() - started
+            for output in outputs:
+                try:
+                    output.close()
+                except Exception as error:  # keep closing the others; report this one
+                    self.log(f"edge_app: closing {type(output).__name__} failed: {error}")
+            if json_lines:
+                json_lines.close()
+            source.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        summary.stage_ms = meter.means()
+        summary.dropped = source.stats.dropped
+        summary.bad += source.stats.bad
+        summary.reconnects = source.stats.reconnects
+        summary.stopped_by = self.stopped_by
+        summary.outputs = list(config.outputs) + ([config.json] if config.json and config.json != "-" else [])
+        self.log(f"edge_app: done ({summary.stopped_by}): {summary.frames} frames in {summary.seconds:.1f}s "
+                 f"({summary.fps:.1f} FPS), {summary.detections} detections, {summary.dropped} dropped, "
+                 f"{summary.bad} bad, {summary.reconnects} reconnects")
+        return summary

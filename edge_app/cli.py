@@ -1,0 +1,76 @@
+"""`edge_app`: real-time localization on a camera, stream, video or images."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from runtime.model_info import MetadataError
+
+from .app import AppConfig, EdgeApp
+from .outputs import OutputError
+from .overlay import OVERLAYS
+from .sources import SourceError
+
+EXAMPLES = """sources (--source):  csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path | http://host/stream.mjpg |
+                     video.mp4 | image.jpg | folder/
+outputs (--output, repeatable):  display://0 | out.mp4 | frames/ | http://127.0.0.1:8080 (MJPEG preview)
+
+examples:
+  edge_app --model model.onnx --source video.mp4 --output out.mp4 --json -
+  edge_app --model model.fp16.engine --source csi://0 --output display://0 --width 1280 --height 720
+  edge_app --model model.int8.onnx --source rtsp://drone.local/live --output http://0.0.0.0:8080 --headless
+  edge_app --model model.onnx --source /dev/video0 --overlay heatmap --output http://127.0.0.1:8080
+
+Ctrl-C or SIGTERM stops after the current frame; the video file is finalised and every JSON line
+already produced is on disk.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge_app", description="Run a spamcam model on live camera feeds, streams, "
+                                "videos or images.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model.onnx, model.int8.onnx or a TensorRT model.engine")
+    p.add_argument("--source", required=True, help="input URI (see below)")
+    p.add_argument("--output", action="append", default=[], help="output URI (repeatable)")
+    p.add_argument("--headless", action="store_true", help="refuse display:// outputs (for servers and drones)")
+    p.add_argument("--json", help="JSON lines per frame to this file, or - for stdout")
+    p.add_argument("--overlay", default="boxes", choices=OVERLAYS, help="draw boxes only, or also the CAM heat map / "
+                   "back-projected area")
+    p.add_argument("--width", type=int, help="capture width (cameras)")
+    p.add_argument("--height", type=int, help="capture height (cameras)")
+    p.add_argument("--fps", type=int, help="capture frame rate (cameras)")
+    p.add_argument("--flip", default="none", choices=["none", "horizontal", "vertical", "rotate-180", "clockwise",
+                                                       "counterclockwise"])
+    p.add_argument("--resize", choices=["resize", "letterbox"], help="how frames fit the network (default: the model's)")
+    p.add_argument("--min-score", type=float, help="hide detections whose peak CAM value is below this")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--http-host", default="127.0.0.1", help="bind address for http:// outputs given without a host")
+    p.add_argument("--reconnect-timeout", type=float, default=30.0, help="give up on a lost live source after this many "
+                   "seconds (0: never)")
+    p.add_argument("--summary-every", type=float, default=10.0, help="seconds between log summaries")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.headless and any(o.startswith("display://") for o in args.output):
+        print("edge_app: error: --headless and a display:// output contradict each other", file=sys.stderr)
+        return 2
+    config = AppConfig(source=args.source, outputs=args.output, json=args.json, overlay=args.overlay, width=args.width,
+                       height=args.height, fps=args.fps, flip=args.flip, resize_mode=args.resize,
+                       min_score=args.min_score, max_frames=args.max_frames, summary_every=args.summary_every,
+                       reconnect_timeout=args.reconnect_timeout or None, http_host=args.http_host)
+    options = {"threads": args.threads} if args.threads and args.model.endswith(".onnx") else {}
+    try:
+        summary = EdgeApp(args.model, config, **options).run()
+    except (SourceError, OutputError, MetadataError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"edge_app: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"summary": summary.to_dict()}), file=sys.stderr if args.json == "-" else sys.stdout)
+    return 0 if summary.stopped_by != "source lost" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Where annotated frames and detections go: a window, a video file, a folder of images, an MJPEG
+preview over HTTP, JSON lines. Each output finishes what it wrote on `close()`, which the app
+always reaches (also on Ctrl-C / SIGTERM), so a video stays playable and no JSON line is half written.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Callable
+
+import cv2
+import numpy as np
+
+__all__ = ["OutputError", "VideoFileOutput", "ImageFolderOutput", "DisplayOutput", "MjpegServer", "JsonLines",
+           "open_output"]
+
+
+class OutputError(RuntimeError):
+    pass
+
+
+class VideoFileOutput:
+    """MP4 (mp4v) or AVI (MJPG); sized by the first frame."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path, self.fps = path, fps
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, image: np.ndarray) -> None:
+        if self.writer is None:
+            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            self.writer = cv2.VideoWriter(str(self.path), fourcc, float(self.fps), (image.shape[1], image.shape[0]))
+            if not self.writer.isOpened():
+                raise OutputError(f"{self.path}: cannot write video (is the folder writable, the suffix .mp4/.avi?)")
+            self.size = (image.shape[1], image.shape[0])
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size)  # a source that changed resolution mid-stream
+        self.writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()  # writes the container's index: the file is playable after this
+            self.writer = None
+
+
+class ImageFolderOutput:
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.frames = folder, 0
+
+    def write(self, image: np.ndarray) -> None:
+        cv2.imwrite(str(self.folder / f"frame_{self.frames:06d}.jpg"), image)
+        self.frames += 1
+
+    def close(self) -> None:
+        pass
+
+
+class DisplayOutput:
+    """An OpenCV window; closing it (or pressing q / Esc) asks the app to stop."""
+
+    def __init__(self, title: str = "spamcam", on_quit: Callable[[], None] | None = None) -> None:
+        self.title, self.on_quit = title, on_quit
+        try:
+            cv2.namedWindow(title, cv2.WINDOW_NORMAL)
+        except cv2.error as error:
+            raise OutputError("display:// needs an OpenCV with GUI support and a screen (pip's opencv-python-headless "
+                              "has none: install opencv-python, or use JetPack's OpenCV); or use --headless, a video "
+                              f"file, or the HTTP preview ({error.msg.strip() if hasattr(error, 'msg') else error})") from error
+
+    def write(self, image: np.ndarray) -> None:
+        cv2.imshow(self.title, image)
+        key = cv2.waitKey(1) & 0xFF
+        if key in (ord("q"), 27) and self.on_quit:
+            self.on_quit()
+
+    def close(self) -> None:
+        cv2.destroyWindow(self.title)
+
+
+class MjpegServer:
+    """MJPEG over HTTP (multipart/x-mixed-replace): open http://HOST:PORT/ in a browser or VLC.
+    Bound to 127.0.0.1 unless asked otherwise: a camera feed is not published by accident."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 8080, quality: int = 80) -> None:
+        self.quality = quality
+        self._frame: bytes | None = None
+        self._condition = threading.Condition()
+        self._closed = False
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet: one line per request is noise on a camera
+                pass
+
+            def do_GET(self) -> None:
+                if self.path not in ("/", "/stream.mjpg", "/frame.jpg"):
+                    self.send_error(404)
+                    return
+                if self.path == "/frame.jpg":
+                    data = server.wait_frame(5.0)
+                    if data is None:
+                        self.send_error(503, "no frame yet")
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                last = None
+                try:
+                    while not server._closed:
+                        data = server.wait_frame(1.0, newer_than=last)
+                        if data is None:
+                            continue
+                        last = data
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                         + str(len(data)).encode() + b"\r\n\r\n" + data + b"\r\n")
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the viewer went away
+
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.address = self.httpd.server_address
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="mjpeg", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address[0]}:{self.address[1]}/"
+
+    def wait_frame(self, timeout: float, newer_than: bytes | None = None) -> bytes | None:
+        with self._condition:
+            if self._frame is None or self._frame is newer_than:
+                self._condition.wait(timeout)
+            return None if self._frame is newer_than else self._frame
+
+    def write(self, image: np.ndarray) -> None:
+        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        if ok:
+            with self._condition:
+                self._frame = encoded.tobytes()
+                self._condition.notify_all()
+
+    def close(self) -> None:
+        self._closed = True
+        with self._condition:
+            self._condition.notify_all()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class JsonLines:
+    """One JSON object per frame, flushed per line: a consumer (or a crash) never sees half a record."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        if target == "-":
+            self.handle: IO[str] = sys.stdout
+        else:
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(target, "w", encoding="utf-8")
+
+    def write_record(self, record: dict) -> None:
+        self.handle.write(json.dumps(record, separators=(",", ":")) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not sys.stdout:
+            self.handle.close()
+
+
+def open_output(uri: str, *, fps: float, http_host: str = "127.0.0.1", on_quit: Callable[[], None] | None = None):
+    """display://0 | http://[HOST]:PORT | file.mp4/.avi | folder/ (see the module docstring)."""
+    if uri.startswith("display://"):
+        return DisplayOutput(on_quit=on_quit)
+    if uri.startswith("http://") or uri.startswith("mjpeg://"):
+        rest = uri.split("://", 1)[1].strip("/")
+        host, _, port = rest.rpartition(":")
+        try:
+            return MjpegServer(host or http_host, int(port or 8080))
+        except OSError as error:
+            raise OutputError(f"{uri}: cannot serve the preview there ({error})") from error
+    path = Path(uri).expanduser()
+    if path.suffix.lower() in (".mp4", ".avi"):
+        return VideoFileOutput(path, fps)
+    if path.suffix:
+        raise OutputError(f"{uri}: unknown output; use display://0, http://127.0.0.1:8080, a .mp4/.avi file or a folder")
+    return ImageFolderOutput(path)

@@ -1,0 +1,47 @@
+"""Annotate a frame: boxes with class and score, optionally the CAM heat map or the back-projected
+area, and a status line with FPS and per-stage times. Drawing code is shared with eval-cam's
+pictures (runtime.visualize), so both look the same."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from runtime.localizer import FrameResult
+from runtime.metrics import cam_to_input
+from runtime.postprocess import LocalizerParams, backprojected_area
+from runtime.visualize import draw_area, draw_detections, draw_heatmap
+
+__all__ = ["annotate", "OVERLAYS"]
+
+OVERLAYS = ("boxes", "heatmap", "area")
+
+
+def _frame_region(result: FrameResult, input_size) -> tuple[float, float, float, float]:
+    """Where the network input lies in the frame (the whole frame, or inside the letterbox bars)."""
+    height, width = input_size
+    return tuple(result.transform.boxes_to_frame(np.array([[0, 0, width, height]]))[0])
+
+
+def annotate(frame: np.ndarray, result: FrameResult, classes, params: LocalizerParams, *, overlay: str = "boxes",
+             status: str | None = None) -> np.ndarray:
+    canvas = frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    canvas = canvas.copy()
+    region = _frame_region(result, params.input_size)
+    if overlay == "heatmap" and len(result.scores):
+        best = int(np.argmax(result.scores))
+        draw_heatmap(canvas, cam_to_input(result.cams[best], params.chain, params.input_size), region=region)
+    elif overlay == "area":
+        area = backprojected_area(result.cams, params).any(axis=0).astype(np.uint8)
+        x0, y0, x1, y1 = (int(round(v)) for v in region)
+        resized = cv2.resize(area, (max(1, x1 - x0), max(1, y1 - y0)), interpolation=cv2.INTER_NEAREST).astype(bool)
+        full = np.zeros(canvas.shape[:2], dtype=bool)
+        full[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized[: full.shape[0] - y0, : full.shape[1] - x0]
+        draw_area(canvas, full)
+    thickness = max(1, round(max(canvas.shape[:2]) / 400))
+    draw_detections(canvas, result.detections, classes, thickness=thickness)
+    if status:
+        scale = max(0.4, canvas.shape[0] / 900)
+        (w, h), _ = cv2.getTextSize(status, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(canvas, (0, 0), (w + 8, h + 10), (0, 0, 0), -1)
+        cv2.putText(canvas, status, (4, h + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
