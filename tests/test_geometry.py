@@ -8,7 +8,7 @@ from training.backbones import BACKBONES, build_backbone
 from training.geometry import GeometryError, empirical_receptive_field, extract_chain
 
 # Inputs large enough that the centre pixel's field is not clipped for the smaller nets.
-SIZES = {"lenet": 128, "vgg16": 224, "resnet18": 512, "resnet50": 512, "mobilenet_v3_large": 640}
+SIZES = {"lenet": 128, "lenet_s4": 128, "vgg16": 224, "resnet18": 512, "resnet50": 512, "mobilenet_v3_large": 640}
 
 
 def _chain_box(chain, pixel, size):
@@ -33,6 +33,8 @@ def test_known_chains():
     lenet, _ = build_backbone("lenet")
     assert extract_chain(lenet) == ((5, 1, 0), (2, 2, 0), (5, 1, 0), (2, 2, 0), (5, 1, 0))
     assert chain_affine(extract_chain(lenet)) == (4, 0, 31)  # stride 4, field 32 px
+    short, _ = build_backbone("lenet_s4")
+    assert chain_affine(extract_chain(short)) == (4, 0, 15)  # without C5: field 16 px
     vgg, _ = build_backbone("vgg16")
     stride, low, high = chain_affine(extract_chain(vgg))
     assert (stride, high - low + 1) == (32, 212)  # VGG-16 pool5: the textbook 212 px field

@@ -15,23 +15,26 @@ from torch import nn
 __all__ = ["BACKBONES", "BackboneSpec", "build_backbone", "lenet5_features"]
 
 
-def lenet5_features(in_channels: int = 1) -> nn.Sequential:
-    """LeNet-5's convolutional part: C1, S2, C3, S4 and C5 (C5 is a 5x5 convolution in LeNet-5;
-    F6 and the output layer are the fully connected layers the paper removes).
+def lenet5_features(in_channels: int = 1, *, with_c5: bool = True) -> nn.Sequential:
+    """LeNet-5's convolutions, ReLU after each: C1 6@5x5, S2 max-pool 2, C3 16@5x5, S4 max-pool 2 and,
+    by default, C5 120@5x5 (a convolution in LeNet-5; F6 and the output layer are the fully
+    connected layers the paper removes).
 
-    Receptive field 32 px, stride 4: one CAM pixel sees a whole 28 px MNIST digit, so the mountain
-    around a peak back-projects onto the digit's extent.
+    With C5 the receptive field is 32 px (stride 4): one CAM pixel sees a whole 28 px MNIST digit.
+    Without it (`lenet_s4`) the field is 16 px and a box's extent must come from the activated
+    mountain alone; docs/results.md compares both.
     """
-    return nn.Sequential(
+    layers = [
         nn.Conv2d(in_channels, 6, kernel_size=5),  # C1
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2, 2),  # S2
         nn.Conv2d(6, 16, kernel_size=5),  # C3
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2, 2),  # S4
-        nn.Conv2d(16, 120, kernel_size=5),  # C5
-        nn.ReLU(inplace=True),
-    )
+    ]
+    if with_c5:
+        layers += [nn.Conv2d(16, 120, kernel_size=5), nn.ReLU(inplace=True)]  # C5
+    return nn.Sequential(*layers)
 
 
 def _torchvision_features(name: str, weights: str | None) -> nn.Module:
@@ -65,7 +68,8 @@ class BackboneSpec:
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "lenet": BackboneSpec(lambda c, w: lenet5_features(c), 1, 128, "LeNet-5 convs (paper's MNIST128 model)"),
+    "lenet": BackboneSpec(lambda c, w: lenet5_features(c), 1, 128, "LeNet-5 C1-C5 (paper's MNIST128 model)"),
+    "lenet_s4": BackboneSpec(lambda c, w: lenet5_features(c, with_c5=False), 1, 128, "LeNet-5 C1-S4, 16 px field"),
     "vgg16": BackboneSpec(lambda c, w: _torchvision_features("vgg16", w), 3, 512, "paper's VOC model"),
     "resnet18": BackboneSpec(lambda c, w: _torchvision_features("resnet18", w), 3, 448, ""),
     "resnet50": BackboneSpec(lambda c, w: _torchvision_features("resnet50", w), 3, 448, ""),
@@ -89,11 +93,11 @@ def build_backbone(
         raise ValueError(f"pretrained must be 'none' or 'imagenet', got {pretrained!r}")
     if pretrained == "imagenet" and weights_path is not None:
         raise ValueError("give either --pretrained imagenet or --weights PATH, not both")
-    if pretrained == "imagenet" and name == "lenet":
+    if pretrained == "imagenet" and name.startswith("lenet"):
         raise ValueError("there are no ImageNet weights for lenet; use --pretrained none")
     spec = BACKBONES[name]
     in_channels = spec.native_channels if in_channels is None else in_channels
-    if name != "lenet" and in_channels != 3:
+    if not name.startswith("lenet") and in_channels != 3:
         raise ValueError(f"{name} takes 3-channel input (grey images are repeated to RGB), got {in_channels}")
     features = spec.build(in_channels, None if pretrained == "none" else pretrained)
     if weights_path is not None:

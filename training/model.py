@@ -119,6 +119,6 @@ def build_model(
 
 def default_normalisation(backbone: str, in_channels: int) -> tuple[list[float], list[float]]:
     """ImageNet statistics for torchvision backbones (their weights expect them); identity for LeNet."""
-    if backbone == "lenet":
+    if backbone.startswith("lenet"):
         return [0.0] * in_channels, [1.0] * in_channels
     return list(IMAGENET_MEAN), list(IMAGENET_STD)

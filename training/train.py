@@ -131,8 +131,8 @@ def _single_class_labels(split) -> np.ndarray | None:
 
 
 def _model_config(config: TrainConfig, splits) -> ModelConfig:
-    in_channels = 1 if config.backbone == "lenet" else 3
-    if config.backbone == "lenet" and splits.in_channels == 3:
+    in_channels = 1 if config.backbone.startswith("lenet") else 3
+    if config.backbone.startswith("lenet") and splits.in_channels == 3:
         in_channels = 3
     mean, std = default_normalisation(config.backbone, in_channels)
     size = list(config.input_size or splits.input_size)
