@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 RUN ?= runs/demo
 STAMP := $(VENV)/.spamcam-installed
 
-.PHONY: demo test setup benchmarks clean
+.PHONY: demo test setup benchmarks table1 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/train-cam --dataset embedded --epochs 4 --limit train=3000 --limit val=500 --out $(RUN) --no-progress
-	$(VENV)/bin/eval-cam $(RUN)/ckpt.pt --dataset embedded --limit 1000 --json $(RUN)/eval.json --save-vis $(RUN)/vis
+	$(PY) demo.py --out $(RUN)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -26,6 +25,10 @@ test: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/postprocess.py
 	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/edge_app.py
+
+table1: $(STAMP)
+	$(PY) benchmarks/table1.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
