@@ -69,7 +69,7 @@ def main() -> None:
         rows.append((f"{name}@{size}", f"{args.classes}x{n}x{m}", boxes, reference, fast, reference / fast, model_ms))
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"numpy {np.__version__}; {args.frames} frames each, median per frame")
-    print(f"| model@input | CAM | boxes/frame | reference ms | fast ms | speed-up | model forward ms (torch, CPU) |")
+    print("| model@input | CAM | boxes/frame | reference ms | fast ms | speed-up | model forward ms (torch, CPU) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row[0]} | {row[1]} | {row[2]:.1f} | {row[3]:.2f} | {row[4]:.2f} | {row[5]:.1f}x | {row[6]:.1f} |")

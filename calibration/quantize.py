@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from runtime.model_info import ModelInfo, read_onnx_metadata, write_onnx_metadata
+from runtime.model_info import read_onnx_metadata, write_onnx_metadata
 
 from .dataset import CalibrationError, calibration_images
 

@@ -11,7 +11,7 @@ from export.build_engine import build_onnxruntime_model, main as build_cli
 from export.onnx_export import export_onnx, main as export_cli, verify_onnx
 from runtime.backends import open_backend, store_ratio
 from runtime.localizer import Localizer
-from runtime.model_info import MetadataError, ModelInfo, read_onnx_metadata
+from runtime.model_info import MetadataError, read_onnx_metadata
 from training.checkpoint import load_model
 from training.data.registry import load_splits
 from training.evaluate_cli import evaluate_model
