@@ -69,4 +69,4 @@ def tune_ratio(
                              predictions.boxes, predictions.scores.shape[1]))
         curve.append((float(ratio), ap))
     best = max(curve, key=lambda item: (np.nan_to_num(item[1], nan=-1.0), -abs(item[0])))
-    return best[0], curve
+    return best[0] + 0.0, curve  # + 0.0: -0.0 becomes 0.0

@@ -252,7 +252,7 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
         "val_classification_ap": round(metrics["classification_ap_mean"], 6),
         "val_pinpoint_ap": round(metrics["pinpoint_ap_mean"], 6),
         "val_extent_ap": round(metrics["extent_ap_mean"], 6),
-        "ratio": model.config.ratio,
+        "ratio": model.config.ratio + 0.0,  # no "-0" in logs
         "lr": optimizer.param_groups[0]["lr"],
         "seconds": round(time.time() - started, 2),
     }
