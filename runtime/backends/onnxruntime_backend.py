@@ -39,6 +39,9 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT's worker threads otherwise spin after each run and starve the camera loop's own work
+        # (decode, resize, drawing) on small CPUs: measured in benchmarks/edge_app.py.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
         except Exception as error:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
