@@ -175,6 +175,8 @@ def main() -> None:
     parser.add_argument("--skip-multi", action="store_true", help="skip the 1-3 digits SPAM run")
     parser.add_argument("--skip-field-study", action="store_true",
                         help="skip the three runs with lenet_s4 (16 px receptive field, smaller than a digit)")
+    parser.add_argument("--field-study-epochs", type=int, help="epochs for the lenet_s4 runs (default: --epochs)")
+    parser.add_argument("--skip-main", action="store_true", help="only the lenet_s4 runs (no table rows, no figures)")
     args = parser.parse_args()
     import torch
 
@@ -182,25 +184,28 @@ def main() -> None:
     docs.mkdir(parents=True, exist_ok=True)
     started = time.time()
     results, seconds = {}, {}
-    for pooling in POOLINGS:
+    for pooling in () if args.skip_main else POOLINGS:
         results[pooling], seconds[pooling] = train_and_evaluate(pooling, runs, args.epochs, args.seed)
         print(f"table1: {pooling} done in {seconds[pooling] / 60:.1f} min", flush=True)
-    if not args.skip_multi:
+    if not args.skip_multi and not args.skip_main:
         results["spam_multi"], seconds["spam_multi"] = train_and_evaluate("spam", runs, args.epochs, args.seed, (1, 3))
     if not args.skip_field_study:
         for pooling in POOLINGS:
             key = f"{pooling}_lenet_s4"
-            results[key], seconds[key] = train_and_evaluate(pooling, runs, args.epochs, args.seed, backbone="lenet_s4")
+            results[key], seconds[key] = train_and_evaluate(pooling, runs, args.field_study_epochs or args.epochs,
+                                                            args.seed, backbone="lenet_s4")
             print(f"table1: {key} done in {seconds[key] / 60:.1f} min", flush=True)
-    checkpoints = {p: str(runs / p / "ckpt.pt") for p in POOLINGS}
-    figure_gradient_flow(docs / "fig_gradient_flow.png")
-    counts = figure_cam_sums(docs / "fig_cam_sums.png", checkpoints, args.seed)
-    figure_examples(docs / "fig_examples.png", checkpoints, args.seed)
+    counts = {}
+    if not args.skip_main:
+        checkpoints = {p: str(runs / p / "ckpt.pt") for p in POOLINGS}
+        figure_gradient_flow(docs / "fig_gradient_flow.png")
+        counts = figure_cam_sums(docs / "fig_cam_sums.png", checkpoints, args.seed)
+        figure_examples(docs / "fig_examples.png", checkpoints, args.seed)
     total = time.time() - started
 
     lines = ["| Method | Classification | Pin-pointing | Extent | Extent (11-pt) | MaxBoxAccV2 | r | "
              "paper: Cls / Pin / Extent |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for pooling in POOLINGS:
+    for pooling in () if args.skip_main else POOLINGS:
         r = results[pooling]
         paper = " / ".join(f"{v:.1f}" for v in PAPER[pooling])
         lines.append(f"| {pooling.upper()} (ours) | {100 * r['classification_ap_mean']:.1f} | {100 * r['pinpoint_ap_mean']:.1f} | "
