@@ -81,6 +81,7 @@ def load_splits(
     if kind in ("folder", "csv", "voc"):
         if not path:
             raise ValueError(f"dataset {spec!r}: give a path, e.g. {kind}:/data/birds")
+        path = str(Path(path).expanduser())  # "voc:~/VOCdevkit/VOC2007": the shell leaves this ~ alone
         if not Path(path).exists():
             raise FileNotFoundError(f"dataset {spec!r}: {path} does not exist")
         size = tuple(input_size or (448, 448))
