@@ -229,7 +229,8 @@ def main() -> None:
                "train_eval_minutes": {k: round(v / 60, 1) for k, v in seconds.items()},
                "activated_pixels_inside_outside": counts, "table": table}
     (runs / "table1.json").write_text(json.dumps(summary, indent=2, default=float))
-    print(f"table1: {total / 60:.1f} minutes in all; results in {runs / 'table1.json'}, figures in {docs}/")
+    print(f"table1: {total / 60:.1f} minutes in all; results in {runs / 'table1.json'}"
+          + ("" if args.skip_main else f", figures in {docs}/"))
 
 
 if __name__ == "__main__":
