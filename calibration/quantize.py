@@ -79,22 +79,26 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
             shutil.copy(model_path, prepared)
         calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                      "percentile": CalibrationMethod.Percentile}[method]
+        raw = Path(tmp) / "quantized.onnx"  # the output appears only once it is complete and checked
         quantize_static(
-            str(prepared), str(output), reader, quant_format=QuantFormat.QDQ,
+            str(prepared), str(raw), reader, quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
             calibrate_method=calibrate,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
                            "CalibTensorRangeSymmetric": True},
         )
-    bar.close()
-    quantized = onnx.load(str(output))
+        bar.close()
+        quantized = onnx.load(str(raw))
     info.extra.update({"precision": "int8", "calibration": {"method": method, "samples": len(images),
                                                             "source": str(calibration)}})
     write_onnx_metadata(quantized, info)
     problems = check_tensorrt_rules(quantized)
     if problems:
         raise RuntimeError("the quantized graph breaks TensorRT's explicit-quantization rules: " + "; ".join(problems[:5]))
-    onnx.save(quantized, str(output))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(output.name + ".partial")
+    onnx.save(quantized, str(partial))
+    partial.replace(output)
     return output
 
 

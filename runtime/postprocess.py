@@ -290,7 +290,10 @@ def backprojected_area(cams: np.ndarray, params: LocalizerParams) -> np.ndarray:
 
 def localize(cams: np.ndarray, params: LocalizerParams, method: str = "fast") -> list[Detection]:
     """One image's CAMs (C, N, M) -> detections in network-input coordinates."""
-    cams = _check_cams(cams, params, 3)
+    return _localize_checked(_check_cams(cams, params, 3), params, method)
+
+
+def _localize_checked(cams: np.ndarray, params: LocalizerParams, method: str) -> list[Detection]:
     if method == "fast":
         return _localize_fast(cams, params)
     if method == "reference":
@@ -300,5 +303,5 @@ def localize(cams: np.ndarray, params: LocalizerParams, method: str = "fast") ->
 
 def localize_batch(cams: np.ndarray, params: LocalizerParams, method: str = "fast") -> list[list[Detection]]:
     """(B, C, N, M) -> one list of detections per image."""
-    cams = _check_cams(cams, params, 4)
-    return [localize(cam, params, method) for cam in cams]
+    cams = _check_cams(cams, params, 4)  # once for the batch, not again per image
+    return [_localize_checked(cam, params, method) for cam in cams]
