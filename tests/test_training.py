@@ -68,3 +68,22 @@ def test_torchrun_two_processes_write_exactly_one_checkpoint(tmp_path):
     model, payload = load_model(out / "ckpt.pt")
     assert payload["extra"]["epoch"] == 2
     assert len((out / "log.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_epoch_samples_sets_the_draws_per_epoch(mnist_digits, balance):
+    """--epoch-samples: short epochs over a large split; balanced draws still favour the rare class."""
+    import numpy as np
+
+    from training.data.mnist128 import Mnist128
+    from training.predict import TorchSplit
+    from training.train import TrainConfig, _sampler
+
+    digits, labels = mnist_digits
+    split = Mnist128(digits[:2000], labels[:2000], redraw_each_epoch=True)
+    config = TrainConfig(epoch_samples=300, balance=balance)
+    drawn = list(_sampler(config, split, TorchSplit(split, 1), 0, 1))
+    assert len(drawn) == 300 and max(drawn) < 2000
+    share = np.mean(labels[:2000][drawn] == 3)
+    assert (share > 0.35) if balance else (share < 0.2)
+    assert len(list(_sampler(TrainConfig(), split, TorchSplit(split, 1), 0, 1))) == 2000
