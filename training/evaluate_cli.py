@@ -37,7 +37,7 @@ class _Evaluated:
         self.path, self.info, self.predict, self.train_dataset = path, info, predict_fn, train_dataset
 
 
-def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto") -> _Evaluated:
+def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto", progress: bool = True) -> _Evaluated:
     path = Path(path)
     if path.suffix == ".pt":
         from .checkpoint import load_model
@@ -50,7 +50,7 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
         dataset = payload["extra"].get("train_config", {}).get("dataset")
         return _Evaluated(path, info, lambda split: predict(model, split, device=torch_device, batch_size=batch_size,
-                                                             progress=True)[0], dataset)
+                                                             progress=progress)[0], dataset)
     from runtime.backends import open_backend
     from runtime.scores import class_probabilities, pool_cams
 
@@ -60,7 +60,7 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         from tqdm import tqdm
 
         cams, labels, boxes = [], [], []
-        for start in tqdm(range(0, len(split), batch_size), desc="predict", leave=False):
+        for start in tqdm(range(0, len(split), batch_size), desc="predict", leave=False, disable=not progress):
             samples = [split[i] for i in range(start, min(start + batch_size, len(split)))]
             batch = np.stack([_channels(s.image, backend.info.in_channels) for s in samples])
             cams.append(backend.infer(batch))
@@ -87,15 +87,17 @@ def evaluate_model(
     tune: bool = False, ratio: float | None = None, tolerance: float = 0.0, method: str = "fast",
     maxboxacc: bool = False, mnist_dir: str | None = None, seed: int = 0, objects: tuple[int, int] = (1, 1),
     save_vis: str | None = None, vis_count: int = 16, batch_size: int = 32, device: str = "auto",
-    write_ratio: bool = True,
+    write_ratio: bool = True, tune_limit: int | None = None, progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it)."""
-    model = load_for_eval(model_path, batch_size=batch_size, device=device)
+    """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it).
+    `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone."""
+    model = load_for_eval(model_path, batch_size=batch_size, device=device, progress=progress)
     info = model.info
     dataset = dataset or model.train_dataset or "embedded"
-    sizes = {split: limit} if limit else None
-    if tune and limit:
-        sizes["val"] = limit
+    sizes = {split: limit} if limit else {}
+    if tune and (tune_limit or limit):
+        sizes["val"] = tune_limit or limit
+    sizes = sizes or None
     splits = load_splits(dataset, seed=seed, input_size=tuple(info.input_size), channels=info.in_channels,
                          mnist_dir=mnist_dir, sizes=sizes, objects=objects)
     if list(splits.classes) != list(info.classes):
