@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 benchmarks: $(STAMP)
+	$(PY) benchmarks/preprocess.py
 	$(PY) benchmarks/postprocess.py
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/edge_app.py

@@ -62,7 +62,11 @@ def preprocess(
         raise ValueError(f"expected an image of shape (H, W) or (H, W, C), got {getattr(frame, 'shape', None)}")
     height, width = int(input_size[0]), int(input_size[1])
     frame_h, frame_w = frame.shape[:2]
-    image = _to_channels(_to_float(frame), channels)
+    # Colour conversion and resizing run on the frame's own 8-bit pixels, and only the small result
+    # becomes float: converting a whole 640x480 frame to float first moved ~19x more memory and cost
+    # 4 ms of a 6 ms LeNet frame on a 2-core CPU (docs/benchmarks.md). Resizing 8-bit pixels rounds
+    # to 1/255; training on image folders calls this same function, so train and deploy agree.
+    image = _to_channels(_supported_pixels(frame), channels)
     if mode == "resize":
         scale_x, scale_y, pad_x, pad_y = width / frame_w, height / frame_h, 0, 0
         resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if scale_x < 1 else cv2.INTER_LINEAR)
@@ -72,20 +76,25 @@ def preprocess(
         pad_x, pad_y = (width - new_w) // 2, (height - new_h) // 2
         scale_x, scale_y = new_w / frame_w, new_h / frame_h
         inner = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        resized = np.zeros((height, width) + image.shape[2:], dtype=np.float32)
+        resized = np.zeros((height, width) + image.shape[2:], dtype=image.dtype)
         resized[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = inner
     if resized.ndim == 2:
         resized = resized[:, :, None]
-    chw = np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.float32)
+    chw = np.ascontiguousarray(_to_float(resized).transpose(2, 0, 1))
     return chw, Transform(scale_x, scale_y, pad_x, pad_y, frame_w, frame_h)
 
 
-def _to_float(frame: np.ndarray) -> np.ndarray:
+def _supported_pixels(frame: np.ndarray) -> np.ndarray:
+    """uint8 as it is; any float as float32 (what OpenCV's colour conversion accepts)."""
     if frame.dtype == np.uint8:
-        return frame.astype(np.float32) / 255.0
+        return frame
     if np.issubdtype(frame.dtype, np.floating):
         return frame.astype(np.float32, copy=False)
     raise ValueError(f"expected uint8 or float pixels, got {frame.dtype}")
+
+
+def _to_float(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32) / np.float32(255.0) if image.dtype == np.uint8 else image
 
 
 def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:

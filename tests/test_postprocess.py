@@ -147,3 +147,20 @@ def test_boxes_map_back_to_the_original_frame(mode):
     np.testing.assert_allclose(back, [200, 60, 260, 120], atol=3.0)
     if mode == "letterbox":
         assert image[0, :10].max() == 0 and transform.pad_y > 0  # black bars above and below
+
+
+@pytest.mark.parametrize("mode", ["resize", "letterbox"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_8bit_frames_match_the_float_path_within_rounding(mode, channels):
+    """8-bit frames are converted and resized before they become float (fast); the result must equal
+    the exact float computation up to the 1/255 rounding of 8-bit resizing."""
+    import cv2
+
+    rng = np.random.default_rng(4)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), (7, 7), 2)
+    fast, transform = preprocess(frame, (128, 160), channels, mode)
+    exact, same = preprocess(frame.astype(np.float32) / 255, (128, 160), channels, mode)
+    assert fast.dtype == np.float32 and fast.shape == exact.shape == (channels, 128, 160)
+    assert transform == same
+    assert np.abs(fast - exact).max() <= 1.01 / 255
+    assert np.abs(fast - exact).mean() < 0.3 / 255
