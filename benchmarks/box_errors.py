@@ -8,10 +8,9 @@ on, with that r (docs/results.md quotes these tables).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import numpy as np
 
+from _runs import checkpoints, splits_for
 from runtime.metrics import box_iou
 from runtime.postprocess import localize_batch
 
@@ -50,21 +49,16 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/table1")
     parser.add_argument("--images", type=int, default=3000, help="validation canvases (table1 tunes r on 3000)")
     args = parser.parse_args()
-    from training.checkpoint import load_model
-    from training.data.registry import load_splits
     from training.predict import localizer_params, predict
 
     print("| run | positives with IoU >= 0.5 | width error (mean ± sd) | height error | positives with > 1 box "
           "| boxes on negatives |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for run in sorted(p for p in Path(args.runs).iterdir() if (p / "ckpt.pt").is_file() and "multi" not in p.name):
-        model, payload = load_model(run / "ckpt.pt")
-        mnist_dir = payload["extra"].get("train_config", {}).get("mnist_dir")
-        val = load_splits("mnist128", mnist_dir=mnist_dir, sizes={"val": args.images}).val
-        predictions, _ = predict(model, val)
+    for name, model, config in checkpoints(args.runs, multi=False):
+        predictions, _ = predict(model, splits_for(config, val=args.images).val)
         stats = box_errors(predictions.cams, predictions.labels, predictions.boxes, localizer_params(model))
         (wm, ws), (hm, hs) = stats["width_error"], stats["height_error"]
-        print(f"| {run.name} | {100 * stats['hit_rate']:.1f} % of {stats['positives']} | {wm:+.1f} ± {ws:.1f} px | "
+        print(f"| {name} | {100 * stats['hit_rate']:.1f} % of {stats['positives']} | {wm:+.1f} ± {ws:.1f} px | "
               f"{hm:+.1f} ± {hs:.1f} px | {stats['positives_with_several_boxes']} | {stats['boxes_on_negatives']} "
               f"on {stats['negatives']} |", flush=True)
 

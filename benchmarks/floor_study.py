@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
-from runtime.evaluation import evaluate, tune_ratio
+from _runs import checkpoints, splits_for, tuned_on_val
 
 
 def main() -> None:
@@ -21,25 +20,17 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/table1")
     parser.add_argument("--fractions", default="0,0.25,0.5,1.0", help="floor as a fraction of t_c")
     args = parser.parse_args()
-    from training.checkpoint import load_model
-    from training.data.registry import load_splits
-    from training.predict import localizer_params, predict
+    from training.predict import localizer_params
 
     print("| run | floor | r (tuned on val) | extent AP (test) | boxes per image |")
     print("| --- | --- | --- | --- | --- |")
-    for run in sorted(p for p in Path(args.runs).iterdir() if (p / "ckpt.pt").is_file() and "multi" not in p.name):
-        model, payload = load_model(run / "ckpt.pt")
-        mnist_dir = payload["extra"].get("train_config", {}).get("mnist_dir")
-        splits = load_splits("mnist128", mnist_dir=mnist_dir, sizes={"val": 3000})  # as table1 tunes r
+    for name, model, config in checkpoints(args.runs, multi=False):
+        splits = splits_for(config)
         params = localizer_params(model)
         threshold = float(np.nan_to_num(params.thresholds[0]))
-        val, _ = predict(model, splits.val)
-        test, _ = predict(model, splits.test)
         for fraction in (float(f) for f in args.fractions.split(",")):
-            floored = replace(params, floor=fraction * threshold)
-            ratio, _ = tune_ratio(val, floored)
-            result = evaluate(test, replace(floored, ratio=ratio))
-            print(f"| {run.name} | {fraction:g} t_c = {fraction * threshold:.3f} | {ratio:g} | "
+            ratio, result = tuned_on_val(model, splits, replace(params, floor=fraction * threshold))
+            print(f"| {name} | {fraction:g} t_c = {fraction * threshold:.3f} | {ratio:g} | "
                   f"{100 * result['extent_ap_mean']:.1f} | {result['detections_per_image']:.2f} |", flush=True)
 
 

@@ -176,3 +176,24 @@ def test_full_mnist_refuses_a_changed_or_incomplete_archive(tmp_path, mnist_digi
     with pytest.raises(RuntimeError, match="could not download"):
         fetch_full_mnist(cache=tmp_path / "cache", url=(tmp_path / "missing.tar.gz").as_uri())
     assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written
+
+
+def test_patch_ground_truth_is_the_pasted_digit_around_its_ink(mnist_digits):
+    """--mnist-box patch: the same canvases and labels, with the 28x28 pasted patch as the box."""
+    digits, labels = mnist_digits
+    ink = Mnist128(digits[:400], labels[:400], seed=3, objects=(1, 3))
+    patch = Mnist128(digits[:400], labels[:400], seed=3, objects=(1, 3), gt_box="patch")
+    positives = 0
+    for i in range(400):
+        a, b = ink[i], patch[i]
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        assert len(a.boxes) == len(b.boxes)
+        for (_, x0, y0, x1, y1), (_, px0, py0, px1, py1) in zip(a.boxes, b.boxes):
+            positives += 1
+            assert (px1 - px0, py1 - py0) == (28, 28)
+            assert px0 <= x0 < x1 <= px1 and py0 <= y0 < y1 <= py1
+            assert 0 <= px0 and px1 <= 128 and 0 <= py0 and py1 <= 128
+    assert positives > 40
+    with pytest.raises(ValueError, match="gt_box"):
+        Mnist128(digits[:10], labels[:10], gt_box="tight")

