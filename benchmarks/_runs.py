@@ -26,14 +26,25 @@ def splits_for(train_config: dict, *, val: int = VAL_FOR_TUNING, mnist_box: str 
                        objects=tuple(train_config.get("objects", (1, 1))), mnist_box=mnist_box)
 
 
-def tuned_on_val(model, splits, params) -> tuple[float, dict]:
-    """r tuned on the validation split, then the test split's metrics with it (table1's protocol)."""
+def predict_val_test(model, splits):
+    """The model's Predictions on the validation and test splits: the expensive step, done once."""
+    from training.predict import predict
+
+    return predict(model, splits.val)[0], predict(model, splits.test)[0]
+
+
+def with_boxes_of(predictions, split):
+    """The same CAMs and scores, scored against another split's boxes (same canvases, other ground truth)."""
+    from dataclasses import replace
+
+    return replace(predictions, boxes=[split[i].boxes for i in range(len(split))])
+
+
+def tuned_on_val(val, test, params) -> tuple[float, dict]:
+    """r tuned on the validation predictions, then the test metrics with it (table1's protocol)."""
     from dataclasses import replace
 
     from runtime.evaluation import evaluate, tune_ratio
-    from training.predict import predict
 
-    val, _ = predict(model, splits.val)
-    test, _ = predict(model, splits.test)
     ratio, _ = tune_ratio(val, params)
     return ratio, evaluate(test, replace(params, ratio=ratio))

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from _runs import checkpoints, splits_for, tuned_on_val
+from _runs import checkpoints, predict_val_test, splits_for, tuned_on_val
 
 
 def main() -> None:
@@ -25,11 +25,11 @@ def main() -> None:
     print("| run | floor | r (tuned on val) | extent AP (test) | boxes per image |")
     print("| --- | --- | --- | --- | --- |")
     for name, model, config in checkpoints(args.runs, multi=False):
-        splits = splits_for(config)
+        val, test = predict_val_test(model, splits_for(config))
         params = localizer_params(model)
         threshold = float(np.nan_to_num(params.thresholds[0]))
         for fraction in (float(f) for f in args.fractions.split(",")):
-            ratio, result = tuned_on_val(model, splits, replace(params, floor=fraction * threshold))
+            ratio, result = tuned_on_val(val, test, replace(params, floor=fraction * threshold))
             print(f"| {name} | {fraction:g} t_c = {fraction * threshold:.3f} | {ratio:g} | "
                   f"{100 * result['extent_ap_mean']:.1f} | {result['detections_per_image']:.2f} |", flush=True)
 

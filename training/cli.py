@@ -6,6 +6,7 @@ import sys
 
 from .backbones import BACKBONES
 from .checkpoint import CheckpointError
+from .data.mnist128 import GT_BOXES
 from .data.registry import DATASET_HELP
 from .pooling import POOLING_MODES, parse_kernels
 from .train import TrainConfig, train
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default=d.dataset, help=f"one of: {DATASET_HELP} (default: %(default)s)")
     data.add_argument("--mnist-dir", help="folder with the four MNIST IDX files (raw or .gz) for --dataset mnist128")
-    data.add_argument("--mnist-box", default=d.mnist_box, choices=["ink", "patch"],
+    data.add_argument("--mnist-box", default=d.mnist_box, choices=GT_BOXES,
                       help="MNIST128 ground truth for validation and r: the digit's ink box (default) or the 28x28 patch")
     data.add_argument("--positive", type=int, default=d.positive, help="MNIST128's positive digit (default: 3)")
     data.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas (default: 1,1)")

@@ -17,6 +17,7 @@ import numpy as np
 from runtime.evaluation import DEFAULT_RATIOS, Predictions, evaluate, tune_ratio
 from runtime.model_info import ModelInfo
 
+from .data.mnist128 import GT_BOXES
 from .data.registry import DATASET_HELP, load_splits
 
 __all__ = ["evaluate_model", "load_for_eval", "main"]
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     p.add_argument("--mnist-dir", help="MNIST IDX folder for --dataset mnist128")
     p.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas")
-    p.add_argument("--mnist-box", default="ink", choices=["ink", "patch"],
+    p.add_argument("--mnist-box", default="ink", choices=GT_BOXES,
                    help="MNIST128 ground truth: the digit's tight ink box (default, PAPER-NOTES) or the pasted "
                    "28x28 patch")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (must match training's for MNIST128 splits)")

@@ -160,16 +160,24 @@ def fetch_full_mnist(cache: Path | None = None, *, force: bool = False, url: str
             raise RuntimeError(f"{url}: unexpected SHA-256 {digest}; the download is damaged or was changed")
         staging = Path(tmp) / _FULL_DIR
         staging.mkdir()
-        with tarfile.open(archive) as tar:
-            members = {Path(m.name).name.replace(".idx", "-idx"): m for m in tar.getmembers()
-                       if m.isfile() and not Path(m.name).name.startswith("._")}
-            for stem in _IDX_STEMS:
-                if stem not in members:
-                    raise RuntimeError(f"{url} holds no {stem}; expected the four MNIST IDX files")
-                with tar.extractfile(members[stem]) as source, gzip.open(staging / f"{stem}.gz", "wb") as out:
-                    shutil.copyfileobj(source, out)
-        load_idx_dir(staging)  # refuses truncated or mismatched files before they reach the cache
+        try:
+            _extract_idx(archive, staging, url)
+            load_idx_dir(staging)  # refuses truncated or mismatched files before they reach the cache
+        except (tarfile.TarError, ValueError) as error:
+            raise RuntimeError(f"{url} is not a usable MNIST archive ({error})") from error
         if target.exists():
             shutil.rmtree(target)
         staging.replace(target)
     return target
+
+
+def _extract_idx(archive: Path, staging: Path, url: str) -> None:
+    """The four IDX files, wherever they sit in the tarball and however they are dotted, gzipped."""
+    with tarfile.open(archive) as tar:
+        members = {Path(m.name).name.replace(".idx", "-idx"): m for m in tar.getmembers()
+                   if m.isfile() and not Path(m.name).name.startswith("._")}
+        for stem in _IDX_STEMS:
+            if stem not in members:
+                raise RuntimeError(f"{url} holds no {stem}; expected the four MNIST IDX files")
+            with tar.extractfile(members[stem]) as source, gzip.open(staging / f"{stem}.gz", "wb") as out:
+                shutil.copyfileobj(source, out)
