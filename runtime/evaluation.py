@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import classification_ap, extent_ap, max_box_acc_v2, pinpoint_ap
+from .metrics import classification_ap, extent_ap, max_box_acc_rf, max_box_acc_v2, pinpoint_ap
 from .postprocess import LocalizerParams, localize_batch
 from .scores import pin_points
 
@@ -53,7 +53,9 @@ def evaluate(
     result["ratio"] = float(params.ratio)
     result["detections_per_image"] = float(np.mean([len(d) for d in detections])) if detections else 0.0
     if with_maxboxacc:
-        result.update(max_box_acc_v2(list(predictions.cams), predictions.boxes, params.input_size, chain=params.chain))
+        # MaxBoxAccV2 is wsolevaluation's, to the number; MaxBoxAccRF is our receptive-field-aligned variant.
+        result.update(max_box_acc_v2(list(predictions.cams), predictions.boxes, params.input_size))
+        result.update(max_box_acc_rf(list(predictions.cams), predictions.boxes, params.input_size, params.chain))
     result["_detections"] = detections
     return result
 

@@ -1,5 +1,6 @@
 """Localization metrics in numpy (PAPER-NOTES "Metrics"): classification AP, pin-pointing AP, extent
-AP (VOC, 11-point and all-point) and MaxBoxAccV2.
+AP (VOC, 11-point and all-point), MaxBoxAccV2 (clovaai/wsolevaluation's, to the number) and its
+receptive-field-aligned variant MaxBoxAccRF.
 
 Boxes are (x0, y0, x1, y1) in pixel-edge coordinates (x1, y1 exclusive), the same everywhere in
 spamcam, so IoU needs no "+1" corrections.
@@ -19,16 +20,23 @@ __all__ = [
     "pinpoint_ap",
     "extent_ap",
     "max_box_acc_v2",
+    "max_box_acc_rf",
+    "wsol_normalize",
     "cam_to_input",
 ]
 
 
 def precision_recall(scores: Sequence[float], hits: Sequence[bool], positives: int) -> tuple[np.ndarray, np.ndarray]:
-    """Precision and recall down a list ranked by score (ties keep input order: stable sort)."""
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    """Precision and recall down a list ranked by score, one point per distinct score: items with
+    equal scores enter together (as in scikit-learn's curves), so the AP cannot depend on the order in
+    which tied items happened to be listed."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
     hits = np.asarray(hits, dtype=bool)[order]
-    tp = np.cumsum(hits)
-    fp = np.cumsum(~hits)
+    ranked = scores[order]
+    group_ends = np.r_[ranked[1:] != ranked[:-1], True] if len(ranked) else np.zeros(0, dtype=bool)
+    tp = np.cumsum(hits)[group_ends]
+    fp = np.cumsum(~hits)[group_ends]
     recall = tp / max(positives, 1)
     precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
     return precision, recall
@@ -164,24 +172,99 @@ def cam_to_input(cam: np.ndarray, chain, input_size: tuple[int, int]) -> np.ndar
                           borderMode=cv2.BORDER_REPLICATE)
 
 
+WSOL_IOU_THRESHOLDS = (0.3, 0.5, 0.7)  # Choe et al.'s MaxBoxAccV2 deltas
+WSOL_CAM_CURVE_INTERVAL = 0.001  # wsolevaluation's default threshold step (config.py --cam_curve_interval)
+
+
+def wsol_normalize(cam: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """A CAM as wsolevaluation scores it: bicubic resize to the input, then min-max to [0, 1]
+    (a constant or NaN map becomes all zeros, as its `normalize_scoremap` does)."""
+    height, width = input_size
+    resized = cv2.resize(np.asarray(cam, dtype=np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    if np.isnan(resized).any():
+        return np.zeros_like(resized)
+    low, high = resized.min(), resized.max()
+    if low == high:
+        return np.zeros_like(resized)
+    resized = resized - low
+    return resized / resized.max()
+
+
+def _wsol_iou(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """wsolevaluation's `calculate_multiple_iou`: inclusive pixel boxes, hence the +1 in every side."""
+    x0 = np.maximum(found[:, None, 0], truth[None, :, 0])
+    y0 = np.maximum(found[:, None, 1], truth[None, :, 1])
+    x1 = np.minimum(found[:, None, 2], truth[None, :, 2])
+    y1 = np.minimum(found[:, None, 3], truth[None, :, 3])
+    inter = np.maximum(0, x1 - x0 + 1) * np.maximum(0, y1 - y0 + 1)
+    area_f = (found[:, 2] - found[:, 0] + 1) * (found[:, 3] - found[:, 1] + 1)
+    area_t = (truth[:, 2] - truth[:, 0] + 1) * (truth[:, 3] - truth[:, 1] + 1)
+    union = area_f[:, None] + area_t[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _wsol_best_iou_per_threshold(scoremap: np.ndarray, truth: np.ndarray, cam_thresholds: np.ndarray) -> np.ndarray:
+    """For each CAM threshold, the best IoU of any contour box with any ground-truth box, following
+    wsolevaluation's `compute_bboxes_from_scoremaps` with multi_contour_eval: the map made 8-bit, pixels
+    strictly above int(t * its max), every contour (RETR_TREE), boxes x..x+w clipped to W-1 / H-1, and
+    a [0, 0, 0, 0] box where nothing is left. The 8-bit map has at most 256 distinct cut-offs, so each
+    is computed once and shared by the thresholds that land on it (the same result, ~4x fewer contours)."""
+    height, width = scoremap.shape
+    image = (scoremap * 255).astype(np.uint8)
+    cutoffs = (cam_thresholds * float(image.max())).astype(np.int64)  # int(t * max): truncation, t >= 0
+    best_by_cutoff = {}
+    for cutoff in np.unique(cutoffs):
+        contours, _ = cv2.findContours((image > cutoff).astype(np.uint8), cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)
+        if contours:
+            rects = np.array([cv2.boundingRect(c) for c in contours], dtype=np.int64)
+            found = np.stack([rects[:, 0], rects[:, 1], np.minimum(rects[:, 0] + rects[:, 2], width - 1),
+                              np.minimum(rects[:, 1] + rects[:, 3], height - 1)], axis=1)
+        else:
+            found = np.zeros((1, 4), dtype=np.int64)
+        best_by_cutoff[int(cutoff)] = float(_wsol_iou(found, truth).max())
+    return np.array([best_by_cutoff[int(c)] for c in cutoffs])
+
+
 def max_box_acc_v2(
     cams: Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray], input_size: tuple[int, int],
-    iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7), cam_thresholds: np.ndarray | None = None,
-    chain=None,
+    iou_thresholds: Sequence[float] = WSOL_IOU_THRESHOLDS, cam_curve_interval: float = WSOL_CAM_CURVE_INTERVAL,
 ) -> dict[str, float]:
-    """Choe et al. (CVPR 2020): CAM resized to the input and min-max normalised; for each CAM
-    threshold, every external contour's box; an image is correct at IoU d when one of those boxes
-    reaches d with one of its ground-truth boxes. MaxBoxAcc(d) is the best accuracy over thresholds;
-    MaxBoxAccV2 their mean over d. Evaluated on (image, class) pairs where the class is present.
+    """MaxBoxAccV2 (Choe et al., CVPR 2020) exactly as clovaai/wsolevaluation's `BoxEvaluator` computes
+    it (multi-contour, multi-IoU: its `--box_v2_metric`), so that our figure can be set beside that
+    literature's. Each (image, present class) pair counts once, as an image does there: its CAM is
+    stretched over the input (bicubic) and min-max normalised; at each threshold of
+    arange(0, 1, cam_curve_interval) the pair is correct at IoU d when a contour box reaches d with one
+    of its ground-truth boxes (truncated to whole pixels, as wsolevaluation's box loader does).
+    MaxBoxAcc(d) is the best accuracy over thresholds, MaxBoxAccV2 the mean over d. Fractions in
+    [0, 1]; wsolevaluation prints the same numbers in percent.
 
-    cams[i]: that image's (C, N, M) CAMs. With `chain`, the CAM is laid onto the input through the
-    receptive-field geometry (each CAM pixel at its field's centre) instead of being stretched to the
-    image: a network without padding (LeNet) has CAM pixels that do not tile the image, and
-    stretching would shift every box.
+    cams[i]: image i's (C, N, M) CAMs; gt_boxes[i]: its (K, 5) class, x0, y0, x1, y1 in input pixels.
     """
+    cam_thresholds = np.arange(0, 1, cam_curve_interval)
+    deltas = np.asarray(iou_thresholds, dtype=np.float64)
+    correct = np.zeros((len(deltas), len(cam_thresholds)))
+    pairs = 0
+    for cam_set, boxes in zip(cams, gt_boxes):
+        boxes = np.asarray(boxes).reshape(-1, 5)
+        for c in np.unique(boxes[:, 0]).astype(int):
+            truth = boxes[boxes[:, 0] == c, 1:].astype(np.float64).astype(np.int64)  # wsol's int(): truncation
+            best = _wsol_best_iou_per_threshold(wsol_normalize(cam_set[c], input_size), truth, cam_thresholds)
+            correct += best[None, :] >= deltas[:, None]
+            pairs += 1
+    return _max_box_acc_summary(correct, pairs, deltas, "MaxBoxAccV2", "MaxBoxAcc")
+
+
+def max_box_acc_rf(
+    cams: Sequence[np.ndarray], gt_boxes: Sequence[np.ndarray], input_size: tuple[int, int], chain,
+    iou_thresholds: Sequence[float] = WSOL_IOU_THRESHOLDS, cam_thresholds: np.ndarray | None = None,
+) -> dict[str, float]:
+    """spamcam's receptive-field-aligned variant of MaxBoxAccV2 ("MaxBoxAccRF"; never reported under
+    the wsolevaluation name): each CAM pixel is laid at its receptive field's centre (bilinear) instead of
+    stretched over the image, which matters for networks without padding (LeNet), whose CAM pixels do
+    not tile the image; external contours, thresholds 0, 0.01, ..., 0.99 (>=), edge-coordinate boxes."""
     cam_thresholds = np.arange(0.0, 1.0, 0.01) if cam_thresholds is None else np.asarray(cam_thresholds)
-    height, width = input_size
-    correct = np.zeros((len(iou_thresholds), len(cam_thresholds)))
+    deltas = np.asarray(iou_thresholds, dtype=np.float64)
+    correct = np.zeros((len(deltas), len(cam_thresholds)))
     pairs = 0
     for cam_set, boxes in zip(cams, gt_boxes):
         boxes = np.asarray(boxes).reshape(-1, 5)
@@ -197,11 +280,14 @@ def max_box_acc_v2(
                 if not contours:
                     continue
                 found = np.array([[x, y, x + w, y + h] for x, y, w, h in map(cv2.boundingRect, contours)], dtype=np.float64)
-                best = box_iou(found, own).max()
-                correct[:, t_index] += best >= np.asarray(iou_thresholds)
+                correct[:, t_index] += box_iou(found, own).max() >= deltas
+    return _max_box_acc_summary(correct, pairs, deltas, "MaxBoxAccRF", "MaxBoxAccRF")
+
+
+def _max_box_acc_summary(correct: np.ndarray, pairs: int, deltas: np.ndarray, name: str, prefix: str) -> dict[str, float]:
     if pairs == 0:
-        return {"MaxBoxAccV2": float("nan")}
+        return {name: float("nan")}
     best = (correct / pairs).max(axis=1)
-    result = {f"MaxBoxAcc@{d:g}": float(v) for d, v in zip(iou_thresholds, best)}
-    result["MaxBoxAccV2"] = float(best.mean())
+    result = {f"{prefix}@{d:g}": float(v) for d, v in zip(deltas, best)}
+    result[name] = float(best.mean())
     return result

@@ -1,6 +1,7 @@
 """Metrics against cases computed by hand."""
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -67,3 +68,59 @@ def test_max_box_acc_v2_by_hand():
     result = max_box_acc_v2([cam, cam], [right, wrong], (10, 10))
     assert result["MaxBoxAcc@0.3"] == result["MaxBoxAcc@0.7"] == 0.5
     assert result["MaxBoxAccV2"] == pytest.approx(0.5)
+
+
+def test_max_box_acc_v2_equals_wsolevaluation_on_random_cams_and_boxes():
+    """Our MaxBoxAccV2 against a literal port of wsolevaluation's BoxEvaluator: random smooth and
+    noisy CAMs of several sizes, 1-3 boxes per image, square and non-square inputs."""
+    from wsol_port import max_box_acc_v2_percent
+
+    rng = np.random.default_rng(7)
+    for size in [(64, 64), (48, 80)]:
+        cams, boxes = [], []
+        for i in range(12):
+            n, m = rng.integers(5, 30, size=2)
+            cam = rng.normal(size=(n, m)).astype(np.float32)
+            if i % 2:
+                cam = cv2.GaussianBlur(cam, (0, 0), 1.5) + rng.normal(0, 0.05, (n, m)).astype(np.float32)
+            if i == 5:
+                cam[:] = 0.25  # constant: wsolevaluation scores it as an all-zero map
+            if i in (3, 8):  # activation against the right and bottom edges: boxes clipped to W-1 / H-1
+                cam = np.add.outer(np.linspace(0, 1, n), np.linspace(0, 1, m)).astype(np.float32) ** 4
+            k = int(rng.integers(1, 4))
+            x0 = rng.uniform(0, size[1] - 8, k)
+            y0 = rng.uniform(0, size[0] - 8, k)
+            w = rng.uniform(4, size[1] / 2, k)
+            h = rng.uniform(4, size[0] / 2, k)
+            truth = np.stack([x0, y0, np.minimum(x0 + w, size[1] - 1), np.minimum(y0 + h, size[0] - 1)], 1)
+            if i in (3, 8):
+                truth = np.array([[size[1] * 0.6, size[0] * 0.6, size[1] - 1, size[0] - 1]])
+            if i in (4, 10):  # a sparse map, and an object that fills the image: is the cut strictly above?
+                cam = np.zeros((n, m), np.float32)
+                cam[n // 3, m // 2] = 1.0
+                truth = np.array([[0, 0, size[1] - 1, size[0] - 1]])
+            if i == 6:  # a flat half that the 8-bit cast makes 0: is the cut strictly above int(t * max)?
+                cam = np.zeros((n, m), np.float32)
+                cam[:, m // 2:] = 1.0
+                truth = np.array([[size[1] / 2, 0, size[1] - 1, size[0] - 1]])
+            cams.append(cam)
+            boxes.append(truth)
+        # The default grid, and coarse grids whose few thresholds leave the maximum nowhere to hide a difference.
+        for interval in (0.001, 0.3, 0.45, 0.7, 1.0):
+            ours = max_box_acc_v2([c[None] for c in cams], [np.c_[np.zeros(len(b)), b] for b in boxes], size,
+                                  cam_curve_interval=interval)
+            theirs = max_box_acc_v2_percent(cams, boxes, size, cam_curve_interval=interval)
+            assert 100 * ours["MaxBoxAccV2"] == pytest.approx(theirs, abs=1e-9), interval
+
+
+def test_tied_scores_do_not_depend_on_order():
+    """The issue's case: y = [1,0,1,0] and [0,1,1,0] under one tied score give the same AP (0.5)."""
+    scores = np.full((4, 1), 0.5)
+    a = classification_ap(scores, np.array([[1], [0], [1], [0]]))[0]
+    b = classification_ap(scores, np.array([[0], [1], [1], [0]]))[0]
+    assert a == b == pytest.approx(0.5)
+    with_object, empty = np.array([[0, 0, 0, 10, 10]]), np.zeros((0, 5))
+    hit, false_alarm = det(0.7, (0, 0, 10, 10)), det(0.7, (0, 0, 10, 10))
+    first = extent_ap([[hit], [false_alarm]], [with_object, empty], 1)[0]
+    second = extent_ap([[false_alarm], [hit]], [empty, with_object], 1)[0]
+    assert first == second == pytest.approx(0.5)
