@@ -44,7 +44,10 @@ def tuned_on_val(val, test, params) -> tuple[float, dict]:
     """r tuned on the validation predictions, then the test metrics with it (table1's protocol)."""
     from dataclasses import replace
 
-    from runtime.evaluation import evaluate, tune_ratio
+    from runtime.evaluation import RatioTuningError, evaluate, tune_ratio
 
-    ratio, _ = tune_ratio(val, params)
+    try:
+        ratio, _ = tune_ratio(val, params)
+    except RatioTuningError:  # nothing localized on validation (GAP under the ink box): keep the stored r
+        ratio = params.ratio
     return ratio, evaluate(test, replace(params, ratio=ratio))

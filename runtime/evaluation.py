@@ -14,9 +14,16 @@ from .metrics import classification_ap, extent_ap, max_box_acc_rf, max_box_acc_v
 from .postprocess import LocalizerParams, localize_batch
 from .scores import pin_points
 
-__all__ = ["Predictions", "evaluate", "tune_ratio", "DEFAULT_RATIOS"]
+__all__ = ["Predictions", "evaluate", "tune_ratio", "DEFAULT_RATIOS", "MIN_OBJECTS_TO_TUNE", "RatioTuningError"]
 
 DEFAULT_RATIOS = tuple(float(r) for r in np.round(np.arange(-0.4, 0.951, 0.05), 2))
+# Extent AP on fewer objects moves in steps of 10 % or more: too coarse to rank 28 values of r, and a
+# split without any object ranks none at all (every AP is undefined and r would fall back to 0).
+MIN_OBJECTS_TO_TUNE = 10
+
+
+class RatioTuningError(ValueError):
+    """r cannot be chosen meaningfully on this split; the model's stored r must stay as it is."""
 
 
 @dataclass
@@ -64,11 +71,24 @@ def tune_ratio(
     predictions: Predictions, params: LocalizerParams, ratios: Sequence[float] = DEFAULT_RATIOS
 ) -> tuple[float, list[tuple[float, float]]]:
     """The r with the best mean extent AP on these (validation) predictions, and the whole curve.
-    Ties go to the r closest to 0 (the unmodified receptive field)."""
+    Ties go to the r closest to 0 (the unmodified receptive field).
+
+    Raises RatioTuningError, and chooses nothing, when the split holds fewer than MIN_OBJECTS_TO_TUNE
+    ground-truth objects or when no r localizes a single one: storing a value chosen there would
+    silently ruin a working model (PAPER-NOTES, "Tuning r")."""
+    objects = sum(len(np.asarray(b).reshape(-1, 5)) for b in predictions.boxes)
+    if objects < MIN_OBJECTS_TO_TUNE:
+        raise RatioTuningError(
+            f"cannot tune r: the split has {objects} ground-truth object(s), fewer than the {MIN_OBJECTS_TO_TUNE} "
+            f"needed for the choice to mean anything; r stays {params.ratio:g}. Tune on a split with more "
+            "objects (a larger --limit, or another split), or set it with --ratio")
     curve = []
     for ratio in ratios:
         ap = _mean(extent_ap(localize_batch(predictions.cams, replace(params, ratio=float(ratio))),
                              predictions.boxes, predictions.scores.shape[1]))
         curve.append((float(ratio), ap))
     best = max(curve, key=lambda item: (np.nan_to_num(item[1], nan=-1.0), -abs(item[0])))
+    if not best[1] > 0:
+        raise RatioTuningError(f"cannot tune r: no r in {ratios[0]:g}..{ratios[-1]:g} localizes any of the {objects} "
+                               f"objects (extent AP 0 everywhere); r stays {params.ratio:g}")
     return best[0] + 0.0, curve  # + 0.0: -0.0 becomes 0.0

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from training.checkpoint import load_model
+from training.checkpoint import load_model, save_checkpoint
 from training.cli import main as train_cli
 from training.evaluate_cli import evaluate_model, main as eval_cli
 
@@ -36,13 +36,27 @@ def test_tune_ratio_stores_r_in_the_checkpoint(tmp_path):
     assert train_cli(["--dataset", "embedded", "--epochs", "1", "--limit", "train=300", "--limit", "val=100",
                       "--out", str(out), "--no-progress"]) == 0
     ckpt = out / "ckpt.pt"
-    model, _ = load_model(ckpt)
-    model.config.ratio = 0.0
-    result = evaluate_model(ckpt, dataset="embedded", limit=100, tune=True)
+    model, payload = load_model(ckpt)
+    model.config.ratio = 0.123  # off the tuning grid: only a rewrite of the file can replace it
+    save_checkpoint(ckpt, model, extra=payload["extra"], training_state=payload["training_state"])
+    result = evaluate_model(ckpt, dataset="embedded", limit=300, tune=True)
     stored, payload = load_model(ckpt)
-    assert stored.config.ratio == result["ratio"]
+    assert result["ratio"] != 0.123 and stored.config.ratio == result["ratio"]
     assert [r for r, _ in result["ratio_curve"]][0] == -0.4
     assert payload["training_state"]  # rewriting r keeps the optimizer state for --resume
+
+
+def test_tune_ratio_refuses_a_split_with_too_few_objects_and_keeps_the_stored_r(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_cli(["--dataset", "embedded", "--epochs", "1", "--limit", "train=300", "--limit", "val=100",
+                      "--out", str(out), "--no-progress"]) == 0
+    ckpt = out / "ckpt.pt"
+    before = ckpt.read_bytes()
+    stored_r = load_model(ckpt)[0].config.ratio
+    assert eval_cli([str(ckpt), "--dataset", "embedded", "--limit", "40", "--tune-ratio", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot tune r" in err and f"r stays {stored_r:g}" in err
+    assert ckpt.read_bytes() == before  # untouched: the next evaluation still uses the good r
 
 
 def test_reference_and_fast_give_the_same_metrics(mnist128_checkpoint):

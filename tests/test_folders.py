@@ -92,3 +92,82 @@ def test_train_and_evaluate_on_a_voc_directory(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in result["classification_ap"] if v == v)
     splits = load_splits(f"voc:{tmp_path / 'voc'}", input_size=(96, 128))
     assert len(splits.train) + len(splits.val) + len(splits.test) == 60
+
+
+def _lists(root, **lists):
+    main = root / "ImageSets" / "Main"
+    main.mkdir(parents=True, exist_ok=True)
+    for name, ids in lists.items():
+        (main / f"{name}.txt").write_text("".join(f"{i:04d}\n" for i in ids))
+
+
+def _ids(split) -> set[str]:
+    return {p.stem for p in split.paths}
+
+
+def test_voc_with_only_train_and_test_lists_never_trains_on_test(tmp_path):
+    """The common layout that used to be split 80/10/10 at random, putting test images into training."""
+    _voc(tmp_path / "voc", 40)
+    _lists(tmp_path / "voc", train=range(0, 30), test=range(30, 40))
+    splits = load_splits(f"voc:{tmp_path / 'voc'}", input_size=(96, 128))
+    assert _ids(splits.test) == {f"{i:04d}" for i in range(30, 40)}
+    assert not (_ids(splits.train) | _ids(splits.val)) & _ids(splits.test)
+    assert _ids(splits.train) | _ids(splits.val) == {f"{i:04d}" for i in range(30)}
+    assert len(splits.val) == 3 and not _ids(splits.train) & _ids(splits.val)  # val carved from train
+    assert "val carved from train" in splits.description and "27 train / 3 val / 10 test" in splits.description
+
+
+def test_voc_trainval_and_test_lists_and_limits(tmp_path):
+    _voc(tmp_path / "voc", 40)
+    _lists(tmp_path / "voc", trainval=range(0, 20), val=range(15, 20), test=range(20, 40))
+    splits = load_splits(f"voc:{tmp_path / 'voc'}", input_size=(96, 128), sizes={"train": 4, "test": 6})
+    assert _ids(splits.val) == {f"{i:04d}" for i in range(15, 20)}
+    assert len(splits.train) == 4 and _ids(splits.train) <= {f"{i:04d}" for i in range(15)}
+    assert len(splits.test) == 6 and _ids(splits.test) <= {f"{i:04d}" for i in range(20, 40)}
+    assert "train capped to 4" in splits.description
+
+
+def test_overlapping_lists_are_refused(tmp_path):
+    _voc(tmp_path / "voc", 20)
+    _lists(tmp_path / "voc", train=range(0, 12), val=range(12, 15), test=range(10, 20))
+    with pytest.raises(ValueError, match="train and test splits share 2 image"):
+        load_splits(f"voc:{tmp_path / 'voc'}", input_size=(96, 128))
+
+
+def test_the_default_input_size_is_the_images_own(tmp_path):
+    _voc(tmp_path / "voc", 12)
+    splits = load_splits(f"voc:{tmp_path / 'voc'}")
+    assert splits.input_size == (96, 128) and splits.test[0].image.shape == (3, 96, 128)
+    assert "input size 96x128" in splits.description
+
+
+def test_folder_with_train_and_test_folders(tmp_path):
+    for split, count in (("train", 10), ("test", 4)):
+        for name, digit in (("three", 3), ("background", 5)):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(count):
+                cv2.imwrite(str(tmp_path / split / name / f"{i}.png"), _digit_image(digit, seed=i)[0])
+    splits = load_splits(f"folder:{tmp_path}", input_size=(48, 48))
+    assert all(p.parent.parent.name == "test" for p in splits.test.paths) and len(splits.test) == 8
+    assert all(p.parent.parent.name == "train" for p in splits.train.paths + splits.val.paths)
+    assert len(splits.val) == 2 and "val carved from train" in splits.description
+    (tmp_path / "test" / "seven").mkdir()
+    cv2.imwrite(str(tmp_path / "test" / "seven" / "0.png"), _digit_image(7)[0])
+    with pytest.raises(ValueError, match="do not exist in the train folder"):
+        load_splits(f"folder:{tmp_path}", input_size=(48, 48))
+
+
+def test_csv_split_column(tmp_path):
+    rows = [["image", "labels", "split"]]
+    for i in range(12):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), _digit_image(3 if i % 2 else 7, seed=i)[0])
+        rows.append([f"{i}.png", "three" if i % 2 else "", "test" if i >= 9 else "train"])
+    with open(tmp_path / "list.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    splits = load_splits(f"csv:{tmp_path / 'list.csv'}", input_size=(32, 32))
+    assert sorted(p.name for p in splits.test.paths) == ["10.png", "11.png", "9.png"]
+    assert len(splits.train) + len(splits.val) == 9 and len(splits.val) == 1
+    with open(tmp_path / "list.csv", "a", newline="") as handle:
+        csv.writer(handle).writerow(["0.png", "", "test"])  # the same image in train and in test
+    with pytest.raises(ValueError, match="train and test splits share 1 image"):
+        load_splits(f"csv:{tmp_path / 'list.csv'}", input_size=(32, 32))

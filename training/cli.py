@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--dataset", default=d.dataset, help=f"one of: {DATASET_HELP} (default: %(default)s)")
     data.add_argument("--mnist-dir", help="folder with the four MNIST IDX files (raw or .gz) for --dataset mnist128")
     data.add_argument("--mnist-box", default=d.mnist_box, choices=GT_BOXES,
-                      help="MNIST128 ground truth for validation and r: the digit's ink box (default) or the 28x28 patch")
+                      help="MNIST128 ground truth for validation and r: the pasted 28x28 patch (default) or the "
+                      "digit's tight ink box")
     data.add_argument("--positive", type=int, default=d.positive, help="MNIST128's positive digit (default: 3)")
     data.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas (default: 1,1)")
     data.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",

@@ -17,7 +17,7 @@ import numpy as np
 from runtime.evaluation import DEFAULT_RATIOS, Predictions, evaluate, tune_ratio
 from runtime.model_info import ModelInfo
 
-from .data.mnist128 import GT_BOXES
+from .data.mnist128 import DEFAULT_GT_BOX, GT_BOXES
 from .data.registry import DATASET_HELP, load_splits
 
 __all__ = ["evaluate_model", "load_for_eval", "main"]
@@ -88,7 +88,7 @@ def evaluate_model(
     tune: bool = False, ratio: float | None = None, tolerance: float = 0.0, method: str = "fast",
     maxboxacc: bool = False, mnist_dir: str | None = None, seed: int = 0, objects: tuple[int, int] = (1, 1),
     save_vis: str | None = None, vis_count: int = 16, batch_size: int = 32, device: str = "auto",
-    write_ratio: bool = True, tune_limit: int | None = None, progress: bool = True, mnist_box: str = "ink",
+    write_ratio: bool = True, tune_limit: int | None = None, progress: bool = True, mnist_box: str = DEFAULT_GT_BOX,
 ) -> dict[str, Any]:
     """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it).
     `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone."""
@@ -183,9 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
     p.add_argument("--mnist-dir", help="MNIST IDX folder for --dataset mnist128")
     p.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas")
-    p.add_argument("--mnist-box", default="ink", choices=GT_BOXES,
-                   help="MNIST128 ground truth: the digit's tight ink box (default, PAPER-NOTES) or the pasted "
-                   "28x28 patch")
+    p.add_argument("--mnist-box", default=DEFAULT_GT_BOX, choices=GT_BOXES,
+                   help="MNIST128 ground truth: the pasted 28x28 patch (default) or the digit's tight ink box")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (must match training's for MNIST128 splits)")
     p.add_argument("--tune-ratio", action="store_true", help="choose r on the validation split and store it in the model")
     p.add_argument("--ratio", type=float, help="evaluate with this r instead of the stored one")
@@ -198,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vis-count", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="for checkpoints: auto, cpu, cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     return p
 
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                                 tune=args.tune_ratio, ratio=args.ratio, tolerance=args.tolerance, method=args.method,
                                 maxboxacc=args.maxboxacc, mnist_dir=args.mnist_dir, seed=args.seed, objects=objects,
                                 save_vis=args.save_vis, vis_count=args.vis_count, batch_size=args.batch_size,
-                                device=args.device, mnist_box=args.mnist_box)
+                                device=args.device, mnist_box=args.mnist_box, progress=not args.no_progress)
     except (ValueError, FileNotFoundError, RuntimeError, MetadataError) as error:
         print(f"eval-cam: error: {error}", file=sys.stderr)
         return 2

