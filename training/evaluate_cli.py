@@ -43,8 +43,9 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
     if path.suffix == ".pt":
         from .checkpoint import load_model
         from .predict import predict
-        from .train import select_device
+        from .train import flush_denormals, select_device
 
+        flush_denormals()  # a trained model's denormal weights would make CPU inference ~10x slower
         model, payload = load_model(path)
         torch_device = select_device(device)
         model.to(torch_device)
@@ -139,24 +140,27 @@ def _store_ratio(path: Path, ratio: float) -> None:
 
 
 def _save_pictures(folder: Path, data, predictions: Predictions, detections, info: ModelInfo, count: int) -> None:
-    from runtime.metrics import cam_to_input
-    from runtime.postprocess import backprojected_area
-    from runtime.visualize import draw_area, draw_detections, draw_heatmap, to_bgr_uint8
-    import cv2
+    """One PNG per example and a contact sheet of them all, every heat map on the model's own fixed scale."""
+    from runtime.visualize import contact_sheet, heat_scale, legend, render_example, write_png
 
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"--save-vis: cannot create {folder} ({error.strerror or error})") from error
     params = info.localizer_params()
+    scale = heat_scale(predictions.cams)
     # Most informative first: images that contain a class, then the rest.
     order = sorted(range(len(predictions.labels)), key=lambda i: -float(predictions.labels[i].sum()))[:count]
+    tiles = []
     for i in order:
-        canvas = to_bgr_uint8(data[i].image)  # re-read: Predictions keep CAMs, not images
-        cls = int(np.argmax(predictions.scores[i]))
-        draw_heatmap(canvas, cam_to_input(predictions.cams[i, cls], params.chain, params.input_size))
-        draw_area(canvas, backprojected_area(predictions.cams[i], params).any(axis=0))
-        draw_detections(canvas, detections[i], info.classes, predictions.boxes[i])
-        scale = max(1, 384 // max(canvas.shape[:2]))
-        canvas = cv2.resize(canvas, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(str(folder / f"{i:05d}.png"), canvas)
+        confidences = [float(predictions.scores[i, d.class_index]) for d in detections[i]]
+        tile = render_example(data[i].image, predictions.cams[i], detections[i], params, info.classes,  # re-read:
+                              gt_boxes=predictions.boxes[i], confidences=confidences, scale=scale)  # no images kept
+        write_png(folder / f"{i:05d}.png", tile)
+        tiles.append(tile)
+    if tiles:
+        write_png(folder / "contact_sheet.png",
+                  contact_sheet(tiles, columns=min(6, len(tiles)), caption=legend(scale, "P(present) of the image")))
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -205,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from runtime.model_info import MetadataError
 
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # say so before the evaluation, not after
+        print(f"eval-cam: error: --json {args.json}: the folder {Path(args.json).resolve().parent} does not exist",
+              file=sys.stderr)
+        return 2
     try:
         objects = tuple(int(v) for v in args.objects.split(","))
         result = evaluate_model(args.model, dataset=args.dataset, split=args.split, limit=args.limit,
@@ -212,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                                 maxboxacc=args.maxboxacc, mnist_dir=args.mnist_dir, seed=args.seed, objects=objects,
                                 save_vis=args.save_vis, vis_count=args.vis_count, batch_size=args.batch_size,
                                 device=args.device, mnist_box=args.mnist_box, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, RuntimeError, MetadataError) as error:
+    except (ValueError, OSError, RuntimeError, MetadataError) as error:
         print(f"eval-cam: error: {error}", file=sys.stderr)
         return 2
     print(format_table(result))

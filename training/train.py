@@ -27,7 +27,7 @@ from .data.registry import load_splits
 from .model import ModelConfig, build_model, default_normalisation
 from .predict import TorchSplit, collate, localizer_params, predict
 
-__all__ = ["TrainConfig", "train", "select_device"]
+__all__ = ["TrainConfig", "train", "select_device", "flush_denormals"]
 
 
 @dataclass
@@ -73,6 +73,16 @@ def select_device(name: str = "auto") -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def flush_denormals() -> bool:
+    """Treat denormal floats as zero on the CPU (x86 SSE3 and ARM; a no-op elsewhere).
+
+    Weight decay drives the weights of dead units towards zero until they become denormal, and x86
+    CPUs compute on denormals in microcode: measured on a LeNet GAP checkpoint after 4 epochs (11,375 of
+    50,817 weights denormal), a training step took 1.59 s instead of 0.16 s, so epochs slowed from 53 s
+    to 300 s mid-run. Flushing changes values below 1.2e-38 only. Returns whether the CPU supports it."""
+    return torch.set_flush_denormal(True)
 
 
 def _seed_everything(seed: int) -> None:
@@ -149,6 +159,7 @@ def train(config: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None
     """Train, validating every epoch; returns the last epoch's record (with the checkpoint path)."""
     rank, world, local_rank = _distributed()
     device = select_device(config.device)
+    flush_denormals()
     if world > 1:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend)
