@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quantize-int8", description=__doc__, epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="FP32 ONNX model written by export-onnx")
-    parser.add_argument("--calib", default="embedded",
-                        help="folder of images, or a dataset spec: mnist128, embedded, voc:PATH, folder:PATH, csv:PATH")
+    parser.add_argument("--calib", help="folder of images, or a dataset spec: mnist128, embedded, voc:PATH, folder:PATH, "
+                        "csv:PATH (default: the dataset the model was trained on, as export-onnx recorded it)")
     parser.add_argument("-o", "--output", help="default: MODEL.int8.onnx")
     parser.add_argument("--samples", type=int, default=256, help="calibration images (default: 256)")
     parser.add_argument("--method", default="minmax", choices=CALIBRATION_METHODS)

@@ -49,10 +49,13 @@ def _reader(images: list[np.ndarray], input_name: str, batch_size: int, progress
     return _Reader()
 
 
-def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, calibration: str | Path = "embedded",
+def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, calibration: str | Path | None = None,
                   samples: int = 256, method: str = "minmax", batch_size: int = 16, mnist_dir: str | None = None,
                   show_progress: bool = True) -> Path:
-    """FP32 ONNX (from export-onnx) -> INT8 Q/DQ ONNX with the same metadata (precision recorded)."""
+    """FP32 ONNX (from export-onnx) -> INT8 Q/DQ ONNX with the same metadata (precision recorded).
+
+    `calibration` defaults to the dataset the model was trained on (recorded by export-onnx): INT8
+    ranges fitted to other images clip the activations the model will really see."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -64,7 +67,18 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
     info = read_onnx_metadata(fp32, str(model_path))
     if info.extra.get("precision") == "int8":
         raise ValueError(f"{model_path} is already INT8-quantized; quantize the FP32 export instead")
+    if calibration is None:
+        calibration = info.trained_on["dataset"]
+        mnist_dir = mnist_dir or info.trained_on["mnist_dir"]
+        if not calibration:
+            raise CalibrationError(f"{model_path} does not record the dataset it was trained on; give --calib: a "
+                                   "folder of frames like those it will see, or a dataset spec (mnist128, voc:PATH, ...)")
+        origin = "the dataset the model was trained on"
+    else:
+        origin = "--calib"
     images = calibration_images(calibration, info, samples, mnist_dir)
+    print(f"quantize-int8: calibrating on {len(images)} images from {calibration} ({origin}"
+          f"{'; its training split' if not Path(str(calibration)).expanduser().is_dir() else ''})", flush=True)
 
     from tqdm import tqdm
 
@@ -102,12 +116,26 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
     return output
 
 
+def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """A Constant node's value as an array, whichever of its attributes holds it (`value` is a
+    tensor; `value_float(s)` / `value_int(s)` are plain numbers); None for string or sparse values,
+    which no scale or zero point can be."""
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            return numpy_helper.to_array(attribute.t)
+        if attribute.name in ("value_float", "value_floats", "value_int", "value_ints"):
+            dtype = np.float32 if "float" in attribute.name else np.int64
+            return np.asarray(onnx.helper.get_attribute_value(attribute), dtype=dtype)
+    return None
+
+
 def check_tensorrt_rules(model: onnx.ModelProto) -> list[str]:
     """Everything in a Q/DQ graph that TensorRT's explicit quantization would reject or misread."""
     constants = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     for node in model.graph.node:  # Constant nodes hold scales/zero points in some exports
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].t.dims is not None:
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        value = _constant_value(node) if node.op_type == "Constant" else None
+        if value is not None:
+            constants[node.output[0]] = value
     producers = {out: node for node in model.graph.node for out in node.output}
     problems, quantizers = [], 0
     for node in model.graph.node:

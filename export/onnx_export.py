@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import torch
 
-from runtime.model_info import ModelInfo, read_onnx_metadata, write_onnx_metadata
+from runtime.model_info import TRAINED_ON_KEYS, ModelInfo, read_onnx_metadata, write_onnx_metadata
 from training.checkpoint import CheckpointError, load_model
 
 __all__ = ["export_onnx", "verify_onnx", "main"]
@@ -51,7 +51,8 @@ def export_onnx(checkpoint: str | Path, output: str | Path | None = None, *, sim
     output = Path(output) if output else checkpoint.with_suffix(".onnx")
     model, payload = load_model(checkpoint)
     info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
-    info.extra["train_dataset"] = payload["extra"].get("train_config", {}).get("dataset")
+    train_config = payload["extra"].get("train_config", {})
+    info.extra["trained_on"] = {key: train_config.get(key) for key in TRAINED_ON_KEYS}  # eval-cam's, quantize-int8's default
     wrapper = _CamOnly(model).eval()
     height, width = info.input_size
     example = torch.rand(2, info.in_channels, height, width)
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export-onnx: wrote {path} ({path.stat().st_size / 1e6:.2f} MB; classes {info.classes}; "
               f"input {info.in_channels}x{info.input_size[0]}x{info.input_size[1]}, dynamic batch/size)")
         if args.verify:
-            images = _verification_images(info, args.dataset or info.extra.get("train_dataset"), args.verify_images)
+            images = _verification_images(info, args.dataset or info.trained_on["dataset"], args.verify_images)
             difference = verify_onnx(args.checkpoint, path, images)
             verdict = "ok" if difference <= args.tolerance else "FAILED"
             print(f"export-onnx: verify on {len(images)} real images: max |ONNX Runtime - PyTorch| = {difference:.2e} "

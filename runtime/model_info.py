@@ -13,10 +13,11 @@ from typing import Any
 from .geometry import validate_chain
 from .postprocess import LocalizerParams
 
-__all__ = ["METADATA_KEY", "VERSION", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata"]
+__all__ = ["METADATA_KEY", "VERSION", "TRAINED_ON_KEYS", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata"]
 
 METADATA_KEY = "spamcam"
 VERSION = 1
+TRAINED_ON_KEYS = ("dataset", "mnist_dir", "seed", "objects")  # train-cam settings that decide the splits
 
 
 class MetadataError(ValueError):
@@ -77,6 +78,15 @@ class ModelInfo:
         if not (len(info.thresholds) == len(info.slopes) == len(info.intercepts) == n):
             raise MetadataError(f"{source}: metadata lists {n} classes but not as many thresholds/slopes/intercepts")
         return info
+
+    @property
+    def trained_on(self) -> dict[str, Any]:
+        """The data the model was trained on, as export-onnx recorded it (TRAINED_ON_KEYS; absent keys
+        are None): the default data of eval-cam and quantize-int8, so that an evaluation of an
+        MNIST128 model draws the same splits (seed) from the same digits (mnist_dir) as training did,
+        never training digits into its test split."""
+        recorded = self.extra.get("trained_on") or {}
+        return {key: recorded.get(key) for key in TRAINED_ON_KEYS}
 
     def with_ratio(self, ratio: float) -> "ModelInfo":
         return replace(self, ratio=float(ratio))

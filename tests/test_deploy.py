@@ -11,7 +11,7 @@ from export.build_engine import build_onnxruntime_model, main as build_cli
 from export.onnx_export import export_onnx, main as export_cli, verify_onnx
 from runtime.backends import open_backend, store_ratio
 from runtime.localizer import Localizer
-from runtime.model_info import MetadataError, read_onnx_metadata
+from runtime.model_info import MetadataError, read_onnx_metadata, write_onnx_metadata
 from training.checkpoint import load_model
 from training.data.registry import load_splits
 from training.evaluate_cli import evaluate_model
@@ -110,6 +110,19 @@ def test_int8_extent_ap_within_one_point_of_fp32(exported, quantized):
     assert abs(int8["classification_ap_mean"] - fp32["classification_ap_mean"]) <= 0.01
 
 
+def test_quantize_int8_calibrates_on_the_models_own_dataset_by_default(exported, tmp_path, capsys):
+    out = quantize_int8(exported, tmp_path / "m.int8.onnx", samples=32, show_progress=False)
+    assert "calibrating on 32 images from mnist128 (the dataset the model was trained on" in capsys.readouterr().out
+    assert read_onnx_metadata(onnx.load(str(out))).extra["calibration"]["source"] == "mnist128"
+    model = onnx.load(str(exported))
+    info = read_onnx_metadata(model)
+    info.extra.pop("trained_on")
+    write_onnx_metadata(model, info)
+    onnx.save(model, str(tmp_path / "anonymous.onnx"))
+    with pytest.raises(CalibrationError, match="does not record the dataset"):
+        quantize_int8(tmp_path / "anonymous.onnx", tmp_path / "a.int8.onnx", show_progress=False)
+
+
 def test_empty_and_unreadable_calibration_sets_are_clear_errors(exported, tmp_path):
     info = read_onnx_metadata(onnx.load(str(exported)))
     with pytest.raises(CalibrationError, match="holds no images"):
@@ -204,3 +217,25 @@ def test_export_cli_verify(mnist128_checkpoint, tmp_path, capsys):
     assert export_cli([mnist128_checkpoint["checkpoint"], "-o", str(tmp_path / "m.onnx"), "--verify"]) == 0
     assert "ok" in capsys.readouterr().out
     assert export_cli([str(tmp_path / "nothing.pt")]) == 2
+
+
+def test_the_rules_checker_reads_every_kind_of_constant_node():
+    """Scales and zero points may come from Constant nodes; a Constant holding `value_ints` (a shape,
+    say) is no tensor attribute and must neither raise nor hide a bad zero point."""
+    from onnx import TensorProto, helper
+
+    def graph(zero_point_node):
+        nodes = [helper.make_node("Constant", [], ["shape"], value_ints=[1, 1, 4, 4]),
+                 helper.make_node("Constant", [], ["scale"], value_float=0.1), zero_point_node,
+                 helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["q"]),
+                 helper.make_node("DequantizeLinear", ["q", "scale", "zero"], ["dq"]),
+                 helper.make_node("Reshape", ["dq", "shape"], ["y"])]
+        return helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16])],
+                                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 4])]))
+
+    def zero(value):
+        return helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.INT8, [], [value]))
+
+    assert check_tensorrt_rules(graph(zero(0))) == []
+    assert any("asymmetric" in p for p in check_tensorrt_rules(graph(zero(3))))
+    assert any("int64 instead of int8" in p for p in check_tensorrt_rules(graph(helper.make_node("Constant", [], ["zero"], value_int=0))))

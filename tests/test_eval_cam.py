@@ -97,3 +97,25 @@ def test_eval_cam_errors(tmp_path, capsys):
     (tmp_path / "x.pt").write_bytes(b"garbage")
     assert eval_cli([str(tmp_path / "x.pt")]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_evaluation_defaults_to_the_splits_training_held_out(mnist_digits, tmp_path, capsys):
+    """A model trained with --seed 3 on MNIST128 is tested on seed 3's test split unless told otherwise:
+    with npm digits another seed's test split holds digits this model trained on."""
+    from export.onnx_export import export_onnx
+    from runtime.model_info import read_onnx_metadata
+    import onnx
+
+    out = tmp_path / "run"
+    assert train_cli(["--dataset", "mnist128", "--seed", "3", "--objects", "1,2", "--epochs", "1", "--limit", "train=200",
+                      "--limit", "val=50", "--out", str(out), "--no-progress"]) == 0
+    ckpt = out / "ckpt.pt"
+    onnx_path = export_onnx(ckpt, tmp_path / "m.onnx")
+    assert read_onnx_metadata(onnx.load(str(onnx_path))).trained_on == {"dataset": "mnist128", "mnist_dir": None,
+                                                                         "seed": 3, "objects": [1, 2]}
+    for model in (ckpt, onnx_path):
+        assert evaluate_model(model, limit=20, progress=False)["seed"] == 3
+        assert evaluate_model(model, limit=20, seed=0, progress=False)["seed"] == 0  # told otherwise
+        assert evaluate_model(model, dataset="embedded", limit=20, progress=False)["seed"] == 0  # other data: no default
+    assert eval_cli([str(ckpt), "--limit", "20", "--no-progress"]) == 0
+    assert "test split, seed 3)" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from runtime.evaluation import DEFAULT_RATIOS, Predictions, evaluate, tune_ratio
-from runtime.model_info import ModelInfo
+from runtime.model_info import TRAINED_ON_KEYS, ModelInfo
 
 from .data.mnist128 import DEFAULT_GT_BOX, GT_BOXES
 from .data.registry import DATASET_HELP, load_splits
@@ -34,8 +34,8 @@ EXAMPLES = """examples:
 class _Evaluated:
     """A model opened for evaluation: its metadata and a function split -> Predictions."""
 
-    def __init__(self, path: Path, info: ModelInfo, predict_fn, train_dataset: str | None):
-        self.path, self.info, self.predict, self.train_dataset = path, info, predict_fn, train_dataset
+    def __init__(self, path: Path, info: ModelInfo, predict_fn, trained_on: dict[str, Any]):
+        self.path, self.info, self.predict, self.trained_on = path, info, predict_fn, trained_on
 
 
 def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto", progress: bool = True) -> _Evaluated:
@@ -50,9 +50,10 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         torch_device = select_device(device)
         model.to(torch_device)
         info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
-        dataset = payload["extra"].get("train_config", {}).get("dataset")
+        train_config = payload["extra"].get("train_config", {})
+        trained_on = {key: train_config.get(key) for key in TRAINED_ON_KEYS}
         return _Evaluated(path, info, lambda split: predict(model, split, device=torch_device, batch_size=batch_size,
-                                                             progress=progress)[0], dataset)
+                                                             progress=progress)[0], trained_on)
     from runtime.backends import open_backend
     from runtime.scores import class_probabilities, pool_cams
 
@@ -73,7 +74,7 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         scores = class_probabilities(pool_cams(cams, info.pooling, info.spam_kernels), info.slopes, info.intercepts)
         return Predictions(cams, scores, np.stack(labels), boxes)
 
-    return _Evaluated(path, backend.info, run, backend.info.extra.get("train_dataset"))
+    return _Evaluated(path, backend.info, run, backend.info.trained_on)
 
 
 def _channels(image: np.ndarray, channels: int) -> np.ndarray:
@@ -87,15 +88,24 @@ def _channels(image: np.ndarray, channels: int) -> np.ndarray:
 def evaluate_model(
     model_path: str | Path, *, dataset: str | None = None, split: str = "test", limit: int | None = None,
     tune: bool = False, ratio: float | None = None, tolerance: float = 0.0, method: str = "fast",
-    maxboxacc: bool = False, mnist_dir: str | None = None, seed: int = 0, objects: tuple[int, int] = (1, 1),
+    maxboxacc: bool = False, mnist_dir: str | None = None, seed: int | None = None, objects: tuple[int, int] | None = None,
     save_vis: str | None = None, vis_count: int = 16, batch_size: int = 32, device: str = "auto",
     write_ratio: bool = True, tune_limit: int | None = None, progress: bool = True, mnist_box: str = DEFAULT_GT_BOX,
 ) -> dict[str, Any]:
     """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it).
-    `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone."""
+    `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone.
+    On the dataset the model was trained on, `mnist_dir`, `seed` and `objects` default to training's, so that
+    the test split is the one training held out."""
     model = load_for_eval(model_path, batch_size=batch_size, device=device, progress=progress)
     info = model.info
-    dataset = dataset or model.train_dataset or "embedded"
+    trained = model.trained_on
+    dataset = dataset or trained["dataset"] or "embedded"
+    if dataset == trained["dataset"]:
+        mnist_dir = mnist_dir or trained["mnist_dir"]
+        seed = trained["seed"] if seed is None else seed
+        objects = tuple(trained["objects"]) if objects is None and trained["objects"] else objects
+    seed = 0 if seed is None else int(seed)
+    objects = tuple(objects or (1, 1))
     sizes = {split: limit} if limit else {}
     if tune and (tune_limit or limit):
         sizes["val"] = tune_limit or limit
@@ -119,7 +129,7 @@ def evaluate_model(
     detections = result.pop("_detections")
     if save_vis:
         _save_pictures(Path(save_vis), data, predictions, detections, info, vis_count)
-    result.update({"model": str(model_path), "dataset": splits.description, "split": split, "classes": info.classes,
+    result.update({"model": str(model_path), "dataset": splits.description, "split": split, "seed": seed, "classes": info.classes,
                    "pooling": info.pooling, "backbone": info.backbone})
     if curve is not None:
         result["ratio_curve"] = curve
@@ -173,7 +183,8 @@ def format_table(result: dict[str, Any]) -> str:
     if "MaxBoxAccV2" in result:
         lines.append(f"MaxBoxAccV2 {100 * result['MaxBoxAccV2']:.1f}  (" + ", ".join(
             f"{k.split('@')[1]}: {100 * v:.1f}" for k, v in result.items() if k.startswith("MaxBoxAcc@")) + ")")
-    lines.append(f"{result['images']} images ({result['dataset']}, {result['split']} split), r = {result['ratio']:g}")
+    lines.append(f"{result['images']} images ({result['dataset']}, {result['split']} split, seed {result.get('seed', 0)}), "
+                 f"r = {result['ratio']:g}")
     return "\n".join(lines)
 
 
@@ -185,11 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help=f"{DATASET_HELP}; default: the one the model was trained on")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
-    p.add_argument("--mnist-dir", help="MNIST IDX folder for --dataset mnist128")
-    p.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas")
+    p.add_argument("--mnist-dir", help="MNIST IDX folder for --dataset mnist128 (default: the one the model was trained on)")
+    p.add_argument("--objects", help="MIN,MAX digits per MNIST128 canvas (default: training's, else 1,1)")
     p.add_argument("--mnist-box", default=DEFAULT_GT_BOX, choices=GT_BOXES,
                    help="MNIST128 ground truth: the pasted 28x28 patch (default) or the digit's tight ink box")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (must match training's for MNIST128 splits)")
+    p.add_argument("--seed", type=int, help="dataset seed (default: training's on its dataset, else 0; another seed "
+                   "draws other MNIST128 splits)")
     p.add_argument("--tune-ratio", action="store_true", help="choose r on the validation split and store it in the model")
     p.add_argument("--ratio", type=float, help="evaluate with this r instead of the stored one")
     p.add_argument("--tolerance", type=float, default=0.0, help="pin-pointing tolerance in pixels (18 for VOC)")
@@ -214,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        objects = tuple(int(v) for v in args.objects.split(","))
+        objects = tuple(int(v) for v in args.objects.split(",")) if args.objects else None
         result = evaluate_model(args.model, dataset=args.dataset, split=args.split, limit=args.limit,
                                 tune=args.tune_ratio, ratio=args.ratio, tolerance=args.tolerance, method=args.method,
                                 maxboxacc=args.maxboxacc, mnist_dir=args.mnist_dir, seed=args.seed, objects=objects,
