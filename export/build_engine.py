@@ -47,6 +47,61 @@ def _to_fp16(model_path: Path, work: Path) -> Path:
     return converted
 
 
+def default_engine_path(model_path: Path, precision: str) -> Path:
+    """model.onnx -> model.fp16.engine; model.int8.onnx -> model.int8.engine (not model.int8.int8.engine)."""
+    stem = model_path.stem
+    return model_path.with_name(f"{stem if stem.endswith('.' + precision) else f'{stem}.{precision}'}.engine")
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+def _network_flags(trt, strongly_typed: bool) -> int:
+    """TensorRT 8.x/9.x need an explicit-batch network for the ONNX parser (`create_network(0)` is an
+    implicit-batch network there, which the parser rejects); from 10 every network is explicit-batch
+    and the flag is deprecated. STRONGLY_TYPED exists from 9.1 on."""
+    flags = 0
+    if tensorrt_major(trt) < 10:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    strong = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed and strong is not None:  # TensorRT 11: every network is strongly typed anyway
+        flags |= 1 << int(strong)
+    return flags
+
+
+def _precision_flags(trt, precision: str, strongly_typed: bool, weak_flag) -> list:
+    """Builder flags for the precision. A strongly typed network takes none (its tensors' types decide,
+    and TensorRT refuses precision flags on it); without STRONGLY_TYPED (TensorRT 8.x) a Q/DQ network
+    still needs the INT8 flag for its quantized layers to run in INT8."""
+    flags = [weak_flag] if weak_flag is not None else []
+    has_strong = hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED")
+    if precision == "int8" and not (strongly_typed and has_strong):
+        flags.append(trt.BuilderFlag.INT8)
+    return flags
+
+
+OPSET_BEFORE_TENSORRT_10 = 17  # TensorRT 8.6's ONNX parser reads opsets up to 17
+
+
+def _check_parser_opset(trt, model: onnx.ModelProto, model_path: Path) -> None:
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if tensorrt_major(trt) < 10 and opset > OPSET_BEFORE_TENSORRT_10:
+        raise ValueError(f"{model_path} is ONNX opset {opset}, but TensorRT {trt.__version__}'s parser reads opsets up to "
+                         f"{OPSET_BEFORE_TENSORRT_10}: re-export it with `export-onnx --legacy` (opset 17)")
+
+
+def _static_profile_for_dla(batch: tuple[int, int, int], min_size, max_size, info: ModelInfo):
+    """DLA runs only static shapes (min = opt = max): the profile collapses to its opt batch and the
+    training input size, and says so when that changes what was asked for."""
+    opt = batch[1]
+    size = tuple(info.input_size)
+    if len(set(batch)) > 1 or (min_size and tuple(min_size) != size) or (max_size and tuple(max_size) != size):
+        print(f"build-engine: --dla-core needs a static shape; building for batch {opt} at {size[0]}x{size[1]} "
+              "(min = opt = max). Set --min-batch = --opt-batch = --max-batch to choose the batch.", file=sys.stderr)
+    return (opt, opt, opt), None, None
+
+
 def build_tensorrt_engine(
     model_path: str | Path, output: str | Path | None = None, *, precision: str = "fp16", calibration: str | None = None,
     calib_samples: int = 256, calib_method: str = "minmax", batch: tuple[int, int, int] = (1, 1, 8),
@@ -59,15 +114,17 @@ def build_tensorrt_engine(
 
     device = load_cuda_api().device_description()
     model_path = Path(model_path)
-    info = read_onnx_metadata(onnx.load(str(model_path)), str(model_path))
-    output = Path(output) if output else model_path.with_suffix(f".{precision}.engine")
+    model = onnx.load(str(model_path))
+    info = read_onnx_metadata(model, str(model_path))
+    _check_parser_opset(trt, model, model_path)
+    output = Path(output) if output else default_engine_path(model_path, precision)
+    if dla_core is not None:
+        batch, min_size, max_size = _static_profile_for_dla(batch, min_size, max_size, info)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         source, strongly_typed, weak_flag = model_path, False, None
         if precision == "int8":
             if info.extra.get("precision") != "int8":
-                if not calibration:
-                    raise ValueError("--int8 needs a Q/DQ model from quantize-int8, or --calib DIR to make one now")
                 source = quantize_int8(model_path, work / "model.int8.onnx", calibration=calibration,
                                        samples=calib_samples, method=calib_method)
                 info = read_onnx_metadata(onnx.load(str(source)), str(source))
@@ -81,19 +138,19 @@ def build_tensorrt_engine(
 
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
-        flags = 0
-        strong = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        if strongly_typed and strong is not None:  # TensorRT 11: every network is strongly typed anyway
-            flags |= 1 << int(strong)
-        network = builder.create_network(flags)
+        network = builder.create_network(_network_flags(trt, strongly_typed))
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(source)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
             raise RuntimeError(f"TensorRT's ONNX parser rejected {source.name}: " + " | ".join(errors))
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-        if weak_flag is not None:
-            config.set_flag(weak_flag)
+        for flag in _precision_flags(trt, precision, strongly_typed, weak_flag):
+            config.set_flag(flag)
+        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+            # TF32 is on by default on Ampere and newer (RTX, H100, Orin): FP32 means FP32, so that an
+            # FP32 engine matches ONNX Runtime to 1e-3 instead of TF32's ~1e-2.
+            config.clear_flag(trt.BuilderFlag.TF32)
         profile = builder.create_optimization_profile()
         shapes = _profile_shapes(info, batch, min_size, max_size)
         profile.set_shape(network.get_input(0).name, *shapes)
@@ -137,7 +194,7 @@ def build_onnxruntime_model(
     with tempfile.TemporaryDirectory() as tmp:
         source = model_path
         if int8 and info.extra.get("precision") != "int8":
-            source = quantize_int8(model_path, Path(tmp) / "model.int8.onnx", calibration=calibration or "embedded",
+            source = quantize_int8(model_path, Path(tmp) / "model.int8.onnx", calibration=calibration,
                                    samples=calib_samples, method=calib_method)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -158,8 +215,9 @@ EXAMPLES = """examples:
   build-engine model.onnx --fp16 --dla-core 0                 # Jetson DLA, GPU fallback
   build-engine model.onnx --backend onnxruntime --int8 --calib mnist128   # CPU devices
 
-TensorRT comes with JetPack on a Jetson, or `pip install tensorrt` from NVIDIA's index elsewhere. The
-engine only runs on the TensorRT version and GPU it was built with: build it on the target device.
+TensorRT comes with JetPack on a Jetson, or from PyPI elsewhere (`pip install tensorrt-cu12`, or
+`tensorrt-cu13` for R580+ drivers). DLA (--dla-core) needs a static shape, so the profile becomes
+min = opt = max. The engine only runs on the TensorRT version and GPU it was built with: build it on the target device.
 """
 
 
@@ -173,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     precision.add_argument("--fp16", action="store_true", help="TensorRT FP16 (the default for tensorrt)")
     precision.add_argument("--int8", action="store_true", help="INT8 by explicit (Q/DQ) quantization")
     precision.add_argument("--fp32", action="store_true")
-    p.add_argument("--calib", help="calibration images for --int8: a folder or a dataset spec (mnist128, voc:PATH, ...)")
+    p.add_argument("--calib", help="calibration images for --int8: a folder or a dataset spec (mnist128, voc:PATH, ...); "
+                   "default: the dataset the model was trained on")
     p.add_argument("--calib-samples", type=int, default=256)
     p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
     p.add_argument("--min-batch", type=int, default=1)

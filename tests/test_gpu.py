@@ -19,7 +19,7 @@ def _tensorrt():
     try:
         import tensorrt
     except ImportError:
-        pytest.skip("TensorRT is not installed (JetPack on a Jetson; `pip install tensorrt` from NVIDIA's index)")
+        pytest.skip("TensorRT is not installed (JetPack on a Jetson; `pip install tensorrt-cu12` or tensorrt-cu13 elsewhere)")
     _cuda_api()
     return tensorrt
 

@@ -35,7 +35,8 @@ def sidecar_path(engine: str | Path) -> Path:
 
 def open_backend(path: str | Path, **options) -> Backend:
     """ONNX Runtime for .onnx; TensorRT for .engine/.plan/.trt. Options go to the backend
-    (ONNX Runtime: providers, threads; TensorRT: max_batch)."""
+    (ONNX Runtime: providers, threads; TensorRT: check_build). A TensorRT engine's batch limit is
+    its optimization profile's, fixed by `build-engine --max-batch`; larger batches run in chunks."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")

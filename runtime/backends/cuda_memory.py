@@ -4,6 +4,12 @@ NVIDIA's current TensorRT samples use cuda-python (`cuda.bindings.runtime`); Jet
 have pycuda instead, so both are accepted, cuda-python first. Every cuda-python call goes through
 one checker that raises with the error's name (the samples' `cuda_call`), and each resource is a
 small class with `free()` and context-manager support (Polygraphy's pattern).
+
+cuda-python's major version follows the CUDA major version its bindings were built for, and a
+binding needs a driver of at least that CUDA version: cuda-python 13 needs an R580+ driver, which
+JetPack 6 (CUDA 12.x, R36 driver) does not have. That is why the `gpu-cu12` / `gpu-cu13` extras pin
+it by CUDA major, and why a cuda-python that the driver refuses falls back to pycuda, which is
+compiled against the CUDA found on the device, before giving up with the driver requirement named.
 """
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CudaApi", "load_cuda_api", "PinnedBuffer", "DeviceBuffer", "CudaError"]
+__all__ = ["CudaApi", "load_cuda_api", "PinnedBuffer", "DeviceBuffer", "CudaError", "host_view"]
 
 
 class CudaError(RuntimeError):
@@ -27,12 +33,33 @@ def _import_cudart():
     return cudart
 
 
+def _cuda_python_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("cuda-bindings", "cuda-python"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def driver_requirement(cuda_python_version: str) -> str:
+    """What driver a cuda-python release needs: its major version is the CUDA major it binds."""
+    major = cuda_python_version.split(".")[0]
+    if major == "13":
+        return "cuda-python 13 needs a CUDA 13 driver, R580 or newer (JetPack 6's CUDA 12 driver is not)"
+    if major == "12":
+        return "cuda-python 12 needs a CUDA 12 driver, R525 or newer (JetPack 6 has one)"
+    return f"cuda-python {cuda_python_version} needs a driver of its CUDA major version"
+
+
 class CudaApi:
     """The handful of CUDA runtime calls the backend needs, over cuda-python or pycuda."""
 
     def __init__(self) -> None:
         self.flavour = None
-        errors = []
+        problems = []
         try:
             self.cudart = _import_cudart()
             self.flavour = "cuda-python"
@@ -41,9 +68,11 @@ class CudaApi:
                 raise CudaError("no CUDA device found")
             return
         except ImportError as error:
-            errors.append(f"cuda-python: {error}")
-        except CudaError as error:
-            raise CudaError(f"CUDA is installed but unusable: {error}. Is the NVIDIA driver loaded (nvidia-smi)?") from error
+            problems.append(f"cuda-python is not installed ({error})")
+        except CudaError as error:  # often a driver older than the bindings: pycuda may still work
+            problems.append(f"cuda-python {_cuda_python_version()} cannot use this GPU ({error}: "
+                            f"{driver_requirement(_cuda_python_version())}; is the driver loaded? see nvidia-smi)")
+        self.flavour = None
         try:
             import pycuda.autoinit  # noqa: F401  (creates the context)
             import pycuda.driver as driver
@@ -51,9 +80,13 @@ class CudaApi:
             self.driver = driver
             self.flavour = "pycuda"
         except ImportError as error:
-            errors.append(f"pycuda: {error}")
-            raise CudaError("neither cuda-python nor pycuda is installed: `pip install cuda-python` "
-                            f"(NVIDIA's current choice), or use JetPack's pycuda ({'; '.join(errors)})") from error
+            problems.append(f"pycuda is not installed ({error})")
+        except Exception as error:  # pycuda raises its own LogicError/RuntimeError when no device is usable
+            problems.append(f"pycuda cannot use this GPU ({type(error).__name__}: {error})")
+        if self.flavour is None:
+            raise CudaError("no usable CUDA: " + "; ".join(problems) + ". Install the cuda-python of the driver's CUDA "
+                            "major: `pip install 'spamcam[gpu-cu12]'` for CUDA 12 drivers and JetPack 6, "
+                            "`'spamcam[gpu-cu13]'` for R580+ drivers; or use JetPack's pycuda")
 
     def _call(self, result: Any):
         """cuda-python returns (err, *values): raise on err, return the values."""
@@ -91,6 +124,17 @@ class CudaApi:
             self._call(self.cudart.cudaStreamDestroy(stream))
 
 
+def host_view(pointer: int, count: int, dtype: np.dtype) -> np.ndarray:
+    """`count` elements of `dtype` at a raw host address, as a numpy array that shares the memory.
+
+    Wrapped as bytes, then viewed as the dtype, as NVIDIA's samples do: ctypes has no float16 (or
+    bfloat16) type, so `np.ctypeslib.as_ctypes_type(float16)` raises, and an FP16-I/O engine would fail."""
+    dtype = np.dtype(dtype)
+    nbytes = int(count) * dtype.itemsize
+    raw = np.ctypeslib.as_array(ctypes.cast(int(pointer), ctypes.POINTER(ctypes.c_uint8)), (nbytes,))
+    return raw.view(dtype)
+
+
 class PinnedBuffer:
     """Page-locked host memory as a numpy array, for fast asynchronous copies."""
 
@@ -99,8 +143,7 @@ class PinnedBuffer:
         self.nbytes = int(count) * self.dtype.itemsize
         if api.flavour == "cuda-python":
             self._pointer = api._call(api.cudart.cudaMallocHost(self.nbytes))
-            c_type = ctypes.POINTER(np.ctypeslib.as_ctypes_type(self.dtype))
-            self.array = np.ctypeslib.as_array(ctypes.cast(self._pointer, c_type), (int(count),))
+            self.array = host_view(self._pointer, int(count), self.dtype)
         else:
             self.array = api.driver.pagelocked_empty(int(count), self.dtype)
 

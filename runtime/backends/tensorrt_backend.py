@@ -14,11 +14,13 @@ import numpy as np
 
 from ..model_info import MetadataError, ModelInfo
 from .cuda_memory import DeviceBuffer, PinnedBuffer, load_cuda_api
+from .host_types import host_type
 
 __all__ = ["TensorRTBackend", "import_tensorrt", "TENSORRT_HELP"]
 
 TENSORRT_HELP = ("TensorRT is not installed. On a Jetson it comes with JetPack (`sudo apt install nvidia-jetpack`); "
-                 "elsewhere `pip install tensorrt` (it installs from NVIDIA's package index). Without an NVIDIA GPU, "
+                 "elsewhere from PyPI: `pip install tensorrt-cu12` for CUDA 12 drivers or `tensorrt-cu13` for CUDA 13 "
+                 "(R580+) drivers, matching spamcam's gpu-cu12 / gpu-cu13 extra. Without an NVIDIA GPU, "
                  "use the ONNX Runtime backend: `build-engine model.onnx --backend onnxruntime`.")
 
 
@@ -65,10 +67,10 @@ class TensorRTBackend:
         # Allocate once, for the largest shape the profile allows.
         self.context.set_input_shape(self.input_name, self.max_shape)
         max_output = tuple(self.context.get_tensor_shape(self.output_name))
-        in_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
-        out_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.output_name)))
-        self.host_in = PinnedBuffer(self.cuda, int(np.prod(self.max_shape)), in_dtype)
-        self.host_out = PinnedBuffer(self.cuda, int(np.prod(max_output)), out_dtype)
+        self.in_type = host_type(trt, self.engine.get_tensor_dtype(self.input_name))
+        self.out_type = host_type(trt, self.engine.get_tensor_dtype(self.output_name))
+        self.host_in = PinnedBuffer(self.cuda, int(np.prod(self.max_shape)), self.in_type.storage)
+        self.host_out = PinnedBuffer(self.cuda, int(np.prod(max_output)), self.out_type.storage)
         self.device_in = DeviceBuffer(self.cuda, self.host_in.nbytes)
         self.device_out = DeviceBuffer(self.cuda, self.host_out.nbytes)
         self.context.set_tensor_address(self.input_name, self.device_in.pointer)
@@ -85,7 +87,7 @@ class TensorRTBackend:
                                "specific to the TensorRT version and GPU; rebuild it here with `build-engine`.")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=self.host_in.dtype)
+        batch = self.in_type.encode(batch)
         if batch.ndim != 4 or batch.shape[1] != self.info.in_channels:
             raise ValueError(f"expected a batch (B, {self.info.in_channels}, H, W), got {batch.shape}")
         if not all(lo <= s <= hi for lo, s, hi in zip(self.min_shape[2:], batch.shape[2:], self.max_shape[2:])):
@@ -105,7 +107,7 @@ class TensorRTBackend:
             raise RuntimeError("TensorRT execute_async_v3 failed")
         self.device_out.download(self.host_out.array[:count], self.stream)
         self.cuda.synchronize(self.stream)
-        return self.host_out.array[:count].reshape(out_shape).astype(np.float32)
+        return self.out_type.decode(self.host_out.array[:count]).reshape(out_shape)
 
     def close(self) -> None:
         for buffer in (getattr(self, n, None) for n in ("host_in", "host_out", "device_in", "device_out")):
