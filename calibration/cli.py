@@ -12,6 +12,9 @@ EXAMPLES = """examples:
   quantize-int8 model.onnx --calib mnist128                 # writes model.int8.onnx
   quantize-int8 model.onnx --calib ~/frames/ --samples 500 --method entropy -o model.int8.onnx
   eval-cam model.int8.onnx --dataset mnist128               # check the accuracy it keeps
+  compare-backends ckpt.pt model.onnx model.int8.onnx       # what INT8 costs, layer by layer
+  quantize-int8 model.onnx --exclude-worst 1                # keep the layer with the largest error in float
+  quantize-int8 model.onnx --exclude node_conv2d            # keep named layers in float
 
 The calibration images go through the runtime's own pre-processing. Activations and weights are
 symmetric INT8 (zero point 0), weights per output channel: what TensorRT's explicit quantization needs.
@@ -28,11 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=256, help="calibration images (default: 256)")
     parser.add_argument("--method", default="minmax", choices=CALIBRATION_METHODS)
     parser.add_argument("--mnist-dir", help="MNIST IDX folder for --calib mnist128")
+    parser.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
+                        help="keep these nodes in float (names as compare-backends lists them)")
+    parser.add_argument("--exclude-worst", type=int, default=0, metavar="K",
+                        help="measure each layer's INT8 error and keep the K worst layers in float")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
         path = quantize_int8(args.model, args.output, calibration=args.calib, samples=args.samples, method=args.method,
-                             mnist_dir=args.mnist_dir, show_progress=not args.no_progress)
+                             mnist_dir=args.mnist_dir, show_progress=not args.no_progress, exclude=args.exclude,
+                             exclude_worst=args.exclude_worst)
     except (CalibrationError, MetadataError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"quantize-int8: error: {error}", file=sys.stderr)
         return 2

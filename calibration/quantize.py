@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -51,12 +51,13 @@ def _reader(images: list[np.ndarray], input_name: str, batch_size: int, progress
 
 def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, calibration: str | Path | None = None,
                   samples: int = 256, method: str = "minmax", batch_size: int = 16, mnist_dir: str | None = None,
-                  show_progress: bool = True) -> Path:
+                  show_progress: bool = True, exclude: Sequence[str] = (), exclude_worst: int = 0) -> Path:
     """FP32 ONNX (from export-onnx) -> INT8 Q/DQ ONNX with the same metadata (precision recorded).
 
     `calibration` defaults to the dataset the model was trained on (recorded by export-onnx): INT8
-    ranges fitted to other images clip the activations the model will really see."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    ranges fitted to other images clip the activations the model will really see. `exclude` keeps the
+    named nodes in float; `exclude_worst` K quantizes once, measures each layer's own error
+    (calibration/layer_error.py) and keeps the K worst layers in float as well."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
@@ -80,10 +81,9 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
     print(f"quantize-int8: calibrating on {len(images)} images from {calibration} ({origin}"
           f"{'; its training split' if not Path(str(calibration)).expanduser().is_dir() else ''})", flush=True)
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(images), desc=f"calibrating ({method})", disable=not show_progress, leave=False)
-    reader = _reader(images, fp32.graph.input[0].name, batch_size, bar.update)
+    if exclude_worst < 0:
+        raise ValueError(f"--exclude-worst takes a number of layers >= 0, got {exclude_worst}")
+    input_name = fp32.graph.input[0].name
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         try:
@@ -91,20 +91,23 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
         except Exception as error:  # pre-processing is an optimisation; quantization works without it
             print(f"quantize-int8: graph pre-processing skipped ({type(error).__name__}: {error})")
             shutil.copy(model_path, prepared)
-        calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                     "percentile": CalibrationMethod.Percentile}[method]
+        excluded = _checked_exclusions(onnx.load(str(prepared)), exclude)
+        if exclude_worst:
+            trial = Path(tmp) / "trial.onnx"
+            _quantize(prepared, trial, images, input_name, method, batch_size, excluded, show_progress)
+            from .layer_error import layer_errors, worst_layers
+
+            layers = [l for l in layer_errors(model_path, trial, np.stack(images[:32])) if l.node not in excluded]
+            worst = worst_layers(layers, exclude_worst)
+            lost = {l.node: l.lost_db for l in layers}
+            print("quantize-int8: keeping in float the layers that lose the most SQNR: "
+                  + ", ".join(f"{name} ({lost[name]:.1f} dB)" for name in worst), flush=True)
+            excluded += worst
         raw = Path(tmp) / "quantized.onnx"  # the output appears only once it is complete and checked
-        quantize_static(
-            str(prepared), str(raw), reader, quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-            calibrate_method=calibrate,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                           "CalibTensorRangeSymmetric": True},
-        )
-        bar.close()
+        _quantize(prepared, raw, images, input_name, method, batch_size, excluded, show_progress)
         quantized = onnx.load(str(raw))
     info.extra.update({"precision": "int8", "calibration": {"method": method, "samples": len(images),
-                                                            "source": str(calibration)}})
+                                                            "source": str(calibration), "float_nodes": excluded}})
     write_onnx_metadata(quantized, info)
     problems = check_tensorrt_rules(quantized)
     if problems:
@@ -114,6 +117,38 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
     onnx.save(quantized, str(partial))
     partial.replace(output)
     return output
+
+
+QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _checked_exclusions(prepared: onnx.ModelProto, exclude: Sequence[str]) -> list[str]:
+    """The nodes to keep float, each checked to exist in the graph that is quantized."""
+    layers = [n.name for n in prepared.graph.node if n.op_type in QUANTIZABLE_OPS]
+    unknown = [name for name in exclude if name not in {n.name for n in prepared.graph.node}]
+    if unknown:
+        raise ValueError(f"--exclude: no node named {', '.join(unknown)} in the model; its quantizable layers are "
+                         f"{', '.join(layers)} (compare-backends lists each one's error)")
+    return list(dict.fromkeys(exclude))
+
+
+def _quantize(prepared: Path, output: Path, images: list[np.ndarray], input_name: str, method: str, batch_size: int,
+              excluded: list[str], show_progress: bool) -> None:
+    """One run of ONNX Runtime's static Q/DQ quantization under TensorRT's rules."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(images), desc=f"calibrating ({method})", disable=not show_progress, leave=False)
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    quantize_static(
+        str(prepared), str(output), _reader(images, input_name, batch_size, bar.update), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+        calibrate_method=calibrate, nodes_to_exclude=list(excluded),
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                       "CalibTensorRangeSymmetric": True},
+    )
+    bar.close()
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray | None:

@@ -112,6 +112,8 @@ def build_tensorrt_engine(
     trt = import_tensorrt()  # clear error first, before any work
     from runtime.backends.cuda_memory import load_cuda_api
 
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     device = load_cuda_api().device_description()
     model_path = Path(model_path)
     model = onnx.load(str(model_path))
@@ -120,22 +122,11 @@ def build_tensorrt_engine(
     output = Path(output) if output else default_engine_path(model_path, precision)
     if dla_core is not None:
         batch, min_size, max_size = _static_profile_for_dla(batch, min_size, max_size, info)
+    shapes = _profile_shapes(info, batch, min_size, max_size)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        source, strongly_typed, weak_flag = model_path, False, None
-        if precision == "int8":
-            if info.extra.get("precision") != "int8":
-                source = quantize_int8(model_path, work / "model.int8.onnx", calibration=calibration,
-                                       samples=calib_samples, method=calib_method)
-                info = read_onnx_metadata(onnx.load(str(source)), str(source))
-            strongly_typed = True  # explicit quantization: the Q/DQ nodes decide the precision
-        elif precision == "fp16":
-            weak_flag = getattr(trt.BuilderFlag, "FP16", None)
-            if weak_flag is None:
-                source, strongly_typed = _to_fp16(model_path, work), True
-        elif precision != "fp32":
-            raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
-
+        source, info, strongly_typed, weak_flag = _network_source(
+            trt, model_path, info, precision, Path(tmp), calibration=calibration, calib_samples=calib_samples,
+            calib_method=calib_method)
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         network = builder.create_network(_network_flags(trt, strongly_typed))
@@ -145,27 +136,13 @@ def build_tensorrt_engine(
             raise RuntimeError(f"TensorRT's ONNX parser rejected {source.name}: " + " | ".join(errors))
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-        for flag in _precision_flags(trt, precision, strongly_typed, weak_flag):
-            config.set_flag(flag)
-        if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
-            # TF32 is on by default on Ampere and newer (RTX, H100, Orin): FP32 means FP32, so that an
-            # FP32 engine matches ONNX Runtime to 1e-3 instead of TF32's ~1e-2.
-            config.clear_flag(trt.BuilderFlag.TF32)
+        _set_precision(trt, config, precision, strongly_typed, weak_flag)
         profile = builder.create_optimization_profile()
-        shapes = _profile_shapes(info, batch, min_size, max_size)
         profile.set_shape(network.get_input(0).name, *shapes)
         config.add_optimization_profile(profile)
         if dla_core is not None:
-            if builder.num_DLA_cores == 0:
-                raise RuntimeError(f"--dla-core {dla_core}: this device has no DLA (Jetson AGX/NX Orin and Xavier do)")
-            config.default_device_type = trt.DeviceType.DLA
-            config.DLA_core = int(dla_core)
-            config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
-        cache = None
-        if timing_cache:
-            cache_path = Path(timing_cache)
-            cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-            config.set_timing_cache(cache, ignore_mismatch=False)
+            _use_dla(trt, builder, config, dla_core)
+        cache = _timing_cache(config, timing_cache)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise RuntimeError("TensorRT failed to build the engine; its log above says why")
@@ -177,6 +154,57 @@ def build_tensorrt_engine(
                        "profile": [list(s) for s in shapes], "dla_core": dla_core})
     sidecar_path(output).write_text(info.to_json())
     return output
+
+
+def _network_source(trt, model_path: Path, info: ModelInfo, precision: str, work: Path, *, calibration: str | None,
+                    calib_samples: int, calib_method: str):
+    """(ONNX file to parse, its metadata, strongly typed?, weak-typing precision flag or None).
+
+    INT8 is explicit quantization: a Q/DQ model (made now from `calibration` when an FP32 model is
+    given), built strongly typed so that the Q/DQ nodes decide. FP16 uses the FP16 builder flag where
+    TensorRT still has it (8.x-10.x); TensorRT 11 removed weak typing, so there the model is converted
+    to FP16 tensors and built strongly typed."""
+    if precision == "int8":
+        source = model_path
+        if info.extra.get("precision") != "int8":
+            source = quantize_int8(model_path, work / "model.int8.onnx", calibration=calibration,
+                                   samples=calib_samples, method=calib_method)
+            info = read_onnx_metadata(onnx.load(str(source)), str(source))
+        return source, info, True, None
+    if precision == "fp16":
+        weak_flag = getattr(trt.BuilderFlag, "FP16", None)
+        if weak_flag is None:
+            return _to_fp16(model_path, work), info, True, None
+        return model_path, info, False, weak_flag
+    return model_path, info, False, None
+
+
+def _set_precision(trt, config, precision: str, strongly_typed: bool, weak_flag) -> None:
+    for flag in _precision_flags(trt, precision, strongly_typed, weak_flag):
+        config.set_flag(flag)
+    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+        # TF32 is on by default on Ampere and newer (RTX, H100, Orin): FP32 means FP32, so that an
+        # FP32 engine matches ONNX Runtime to 1e-3 instead of TF32's ~1e-2.
+        config.clear_flag(trt.BuilderFlag.TF32)
+
+
+def _use_dla(trt, builder, config, dla_core: int) -> None:
+    if builder.num_DLA_cores == 0:
+        raise RuntimeError(f"--dla-core {dla_core}: this device has no DLA (Jetson AGX/NX Orin and Xavier have one, "
+                           "with JetPack's TensorRT 10.x; TensorRT 11.0-11.3 have no DLA support)")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = int(dla_core)
+    config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers DLA cannot run go to the GPU
+
+
+def _timing_cache(config, timing_cache: str | Path | None):
+    """Read (or start) the timing cache file and attach it; None without one."""
+    if not timing_cache:
+        return None
+    cache_path = Path(timing_cache)
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return cache
 
 
 def build_onnxruntime_model(

@@ -31,14 +31,14 @@ EXAMPLES = """examples:
 """
 
 
-class _Evaluated:
+class EvaluatedModel:
     """A model opened for evaluation: its metadata and a function split -> Predictions."""
 
     def __init__(self, path: Path, info: ModelInfo, predict_fn, trained_on: dict[str, Any]):
         self.path, self.info, self.predict, self.trained_on = path, info, predict_fn, trained_on
 
 
-def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto", progress: bool = True) -> _Evaluated:
+def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto", progress: bool = True) -> EvaluatedModel:
     path = Path(path)
     if path.suffix == ".pt":
         from .checkpoint import load_model
@@ -52,7 +52,7 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
         train_config = payload["extra"].get("train_config", {})
         trained_on = {key: train_config.get(key) for key in TRAINED_ON_KEYS}
-        return _Evaluated(path, info, lambda split: predict(model, split, device=torch_device, batch_size=batch_size,
+        return EvaluatedModel(path, info, lambda split: predict(model, split, device=torch_device, batch_size=batch_size,
                                                              progress=progress)[0], trained_on)
     from runtime.backends import open_backend
     from runtime.scores import class_probabilities, pool_cams
@@ -65,7 +65,7 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         cams, labels, boxes = [], [], []
         for start in tqdm(range(0, len(split), batch_size), desc="predict", leave=False, disable=not progress):
             samples = [split[i] for i in range(start, min(start + batch_size, len(split)))]
-            batch = np.stack([_channels(s.image, backend.info.in_channels) for s in samples])
+            batch = np.stack([to_channels(s.image, backend.info.in_channels) for s in samples])
             cams.append(backend.infer(batch))
             labels += [s.labels for s in samples]
             boxes += [s.boxes for s in samples]
@@ -74,15 +74,37 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         scores = class_probabilities(pool_cams(cams, info.pooling, info.spam_kernels), info.slopes, info.intercepts)
         return Predictions(cams, scores, np.stack(labels), boxes)
 
-    return _Evaluated(path, backend.info, run, backend.info.trained_on)
+    return EvaluatedModel(path, backend.info, run, backend.info.trained_on)
 
 
-def _channels(image: np.ndarray, channels: int) -> np.ndarray:
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A dataset image (C, H, W) with the model's channel count: grey repeated for RGB models."""
     if image.shape[0] == channels:
         return image
     if image.shape[0] == 1:
         return np.repeat(image, channels, axis=0)
     raise ValueError(f"the data has {image.shape[0]} channels, the model takes {channels}")
+
+
+def splits_for_model(model: EvaluatedModel, dataset: str | None = None, *, sizes: dict[str, int] | None = None,
+                     mnist_dir: str | None = None, seed: int | None = None, objects: tuple[int, int] | None = None,
+                     mnist_box: str = DEFAULT_GT_BOX):
+    """(the splits to test `model` on, the seed used). On the dataset the model was trained on,
+    `mnist_dir`, `seed` and `objects` default to training's, so that the test split is the one
+    training held out; on another dataset, to 0 and (1, 1)."""
+    trained = model.trained_on
+    dataset = dataset or trained["dataset"] or "embedded"
+    if dataset == trained["dataset"]:
+        mnist_dir = mnist_dir or trained["mnist_dir"]
+        seed = trained["seed"] if seed is None else seed
+        objects = tuple(trained["objects"]) if objects is None and trained["objects"] else objects
+    seed = 0 if seed is None else int(seed)
+    info = model.info
+    splits = load_splits(dataset, seed=seed, input_size=tuple(info.input_size), channels=info.in_channels,
+                         mnist_dir=mnist_dir, sizes=sizes, objects=tuple(objects or (1, 1)), mnist_box=mnist_box)
+    if list(splits.classes) != list(info.classes):
+        raise ValueError(f"the model's classes {info.classes} differ from the dataset's {splits.classes}")
+    return splits, seed
 
 
 def evaluate_model(
@@ -94,26 +116,14 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it).
     `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone.
-    On the dataset the model was trained on, `mnist_dir`, `seed` and `objects` default to training's, so that
-    the test split is the one training held out."""
+    The data defaults as in `splits_for_model`."""
     model = load_for_eval(model_path, batch_size=batch_size, device=device, progress=progress)
     info = model.info
-    trained = model.trained_on
-    dataset = dataset or trained["dataset"] or "embedded"
-    if dataset == trained["dataset"]:
-        mnist_dir = mnist_dir or trained["mnist_dir"]
-        seed = trained["seed"] if seed is None else seed
-        objects = tuple(trained["objects"]) if objects is None and trained["objects"] else objects
-    seed = 0 if seed is None else int(seed)
-    objects = tuple(objects or (1, 1))
     sizes = {split: limit} if limit else {}
     if tune and (tune_limit or limit):
         sizes["val"] = tune_limit or limit
-    sizes = sizes or None
-    splits = load_splits(dataset, seed=seed, input_size=tuple(info.input_size), channels=info.in_channels,
-                         mnist_dir=mnist_dir, sizes=sizes, objects=objects, mnist_box=mnist_box)
-    if list(splits.classes) != list(info.classes):
-        raise ValueError(f"the model's classes {info.classes} differ from the dataset's {splits.classes}")
+    splits, seed = splits_for_model(model, dataset, sizes=sizes or None, mnist_dir=mnist_dir, seed=seed,
+                                    objects=objects, mnist_box=mnist_box)
     params = info.localizer_params()
     curve = None
     if tune:
