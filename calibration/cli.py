@@ -6,7 +6,7 @@ import sys
 
 from runtime.model_info import MetadataError
 
-from .quantize import CALIBRATION_METHODS, CalibrationError, quantize_int8
+from .quantize import CALIBRATION_METHODS, INT8_TARGETS, CalibrationError, quantize_int8
 
 EXAMPLES = """examples:
   quantize-int8 model.onnx --calib mnist128                 # writes model.int8.onnx
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=256, help="calibration images (default: 256)")
     parser.add_argument("--method", default="minmax", choices=CALIBRATION_METHODS)
     parser.add_argument("--mnist-dir", help="MNIST IDX folder for --calib mnist128")
+    parser.add_argument("--target", default="tensorrt", choices=INT8_TARGETS,
+                        help="tensorrt: signed symmetric Q/DQ, for TensorRT and ONNX Runtime alike (default); "
+                             "cpu: U8S8, fastest on ONNX Runtime's CPU kernels, not buildable by TensorRT")
     parser.add_argument("--exclude", nargs="+", default=[], metavar="NODE",
                         help="keep these nodes in float (names as compare-backends lists them)")
     parser.add_argument("--exclude-worst", type=int, default=0, metavar="K",
@@ -40,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = quantize_int8(args.model, args.output, calibration=args.calib, samples=args.samples, method=args.method,
                              mnist_dir=args.mnist_dir, show_progress=not args.no_progress, exclude=args.exclude,
-                             exclude_worst=args.exclude_worst)
+                             exclude_worst=args.exclude_worst, target=args.target)
     except (CalibrationError, MetadataError, FileNotFoundError, ValueError, RuntimeError) as error:
         print(f"quantize-int8: error: {error}", file=sys.stderr)
         return 2
-    print(f"quantize-int8: wrote {path} (INT8 Q/DQ, symmetric, per-channel weights; {args.method} calibration)")
+    form = "symmetric S8S8" if args.target == "tensorrt" else "U8S8 for CPUs"
+    print(f"quantize-int8: wrote {path} (INT8 Q/DQ, {form}, per-channel weights; {args.method} calibration)")
     return 0
 
 

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-__all__ = ["LayerError", "layer_errors", "worst_layers", "WEIGHT_SQNR_FLOOR", "OUTPUT_SQNR_FLOOR", "format_layer_errors"]
+__all__ = ["LayerError", "layer_errors", "worst_layers", "sqnr_db", "CAM_SQNR_FLOOR", "WEIGHT_SQNR_FLOOR", "OUTPUT_SQNR_FLOOR", "format_layer_errors"]
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 WEIGHT_SQNR_FLOOR = 25.0  # dB: per-channel INT8 weights reach ~40; below this a weight scale is wrong
 OUTPUT_SQNR_FLOOR = 15.0  # dB: a layer output this noisy moves CAM peaks and boxes
+CAM_SQNR_FLOOR = 20.0  # dB of CAM SQNR below which a deployed model is flagged (INT8 LeNet: ~25-35)
 SQNR_CAP = 100.0  # dB: an exact tensor (the graph input of the FP32 model) counts as this
 
 
@@ -75,6 +76,16 @@ class _Batches:
 
     def rewind(self) -> None:
         self.position = 0
+
+
+def sqnr_db(reference: np.ndarray, other: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB, 20·log10(‖ref‖ / ‖ref − other‖), as ONNX Runtime's
+    qdq_loss_debug defines it; inf for identical arrays."""
+    reference, other = np.asarray(reference, np.float64).ravel(), np.asarray(other, np.float64).ravel()
+    noise = np.linalg.norm(reference - other)
+    if noise == 0:
+        return math.inf
+    return 20 * math.log10(max(np.linalg.norm(reference), np.finfo(float).eps) / noise)
 
 
 def _finite(value: float | None) -> float | None:

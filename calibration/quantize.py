@@ -22,9 +22,12 @@ from runtime.model_info import read_onnx_metadata, write_onnx_metadata
 
 from .dataset import CalibrationError, calibration_images
 
-__all__ = ["CALIBRATION_METHODS", "CalibrationError", "quantize_int8", "check_tensorrt_rules"]
+__all__ = ["CALIBRATION_METHODS", "INT8_TARGETS", "CalibrationError", "quantize_int8", "check_tensorrt_rules"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+INT8_TARGETS = ("tensorrt", "cpu")
+INT8_FORMATS = {"tensorrt": "S8S8 symmetric Q/DQ (TensorRT explicit quantization)",
+                "cpu": "U8S8 Q/DQ (ONNX Runtime CPU kernels)"}
 
 
 def _reader(images: list[np.ndarray], input_name: str, batch_size: int, progress: Callable | None):
@@ -51,13 +54,22 @@ def _reader(images: list[np.ndarray], input_name: str, batch_size: int, progress
 
 def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, calibration: str | Path | None = None,
                   samples: int = 256, method: str = "minmax", batch_size: int = 16, mnist_dir: str | None = None,
-                  show_progress: bool = True, exclude: Sequence[str] = (), exclude_worst: int = 0) -> Path:
+                  show_progress: bool = True, exclude: Sequence[str] = (), exclude_worst: int = 0,
+                  target: str = "tensorrt") -> Path:
     """FP32 ONNX (from export-onnx) -> INT8 Q/DQ ONNX with the same metadata (precision recorded).
 
     `calibration` defaults to the dataset the model was trained on (recorded by export-onnx): INT8
     ranges fitted to other images clip the activations the model will really see. `exclude` keeps the
     named nodes in float; `exclude_worst` K quantizes once, measures each layer's own error
-    (calibration/layer_error.py) and keeps the K worst layers in float as well."""
+    (calibration/layer_error.py) and keeps the K worst layers in float as well.
+
+    `target` picks the INT8 format. "tensorrt" (the default, and the one file for GPUs and CPUs):
+    signed symmetric activations, as TensorRT's explicit quantization requires. "cpu": unsigned
+    asymmetric activations with signed weights (U8S8), the form ONNX Runtime's x86 and ARM kernels
+    fuse into integer convolutions; TensorRT cannot build it. Measured here: spamcam's TensorRT-form
+    MobileNetV3 ran at 0.33x FP32 on a CPU, ONNX Runtime's U8S8 at 0.83x (docs/benchmarks.md)."""
+    if target not in INT8_TARGETS:
+        raise ValueError(f"INT8 target must be one of {INT8_TARGETS}, got {target!r}")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
@@ -94,7 +106,7 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
         excluded = _checked_exclusions(onnx.load(str(prepared)), exclude)
         if exclude_worst:
             trial = Path(tmp) / "trial.onnx"
-            _quantize(prepared, trial, images, input_name, method, batch_size, excluded, show_progress)
+            _quantize(prepared, trial, images, input_name, method, batch_size, excluded, show_progress, target)
             from .layer_error import layer_errors, worst_layers
 
             layers = [l for l in layer_errors(model_path, trial, np.stack(images[:32])) if l.node not in excluded]
@@ -104,12 +116,13 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
                   + ", ".join(f"{name} ({lost[name]:.1f} dB)" for name in worst), flush=True)
             excluded += worst
         raw = Path(tmp) / "quantized.onnx"  # the output appears only once it is complete and checked
-        _quantize(prepared, raw, images, input_name, method, batch_size, excluded, show_progress)
+        _quantize(prepared, raw, images, input_name, method, batch_size, excluded, show_progress, target)
         quantized = onnx.load(str(raw))
-    info.extra.update({"precision": "int8", "calibration": {"method": method, "samples": len(images),
-                                                            "source": str(calibration), "float_nodes": excluded}})
+    info.extra.update({"precision": "int8", "int8_format": INT8_FORMATS[target],
+                       "calibration": {"method": method, "samples": len(images), "source": str(calibration),
+                                       "float_nodes": excluded}})
     write_onnx_metadata(quantized, info)
-    problems = check_tensorrt_rules(quantized)
+    problems = check_tensorrt_rules(quantized) if target == "tensorrt" else []
     if problems:
         raise RuntimeError("the quantized graph breaks TensorRT's explicit-quantization rules: " + "; ".join(problems[:5]))
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -133,20 +146,24 @@ def _checked_exclusions(prepared: onnx.ModelProto, exclude: Sequence[str]) -> li
 
 
 def _quantize(prepared: Path, output: Path, images: list[np.ndarray], input_name: str, method: str, batch_size: int,
-              excluded: list[str], show_progress: bool) -> None:
-    """One run of ONNX Runtime's static Q/DQ quantization under TensorRT's rules."""
+              excluded: list[str], show_progress: bool, target: str = "tensorrt") -> None:
+    """One run of ONNX Runtime's static Q/DQ quantization, in the target's INT8 format."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from tqdm import tqdm
 
     bar = tqdm(total=len(images), desc=f"calibrating ({method})", disable=not show_progress, leave=False)
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
+    if target == "tensorrt":
+        activations = QuantType.QInt8
+        extra = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                 "CalibTensorRangeSymmetric": True}
+    else:  # ONNX Runtime's CPU recommendation: U8S8, per-channel weights, int32 biases
+        activations, extra = QuantType.QUInt8, {"WeightSymmetric": True}
     quantize_static(
         str(prepared), str(output), _reader(images, input_name, batch_size, bar.update), quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
-        calibrate_method=calibrate, nodes_to_exclude=list(excluded),
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                       "CalibTensorRangeSymmetric": True},
+        activation_type=activations, weight_type=QuantType.QInt8, per_channel=True,
+        calibrate_method=calibrate, nodes_to_exclude=list(excluded), extra_options=extra,
     )
     bar.close()
 

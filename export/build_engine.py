@@ -15,8 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from calibration.quantize import quantize_int8
@@ -209,31 +211,95 @@ def _timing_cache(config, timing_cache: str | Path | None):
 
 def build_onnxruntime_model(
     model_path: str | Path, output: str | Path | None = None, *, int8: bool = False, calibration: str | None = None,
-    calib_samples: int = 256, calib_method: str = "minmax",
+    calib_samples: int = 256, calib_method: str = "minmax", choose: bool = True, sqnr_floor: float | None = None,
 ) -> Path:
-    """ONNX Runtime's offline-optimized model (constant folding, fusions), optionally INT8 first.
+    """ONNX Runtime's offline-optimized model (constant folding, fusions) for CPUs; with `int8`, the
+    INT8 model in the CPU's own format (U8S8), kept only when it pays.
+
+    INT8 is not always faster on a CPU (depthwise convolutions, small layers, no VNNI), so with
+    `choose` the FP32 and INT8 models are both timed here at batch 1 and compared on the calibration
+    images: INT8 is kept when it is faster and its CAM SQNR against FP32 is at least `sqnr_floor`
+    (default: compare-backends' flag floor); otherwise the FP32 model is written, and the reason said.
     Uses the portable 'extended' level: 'all' would bake in this CPU's memory layouts."""
-    import onnxruntime as ort
+    from calibration.layer_error import CAM_SQNR_FLOOR, sqnr_db
 
     model_path = Path(model_path)
     info = read_onnx_metadata(onnx.load(str(model_path)), str(model_path))
-    suffix = ".int8.ort.onnx" if int8 else ".ort.onnx"
-    output = Path(output) if output else model_path.with_name(model_path.name.removesuffix(".onnx") + suffix)
+    given_int8 = info.extra.get("precision") == "int8"
+    floor = CAM_SQNR_FLOOR if sqnr_floor is None else float(sqnr_floor)
     with tempfile.TemporaryDirectory() as tmp:
-        source = model_path
-        if int8 and info.extra.get("precision") != "int8":
-            source = quantize_int8(model_path, Path(tmp) / "model.int8.onnx", calibration=calibration,
-                                   samples=calib_samples, method=calib_method)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = str(output)
-        ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
-        info = read_onnx_metadata(onnx.load(str(source)), str(source))
-    optimized = onnx.load(str(output))
-    info.extra["optimized_for"] = "onnxruntime (extended graph optimizations)"
-    write_onnx_metadata(optimized, info)
-    onnx.save(optimized, str(output))
+        work = Path(tmp)
+        if not int8 or given_int8:  # FP32 as asked, or a Q/DQ model someone made already: optimize as given
+            chosen = _ort_optimized(model_path, work / "model.ort.onnx")
+            decision = {"chosen": "int8" if given_int8 else "fp32", "reason": "as given"}
+        else:
+            fp32 = _ort_optimized(model_path, work / "model.ort.onnx")
+            quantized = quantize_int8(model_path, work / "model.int8.onnx", calibration=calibration,
+                                      samples=calib_samples, method=calib_method, target="cpu")
+            int8_model = _ort_optimized(quantized, work / "model.int8.ort.onnx")
+            chosen, decision = int8_model, {"chosen": "int8", "reason": "INT8 asked for, without --choose"}
+            if choose:
+                chosen, decision = _faster_within_budget(fp32, int8_model, quantized, floor, sqnr_db)
+            print(f"build-engine: {decision['reason']}", flush=True)
+        suffix = ".int8.ort.onnx" if decision["chosen"] == "int8" else ".ort.onnx"
+        output = Path(output) if output else model_path.with_name(model_path.name.removesuffix(".onnx") + suffix)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        model = onnx.load(str(chosen))
+        chosen_info = read_onnx_metadata(model, str(chosen))
+        chosen_info.extra["optimized_for"] = "onnxruntime (extended graph optimizations)"
+        chosen_info.extra["cpu_choice"] = decision
+        write_onnx_metadata(model, chosen_info)
+        partial = output.with_name(output.name + ".partial")
+        onnx.save(model, str(partial))
+        partial.replace(output)
     return output
+
+
+def _ort_optimized(source: Path, output: Path) -> Path:
+    """ONNX Runtime's extended graph optimizations, saved, with the source's spamcam metadata."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(output)
+    ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(output))
+    write_onnx_metadata(model, read_onnx_metadata(onnx.load(str(source)), str(source)))
+    onnx.save(model, str(output))
+    return output
+
+
+def _faster_within_budget(fp32: Path, int8: Path, quantized: Path, floor: float, sqnr_db) -> tuple[Path, dict]:
+    """Time both at batch 1 on this CPU and compare their CAMs on the calibration images."""
+    from calibration.dataset import calibration_images
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    info = read_onnx_metadata(onnx.load(str(quantized)), str(quantized))
+    calibration = info.extra["calibration"]
+    images = np.stack(calibration_images(calibration["source"], info, 16, info.trained_on["mnist_dir"])).astype(np.float32)
+    backends = {"fp32": OnnxRuntimeBackend(fp32, providers=["CPUExecutionProvider"]),
+                "int8": OnnxRuntimeBackend(int8, providers=["CPUExecutionProvider"])}
+    cams = {name: backend.infer(images) for name, backend in backends.items()}
+    sqnr = sqnr_db(cams["fp32"], cams["int8"])
+    ms = {name: _median_ms(backend, images[:1]) for name, backend in backends.items()}
+    speedup = ms["fp32"] / ms["int8"]
+    measured = (f"INT8 {ms['int8']:.2f} ms vs FP32 {ms['fp32']:.2f} ms at batch 1 on this CPU ({speedup:.2f}x), "
+                f"CAM SQNR {sqnr:.1f} dB on {len(images)} calibration images (budget >= {floor:g} dB)")
+    decision = {"fp32_ms": ms["fp32"], "int8_ms": ms["int8"], "cam_sqnr_db": sqnr, "sqnr_floor_db": floor}
+    if speedup > 1.0 and sqnr >= floor:
+        return int8, decision | {"chosen": "int8", "reason": f"{measured}: keeping INT8"}
+    why = "slower than FP32" if speedup <= 1.0 else "outside the accuracy budget"
+    return fp32, decision | {"chosen": "fp32", "reason": f"{measured}: INT8 is {why}, keeping FP32"}
+
+
+def _median_ms(backend, batch: np.ndarray, seconds: float = 1.5, runs: int = 50) -> float:
+    backend.infer(batch)  # warm-up: allocation, kernel selection
+    times, start = [], time.perf_counter()
+    while len(times) < 5 or (len(times) < runs and time.perf_counter() - start < seconds):
+        begin = time.perf_counter()
+        backend.infer(batch)
+        times.append((time.perf_counter() - begin) * 1000)
+    return float(np.median(times))
 
 
 EXAMPLES = """examples:
@@ -241,7 +307,7 @@ EXAMPLES = """examples:
   build-engine model.int8.onnx --int8                         # TensorRT from a quantize-int8 model
   build-engine model.onnx --int8 --calib ~/frames/ --max-batch 4 --timing-cache trt.cache
   build-engine model.onnx --fp16 --dla-core 0                 # Jetson DLA, GPU fallback
-  build-engine model.onnx --backend onnxruntime --int8 --calib mnist128   # CPU devices
+  build-engine model.onnx --backend onnxruntime --int8       # CPU: U8S8 INT8 if it is faster here, else FP32
 
 TensorRT comes with JetPack on a Jetson, or from PyPI elsewhere (`pip install tensorrt-cu12`, or
 `tensorrt-cu13` for R580+ drivers). DLA (--dla-core) needs a static shape, so the profile becomes
@@ -271,14 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workspace", type=int, default=1024, help="workspace memory pool limit, MiB")
     p.add_argument("--timing-cache", help="read and update this timing cache file (faster rebuilds)")
     p.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson), falling back to the GPU")
+    p.add_argument("--always-int8", action="store_true",
+                   help="onnxruntime --int8: keep INT8 even where it measures slower than FP32 or drifts past the budget")
     args = p.parse_args(argv)
     try:
         if args.backend == "onnxruntime":
             if args.fp16:
                 raise ValueError("ONNX Runtime on a CPU has no FP16 speed-up; use --int8 or the default FP32")
             path = build_onnxruntime_model(args.model, args.output, int8=args.int8, calibration=args.calib,
-                                           calib_samples=args.calib_samples, calib_method=args.calib_method)
-            print(f"build-engine: wrote {path} (ONNX Runtime, {'INT8' if args.int8 else 'FP32'})")
+                                           calib_samples=args.calib_samples, calib_method=args.calib_method,
+                                           choose=not args.always_int8)
+            chosen = read_onnx_metadata(onnx.load(str(path)), str(path)).extra["cpu_choice"]["chosen"]
+            print(f"build-engine: wrote {path} (ONNX Runtime, {chosen.upper()})")
             return 0
         precision = "int8" if args.int8 else "fp32" if args.fp32 else "fp16"
         path = build_tensorrt_engine(args.model, args.output, precision=precision, calibration=args.calib,

@@ -22,25 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from calibration.layer_error import WEIGHT_SQNR_FLOOR, format_layer_errors, layer_errors
+from calibration.layer_error import CAM_SQNR_FLOOR, WEIGHT_SQNR_FLOOR, format_layer_errors, layer_errors
+from calibration.layer_error import sqnr_db as cam_sqnr
 from runtime.evaluation import Predictions, evaluate
 from runtime.metrics import box_iou
 
 __all__ = ["compare_backends", "cam_sqnr", "box_agreement", "SQNR_FLOOR", "main"]
 
-SQNR_FLOOR = 20.0  # dB of CAM SQNR below which a deployed model is flagged (INT8 LeNet reaches ~35-40)
+SQNR_FLOOR = CAM_SQNR_FLOOR
 MATCH_IOU = 0.5  # a deployed box agrees with a reference box of the same class at this IoU or more
 LAYER_IMAGES = 32  # images for the per-layer INT8 report
-
-
-def cam_sqnr(reference: np.ndarray, other: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio in dB, 20·log10(‖ref‖ / ‖ref − other‖), as ONNX Runtime's
-    qdq_loss_debug defines it; inf for identical CAMs."""
-    reference, other = np.asarray(reference, np.float64).ravel(), np.asarray(other, np.float64).ravel()
-    noise = np.linalg.norm(reference - other)
-    if noise == 0:
-        return math.inf
-    return 20 * math.log10(max(np.linalg.norm(reference), np.finfo(float).eps) / noise)
 
 
 def box_agreement(reference: list, other: list, classes: list[str]) -> dict[str, dict[str, float]]:

@@ -170,13 +170,37 @@ def test_foreign_onnx_model_is_a_clear_error(tmp_path):
 
 def test_build_engine_onnxruntime_fp32_and_int8(exported, tmp_path):
     fp32 = build_onnxruntime_model(exported, tmp_path / "m.ort.onnx")
-    int8 = build_onnxruntime_model(exported, tmp_path / "m.int8.ort.onnx", int8=True, calibration="mnist128", calib_samples=64)
+    int8 = build_onnxruntime_model(exported, tmp_path / "m.int8.ort.onnx", int8=True, calibration="mnist128",
+                                   calib_samples=64, choose=False)
     images = _real_images(8)
     reference = open_backend(exported).infer(images)
     assert np.abs(open_backend(fp32).infer(images) - reference).max() <= 1e-4
     quantized = open_backend(int8).infer(images)
     assert np.abs(quantized - reference).max() <= 0.1 * np.abs(reference).max()  # INT8: close, not equal
-    assert open_backend(int8).info.extra["precision"] == "int8"
+    extra = open_backend(int8).info.extra
+    assert extra["precision"] == "int8" and extra["int8_format"].startswith("U8S8")  # the CPU kernels' format
+    node_types = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert node_types & {"QLinearConv", "ConvInteger", "QuantizeLinear"}
+
+
+def test_build_engine_onnxruntime_keeps_int8_only_when_it_pays(exported, tmp_path, capsys):
+    """The CPU INT8 choice is measured here: the recorded numbers must explain the file written, and an
+    accuracy budget INT8 cannot meet must give the FP32 model, named as such."""
+    chosen = build_onnxruntime_model(exported, tmp_path / "auto.onnx", int8=True, calibration="mnist128", calib_samples=32)
+    decision = open_backend(chosen).info.extra["cpu_choice"]
+    pays = decision["int8_ms"] < decision["fp32_ms"] and decision["cam_sqnr_db"] >= decision["sqnr_floor_db"]
+    assert decision["chosen"] == ("int8" if pays else "fp32")
+    assert open_backend(chosen).info.extra.get("precision", "fp32") == decision["chosen"]
+    assert "at batch 1 on this CPU" in capsys.readouterr().out
+    strict = build_onnxruntime_model(exported, tmp_path / "strict.onnx", int8=True, calibration="mnist128",
+                                     calib_samples=32, sqnr_floor=1000)
+    info = open_backend(strict).info
+    assert info.extra["cpu_choice"]["chosen"] == "fp32" and info.extra.get("precision", "fp32") == "fp32"
+    assert "keeping FP32" in capsys.readouterr().out
+    assert build_cli([str(exported), "--backend", "onnxruntime", "--int8", "--calib", "mnist128", "--calib-samples", "32",
+                      "-o", str(tmp_path / "cli.onnx")]) == 0
+    assert f"(ONNX Runtime, {open_backend(tmp_path / 'cli.onnx').info.extra['cpu_choice']['chosen'].upper()})" in \
+        capsys.readouterr().out
 
 
 def test_build_engine_tensorrt_without_tensorrt_says_how_to_get_it(exported, capsys):
