@@ -227,7 +227,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--epoch-samples", type=int, default=14000,
                         help="canvases drawn per epoch with --digits full (npm: the whole train split)")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="Adam's weight decay")
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="Adam's weight decay (not on the output affine)")
+    parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (cosine to 0 after the warm-up)")
+    parser.add_argument("--warmup-epochs", type=float, default=0.5, help="linear learning-rate warm-up")
+    parser.add_argument("--output-lr-scale", type=float, default=10.0,
+                        help="the output affine's learning rate relative to --lr (GAP's pooled score is small)")
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="models trained at once, one thread each (default: 2 on 2+ cores)")
     parser.add_argument("--backbone", default="lenet", choices=["lenet", "lenet_s4"],
@@ -246,7 +250,8 @@ def main() -> None:
     except RuntimeError as error:
         raise SystemExit(f"table1: {error} (or run with --digits npm)") from error
     seeds = [int(v) for v in args.seeds.split(",")]
-    schedule = {"epochs": args.epochs, "weight_decay": args.weight_decay,
+    schedule = {"epochs": args.epochs, "weight_decay": args.weight_decay, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
+                "output_lr_scale": args.output_lr_scale,
                 "epoch_samples": args.epoch_samples if args.digits == "full" else None}
     runs, docs = Path(args.runs), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)

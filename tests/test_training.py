@@ -87,3 +87,28 @@ def test_epoch_samples_sets_the_draws_per_epoch(mnist_digits, balance):
     share = np.mean(labels[:2000][drawn] == 3)
     assert (share > 0.35) if balance else (share < 0.2)
     assert len(list(_sampler(TrainConfig(), split, TorchSplit(split, 1), 0, 1))) == 2000
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule():
+    from training.train import lr_factor
+
+    assert [lr_factor("cosine", s, 100, 10) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]  # linear warm-up
+    assert lr_factor("cosine", 10, 100, 10) == 1.0 and lr_factor("cosine", 55, 100, 10) == pytest.approx(0.5)
+    assert lr_factor("cosine", 100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor("step", 9 + 60, 100, 9) == 0.1 and lr_factor("step", 9 + 59, 100, 9) == 1.0
+    assert lr_factor("none", 0, 100) == 1.0
+    with pytest.raises(ValueError, match="schedule must be"):
+        lr_factor("linear", 0, 100)
+
+
+def test_the_output_affine_has_its_own_learning_rate_and_no_weight_decay():
+    from training.model import ModelConfig, build_model
+    from training.train import TrainConfig, _optimizer
+
+    model = build_model(ModelConfig(classes=["3"], input_size=[128, 128], in_channels=1, mean=[0.0], std=[1.0]))
+    optimizer = _optimizer(TrainConfig(lr=5e-3, weight_decay=5e-4, output_lr_scale=10), model)
+    features, output = optimizer.param_groups
+    assert features["lr"] == 5e-3 and features["weight_decay"] == 5e-4
+    assert output["lr"] == pytest.approx(5e-2) and output["weight_decay"] == 0.0
+    assert {id(p) for p in output["params"]} == {id(model.out_weight), id(model.out_bias)}
+    assert len(features["params"]) + len(output["params"]) == len(list(model.parameters()))

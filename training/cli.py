@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--momentum", type=float, default=d.momentum)
     opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
     opt.add_argument("--schedule", default=d.schedule, choices=["cosine", "step", "none"])
+    opt.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+                     help="linear learning-rate warm-up, in epochs (default: %(default)s)")
+    opt.add_argument("--output-lr-scale", type=float, default=d.output_lr_scale,
+                     help="learning rate of the output affine (never weight-decayed) relative to --lr (default: %(default)s)")
     run = p.add_argument_group("run")
     run.add_argument("--out", default=d.out, help="output folder (default: %(default)s)")
     run.add_argument("--seed", type=int, default=d.seed)
@@ -87,7 +91,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         dataset=args.dataset, out=args.out, backbone=args.backbone, pooling=args.pooling,
         spam_kernels=args.spam_kernels, input_size=size, pretrained=args.pretrained, weights=args.weights,
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed, device=args.device,
+        weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+        output_lr_scale=args.output_lr_scale, seed=args.seed, device=args.device,
         amp=not args.no_amp, workers=args.workers, resume=args.resume, tensorboard=args.tensorboard,
         positive=args.positive, objects=objects, mnist_dir=args.mnist_dir, limits=limits,
         tolerance=args.tolerance, progress=not args.no_progress, balance=not args.no_balance,

@@ -77,6 +77,11 @@ class CamNet(nn.Module):
         self.out_weight = nn.Parameter(torch.tensor([[-1.0, 1.0]]).repeat(num_classes, 1) * 0.5)
         self.out_bias = nn.Parameter(torch.zeros(num_classes, 2))
 
+    def output_layer_parameters(self) -> list[nn.Parameter]:
+        """The per-class two-way affine after the pooling: 2 x 2 numbers per class that calibrate the
+        pooled score, not features; the trainer gives them their own learning rate and no weight decay."""
+        return [self.out_weight, self.out_bias]
+
     def cam(self, images: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, H, W) in [0, 1] -> CAMs (B, C, N, M): the inference graph."""
         feats = self.features((images - self.mean) / self.std)  # (B, F, N, M)
