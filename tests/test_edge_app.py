@@ -34,7 +34,8 @@ def model(mnist128_checkpoint, tmp_path_factory):
 
 def moving_digits_video(path: Path, mnist_digits, frames: int = 120, size: int = 256) -> list[np.ndarray]:
     """A real MNIST 3 (twice MNIST size) moving on a black frame, plus a moving 7 as a distractor.
-    Returns the 3's ground-truth box per frame, in frame pixels (x1, y1 exclusive)."""
+    Returns the 3's ground-truth box per frame, in frame pixels (x1, y1 exclusive): the pasted patch,
+    MNIST128's ground truth (docs/method.md), here 56 x 56."""
     digits, labels = mnist_digits
     three, seven = digits[np.flatnonzero(labels == 3)[5]], digits[np.flatnonzero(labels == 7)[5]]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (size, size))
@@ -44,8 +45,7 @@ def moving_digits_video(path: Path, mnist_digits, frames: int = 120, size: int =
         x, y = int(8 + t * (size - 72) / frames), int(size / 2 - 28 + (size / 2 - 30) * np.sin(t / 12))
         big = cv2.resize((three * 255).astype(np.uint8), (56, 56), interpolation=cv2.INTER_NEAREST)
         canvas[y : y + 56, x : x + 56] = big
-        ys, xs = np.nonzero(big)
-        boxes.append(np.array([x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1], dtype=float))
+        boxes.append(np.array([x, y, x + 56, y + 56], dtype=float))
         sx, sy = size - 64 - x // 2, 8 + t % 40
         if abs(sx - x) > 70 or abs(sy - y) > 70:
             canvas[sy : sy + 56, sx : sx + 56] = np.maximum(

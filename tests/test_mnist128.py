@@ -19,13 +19,15 @@ def test_real_digits_are_mnist(mnist_digits):
 
 def test_mnist128_is_deterministic_with_tight_boxes_and_right_labels(mnist_digits):
     digits, labels = mnist_digits
-    first = Mnist128(digits[:300], labels[:300], seed=7)
-    again = Mnist128(digits[:300], labels[:300], seed=7)
-    other = Mnist128(digits[:300], labels[:300], seed=8)
+    first = Mnist128(digits[:300], labels[:300], seed=7, gt_box="ink")
+    again = Mnist128(digits[:300], labels[:300], seed=7, gt_box="ink")
+    other = Mnist128(digits[:300], labels[:300], seed=8, gt_box="ink")
+    patch = Mnist128(digits[:300], labels[:300], seed=7)  # the default ground truth: the pasted 28x28 patch
     moved = 0
     for i in range(300):
         a, b, c = first[i], again[i], other[i]
         np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.image, patch[i].image)  # the ground truth changes boxes, not canvases
         moved += not np.array_equal(a.image, c.image)
         assert a.image.shape == (1, 128, 128)
         is_three = labels[i] == 3
@@ -34,8 +36,10 @@ def test_mnist128_is_deterministic_with_tight_boxes_and_right_labels(mnist_digit
             (_, x0, y0, x1, y1), = a.boxes
             ink = np.argwhere(a.image[0] > 0)  # only one digit on the canvas: its ink is all the ink
             assert (x0, y0, x1, y1) == (ink[:, 1].min(), ink[:, 0].min(), ink[:, 1].max() + 1, ink[:, 0].max() + 1)
+            (_, px0, py0, px1, py1), = patch[i].boxes
+            assert (px1 - px0, py1 - py0) == (28, 28) and px0 <= x0 and py0 <= y0 and x1 <= px1 and y1 <= py1
         else:
-            assert len(a.boxes) == 0
+            assert len(a.boxes) == 0 and len(patch[i].boxes) == 0
         assert np.isclose(a.image.sum(), digits[i].sum(), rtol=1e-5)  # the whole digit is on the canvas
     assert moved > 290
     assert (labels[:300] == 3).sum() > 15  # the box checks above really ran

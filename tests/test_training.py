@@ -112,3 +112,18 @@ def test_the_output_affine_has_its_own_learning_rate_and_no_weight_decay():
     assert output["lr"] == pytest.approx(5e-2) and output["weight_decay"] == 0.0
     assert {id(p) for p in output["params"]} == {id(model.out_weight), id(model.out_bias)}
     assert len(features["params"]) + len(output["params"]) == len(list(model.parameters()))
+
+
+def test_denormals_are_flushed_only_while_training(tmp_path):
+    """Flushing denormals speeds training up on x86, but it is the thread's global state: left on after
+    train(), it changed floating-point behaviour for everything else in the process."""
+    import torch
+
+    from training.train import TrainConfig, flush_denormals, train
+
+    tiny = torch.tensor([1e-40], dtype=torch.float32)
+    with flush_denormals() as supported:
+        if supported:
+            assert (tiny * 1.0).item() == 0.0  # flushed inside
+    train(TrainConfig(dataset="embedded", out=str(tmp_path), epochs=1, limits={"train": 64, "val": 32}, progress=False))
+    assert (tiny * 1.0).item() != 0.0  # and restored after training

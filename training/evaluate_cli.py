@@ -45,15 +45,18 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         from .predict import predict
         from .train import flush_denormals, select_device
 
-        flush_denormals()  # a trained model's denormal weights would make CPU inference ~10x slower
         model, payload = load_model(path)
         torch_device = select_device(device)
         model.to(torch_device)
         info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
         train_config = payload["extra"].get("train_config", {})
         trained_on = {key: train_config.get(key) for key in TRAINED_ON_KEYS}
-        return EvaluatedModel(path, info, lambda split: predict(model, split, device=torch_device, batch_size=batch_size,
-                                                             progress=progress)[0], trained_on)
+
+        def run_torch(split) -> Predictions:
+            with flush_denormals():  # a trained model's denormal weights would make CPU inference ~10x slower
+                return predict(model, split, device=torch_device, batch_size=batch_size, progress=progress)[0]
+
+        return EvaluatedModel(path, info, run_torch, trained_on)
     from runtime.backends import open_backend
     from runtime.scores import class_probabilities, pool_cams
 
