@@ -27,10 +27,13 @@ def splits_for(train_config: dict, *, val: int = VAL_FOR_TUNING, mnist_box: str 
 
 
 def predict_val_test(model, splits):
-    """The model's Predictions on the validation and test splits: the expensive step, done once."""
+    """The model's Predictions on the validation and test splits: the expensive step, done once
+    (denormals flushed, as in training: a weight-decayed model's denormal weights slow a CPU ~10x)."""
     from training.predict import predict
+    from training.train import flush_denormals
 
-    return predict(model, splits.val)[0], predict(model, splits.test)[0]
+    with flush_denormals():
+        return predict(model, splits.val)[0], predict(model, splits.test)[0]
 
 
 def with_boxes_of(predictions, split):
