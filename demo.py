@@ -71,7 +71,7 @@ def main() -> int:
     from training.train import TrainConfig, train
 
     step("1/5 train-cam: SPAM-CAM on embedded digits (image-level labels only)")
-    record = train(TrainConfig(dataset="embedded", epochs=args.epochs, limits={"train": 3000, "val": 500},
+    record = train(TrainConfig(dataset="embedded", epochs=args.epochs, limits={"train": 3000, "val": 500}, overwrite=True,
                                out=str(out), progress=sys.stdout.isatty()))
     checkpoint = record["checkpoint"]
 

@@ -54,7 +54,7 @@ def train_and_evaluate(pooling: str, seed: int, runs: str, schedule: dict, mnist
 
     started = time.time()
     record = train(TrainConfig(dataset="mnist128", pooling=pooling, seed=seed, out=str(Path(runs) / run_name(pooling, seed, objects)),
-                               objects=objects, progress=False, mnist_dir=mnist_dir, mnist_box="patch", backbone=backbone,
+                               objects=objects, progress=False, overwrite=True, mnist_dir=mnist_dir, mnist_box="patch", backbone=backbone,
                                limits={"val": VAL_DURING_TRAINING}, **schedule))
     model, payload = load_model(record["checkpoint"])
     config = payload["extra"]["train_config"]

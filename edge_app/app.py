@@ -17,7 +17,7 @@ from typing import Callable
 
 from runtime.localizer import Localizer
 
-from .outputs import JsonLines, open_output
+from .outputs import JsonLines, open_output, refuse_clashing_paths
 from .overlay import OVERLAYS, annotate
 from .sources import SourceLost, open_source
 
@@ -117,6 +117,7 @@ class EdgeApp:
 
     def run(self) -> RunSummary:
         config = self.config
+        refuse_clashing_paths(config.source, config.outputs, config.json)
         source = open_source(config.source, width=config.width, height=config.height, fps=config.fps, flip=config.flip,
                              give_up_after=config.reconnect_timeout, log=self.log)
         outputs, json_lines = [], None

@@ -181,6 +181,33 @@ class JsonLines:
             self.handle.close()
 
 
+def local_path(uri: str) -> Path | None:
+    """The file or folder a source or output URI names on this machine, fully resolved (symlinks,
+    `..`, `~`); None for cameras, streams, displays and servers."""
+    text = str(uri)
+    if text == "-" or text.isdigit() or ("://" in text and not text.startswith("file://")):
+        return None
+    return Path(text.removeprefix("file://")).expanduser().resolve()
+
+
+def refuse_clashing_paths(source: str, outputs: list[str], json_path: str | None) -> None:
+    """Refuse, before anything is opened, outputs that would overwrite the source or each other:
+    `--output` naming the input video truncated it (1.66 MB -> 158 KB) while it was still being read."""
+    named = {"source": local_path(source)}
+    for label, uri in [*((f"--output {o}", o) for o in outputs), *([(f"--json {json_path}", json_path)] if json_path else [])]:
+        path = local_path(uri)
+        if path is None:
+            continue
+        folder_output = label.startswith("--output") and not path.suffix  # writes frame_NNNNNN.jpg files there
+        for other, taken in named.items():
+            if taken is not None and (path == taken or (folder_output and path in taken.parents)):
+                what = "the source" if other == "source" else other
+                where = "" if path == taken else f", a folder that holds {taken.name}"
+                raise OutputError(f"{label} is {what} ({path}{where}): writing there would destroy what is read or "
+                                  "written; choose another path")
+        named[label] = path
+
+
 def open_output(uri: str, *, fps: float, http_host: str = "127.0.0.1", on_quit: Callable[[], None] | None = None):
     """display://0 | http://[HOST]:PORT | file.mp4/.avi | folder/ (see the module docstring)."""
     if uri.startswith("display://"):

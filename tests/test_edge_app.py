@@ -202,3 +202,23 @@ def test_bad_sources_and_outputs_are_clear_errors(model, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "ok.png"), np.zeros((64, 64, 3), np.uint8))
     summary = EdgeApp(model, AppConfig(source=str(tmp_path))).run()
     assert summary.frames == 1 and summary.bad == 1  # the unreadable image is skipped and counted
+
+
+def test_outputs_that_name_the_source_or_each_other_are_refused_and_nothing_is_touched(model, mnist_digits, tmp_path,
+                                                                                     capsys):
+    video = tmp_path / "in.mp4"
+    moving_digits_video(video, mnist_digits, frames=20)
+    before = video.read_bytes()
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.mp4").symlink_to(video)
+    clashes = [["--output", str(video)], ["--json", str(video)], ["--output", str(tmp_path / "sub" / ".." / "in.mp4")],
+               ["--output", str(tmp_path / "link.mp4")], ["--output", str(tmp_path)],  # a folder output holding it
+               ["--output", str(tmp_path / "o.mp4"), "--json", str(tmp_path / "o.mp4")]]
+    for extra in clashes:
+        assert edge_cli(["--model", str(model), "--source", str(video), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert "would destroy" in err and ("the source" in err or "--output" in err), err
+    assert video.read_bytes() == before
+    assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("frame_*.jpg"))
+    assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(tmp_path / "sub" / "out.mp4"),
+                     "--max-frames", "5"]) == 0  # a different file is fine

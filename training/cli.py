@@ -19,6 +19,7 @@ EXAMPLES = """examples:
   train-cam --dataset folder:~/cctv --backbone mobilenet_v3_large --input-size 320
   torchrun --nproc_per_node 2 -m training.cli --dataset mnist128 --out runs/ddp   # data-parallel
   train-cam --out runs/cam --epochs 20 --resume   # continue runs/cam/ckpt.pt
+  train-cam --out runs/cam --overwrite            # start runs/cam over (an existing run is otherwise refused)
 
 Writes OUT/ckpt.pt (weights + config, loaded with torch.load(weights_only=True)) and OUT/log.csv.
 """
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     run.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
     run.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run already in OUT (without it, an existing OUT/ckpt.pt is refused)")
     run.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)")
     run.add_argument("--tolerance", type=float, default=d.tolerance, help="pin-pointing tolerance in pixels")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -93,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, schedule=args.schedule, warmup_epochs=args.warmup_epochs,
         output_lr_scale=args.output_lr_scale, seed=args.seed, device=args.device,
-        amp=not args.no_amp, workers=args.workers, resume=args.resume, tensorboard=args.tensorboard,
+        amp=not args.no_amp, workers=args.workers, resume=args.resume, overwrite=args.overwrite, tensorboard=args.tensorboard,
         positive=args.positive, objects=objects, mnist_dir=args.mnist_dir, limits=limits,
         tolerance=args.tolerance, progress=not args.no_progress, balance=not args.no_balance,
         epoch_samples=args.epoch_samples, mnist_box=args.mnist_box,

@@ -55,6 +55,7 @@ class TrainConfig:
     amp: bool = True  # only takes effect on CUDA
     workers: int = 0  # MNIST128 is generated on the fly and cheap; raise for image folders
     resume: bool = False
+    overwrite: bool = False  # replace a run already in `out` (refused otherwise: it would be lost)
     tensorboard: bool = False
     positive: int = 3  # MNIST128's positive digit
     objects: tuple[int, int] = (1, 1)  # digits per MNIST128 canvas
@@ -211,6 +212,7 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
     main = rank == 0
     out = Path(config.out)
     ckpt_path = out / "ckpt.pt"
+    _check_run_folder(config, ckpt_path)
     splits = load_splits(config.dataset, seed=config.seed, input_size=config.input_size, positive=config.positive,
                          objects=tuple(config.objects), mnist_dir=config.mnist_dir, sizes=config.limits or None,
                          mnist_box=config.mnist_box)
@@ -229,6 +231,12 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
     start_epoch = 0
     if config.resume:
         start_epoch = _resume(ckpt_path, model, optimizer, scheduler, model_config)
+        if start_epoch >= config.epochs:
+            raise ValueError(f"--resume: {ckpt_path} has trained {start_epoch} epochs already and --epochs is "
+                             f"{config.epochs}: nothing to do; give a larger --epochs to train further")
+    elif main and config.overwrite:
+        for stale in (ckpt_path, out / "log.csv"):  # a fresh run: no second "epoch 1" under the old ones
+            stale.unlink(missing_ok=True)
     net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
 
@@ -330,6 +338,17 @@ def _append_csv(path: Path, record: dict) -> None:
         if fresh:
             writer.writeheader()
         writer.writerow(record)
+
+
+def _check_run_folder(config: TrainConfig, ckpt_path: Path) -> None:
+    """Before any work: a new run never replaces an earlier one unasked, and --resume needs one."""
+    if config.resume and config.overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+    if config.resume and not ckpt_path.is_file():
+        raise ValueError(f"--resume: there is no {ckpt_path} to continue; drop --resume to start a new run there")
+    if not config.resume and not config.overwrite and ckpt_path.exists():
+        raise ValueError(f"{ckpt_path} already holds a run: continue it with --resume, replace it with --overwrite, "
+                         "or give another --out")
 
 
 def _resume(path: Path, model, optimizer, scheduler, model_config: ModelConfig) -> int:
