@@ -76,7 +76,7 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
         raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     model_path = Path(model_path)
     output = Path(output) if output else model_path.with_name(model_path.stem + ".int8.onnx")
-    fp32 = onnx.load(str(model_path))
+    fp32 = _load_checked(model_path)
     info = read_onnx_metadata(fp32, str(model_path))
     if info.extra.get("precision") == "int8":
         raise ValueError(f"{model_path} is already INT8-quantized; quantize the FP32 export instead")
@@ -130,6 +130,16 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
     onnx.save(quantized, str(partial))
     partial.replace(output)
     return output
+
+
+def _load_checked(model_path: Path) -> onnx.ModelProto:
+    """The ONNX model, its metadata checked against its graph first (runtime.backends.check_graph)."""
+    from runtime.backends import open_backend
+
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: no such model file")
+    open_backend(model_path, providers=["CPUExecutionProvider"]).close()
+    return onnx.load(str(model_path))
 
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -93,6 +93,18 @@ def _check_parser_opset(trt, model: onnx.ModelProto, model_path: Path) -> None:
                          f"{OPSET_BEFORE_TENSORRT_10}: re-export it with `export-onnx --legacy` (opset 17)")
 
 
+def _check_graph_if_possible(model_path: Path) -> None:
+    """Metadata against the graph (runtime.backends.check_graph) through ONNX Runtime where it is
+    installed; a Jetson without it gets the same check when the engine is first loaded."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return
+    from runtime.backends import open_backend
+
+    open_backend(model_path, providers=["CPUExecutionProvider"]).close()
+
+
 def _static_profile_for_dla(batch: tuple[int, int, int], min_size, max_size, info: ModelInfo):
     """DLA runs only static shapes (min = opt = max): the profile collapses to its opt batch and the
     training input size, and says so when that changes what was asked for."""
@@ -120,6 +132,7 @@ def build_tensorrt_engine(
     model_path = Path(model_path)
     model = onnx.load(str(model_path))
     info = read_onnx_metadata(model, str(model_path))
+    _check_graph_if_possible(model_path)
     _check_parser_opset(trt, model, model_path)
     output = Path(output) if output else default_engine_path(model_path, precision)
     if dla_core is not None:
@@ -225,6 +238,7 @@ def build_onnxruntime_model(
 
     model_path = Path(model_path)
     info = read_onnx_metadata(onnx.load(str(model_path)), str(model_path))
+    _check_graph_if_possible(model_path)
     given_int8 = info.extra.get("precision") == "int8"
     floor = CAM_SQNR_FLOOR if sqnr_floor is None else float(sqnr_floor)
     with tempfile.TemporaryDirectory() as tmp:

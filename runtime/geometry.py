@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Chain", "validate_chain", "receptive_field", "chain_affine", "backproject", "apply_ratio", "rf_centre"]
+__all__ = ["Chain", "validate_chain", "receptive_field", "chain_affine", "backproject", "apply_ratio", "rf_centre",
+           "cam_size"]
 
 Chain = tuple[tuple[int, int, int], ...]
 
@@ -27,6 +28,13 @@ def validate_chain(chain: Sequence[Sequence[int]]) -> Chain:
             raise ValueError(f"geometry layer {index} = {layer!r} has a non-positive kernel/stride or negative padding")
         layers.append((kernel, stride, padding))
     return tuple(layers)
+
+
+def cam_size(chain: Chain, length: int) -> int:
+    """How many CAM pixels an input of `length` pixels gives along one axis (floor convolution arithmetic)."""
+    for kernel, stride, padding in chain:
+        length = (length + 2 * padding - kernel) // stride + 1
+    return length
 
 
 def receptive_field(chain: Chain, x: int) -> tuple[int, int]:

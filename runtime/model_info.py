@@ -7,11 +7,14 @@ only when old readers would misread the new file.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from .geometry import validate_chain
+from .geometry import cam_size, validate_chain
 from .postprocess import LocalizerParams
+from .preprocess import RESIZE_MODES
+from .scores import POOLINGS
 
 __all__ = ["METADATA_KEY", "VERSION", "TRAINED_ON_KEYS", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata"]
 
@@ -65,6 +68,9 @@ class ModelInfo:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise MetadataError(f"{source}: spamcam metadata is not valid JSON ({error})") from error
+        if not isinstance(data, dict):
+            raise MetadataError(f"{source}: spamcam metadata is a JSON {type(data).__name__}, not an object; re-export the "
+                                "model with `export-onnx`")
         version = data.pop("version", None)
         if version != VERSION:
             raise MetadataError(f"{source}: spamcam metadata version {version!r}; this runtime reads version {VERSION}. "
@@ -74,10 +80,64 @@ class ModelInfo:
             info = cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as error:
             raise MetadataError(f"{source}: spamcam metadata is incomplete ({error})") from error
-        n = len(info.classes)
-        if not (len(info.thresholds) == len(info.slopes) == len(info.intercepts) == n):
-            raise MetadataError(f"{source}: metadata lists {n} classes but not as many thresholds/slopes/intercepts")
+        info.validate(source)
         return info
+
+    def validate(self, source: str = "model") -> "ModelInfo":
+        """Refuse metadata the runtime would misread, naming the field: at load, once, rather than a
+        bad result (or an error) on every frame."""
+        def bad(name: str, why: str) -> MetadataError:
+            return MetadataError(f"{source}: metadata field {name!r} {why}; re-export the model with `export-onnx`")
+
+        if not isinstance(self.classes, list) or not self.classes or not all(isinstance(c, str) and c for c in self.classes) \
+                or len(set(self.classes)) != len(self.classes):
+            raise bad("classes", f"must be a non-empty list of distinct names, got {self.classes!r}")
+        n = len(self.classes)
+        for name in ("thresholds", "slopes", "intercepts"):
+            values = getattr(self, name)
+            if not isinstance(values, list) or len(values) != n:
+                raise bad(name, f"must list one value per class ({n}), got {values!r}")
+            if not all((v is None and name == "thresholds") or (_is_number(v) and math.isfinite(v)) for v in values):
+                raise bad(name, f"must hold finite numbers{' or null' if name == 'thresholds' else ''}, got {values!r}")
+        if self.pooling not in POOLINGS:
+            raise bad("pooling", f"must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if not isinstance(self.spam_kernels, list) or not self.spam_kernels or not all(
+                str(k).upper() == "N" or (str(k).isdigit() and int(k) >= 1) for k in self.spam_kernels):
+            raise bad("spam_kernels", f"must list positive window sizes or 'N', got {self.spam_kernels!r}")
+        try:
+            chain = validate_chain(self.geometry)
+        except (TypeError, ValueError) as error:
+            raise bad("geometry", f"is malformed ({error})") from error
+        if not isinstance(self.input_size, list) or len(self.input_size) != 2 or \
+                not all(isinstance(v, int) and v >= 1 for v in self.input_size):
+            raise bad("input_size", f"must be [height, width] in pixels, got {self.input_size!r}")
+        if any(cam_size(chain, v) < 1 for v in self.input_size):
+            raise bad("geometry", f"gives no CAM pixel for the input size {self.input_size}")
+        if not isinstance(self.in_channels, int) or self.in_channels not in (1, 3):
+            raise bad("in_channels", f"must be 1 (grey) or 3 (colour), got {self.in_channels!r}")
+        if not (_is_number(self.ratio) and -1 < self.ratio < 1):
+            raise bad("ratio", f"must be a number in (-1, 1), got {self.ratio!r}")
+        if not (_is_number(self.flood_floor) and math.isfinite(self.flood_floor)):
+            raise bad("flood_floor", f"must be a finite number, got {self.flood_floor!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise bad("resize_mode", f"must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
+        return self
+
+    def check_cams(self, shape: tuple[int, ...], source: str = "model") -> None:
+        """The graph's CAMs for one input of `input_size` must be (B, classes, N, M) with N, M what the
+        geometry chain gives: otherwise thresholds, boxes and class names would all be wrong."""
+        chain = validate_chain(self.geometry)
+        expected = (len(self.classes), *(cam_size(chain, v) for v in self.input_size))
+        if len(shape) != 4:
+            raise MetadataError(f"{source}: the graph outputs a {len(shape)}-D tensor {tuple(shape)}; spamcam models "
+                                "output CAMs (batch, classes, height, width)")
+        if shape[1] != expected[0]:
+            raise MetadataError(f"{source}: the graph outputs {shape[1]} CAMs but metadata field 'classes' lists "
+                                f"{expected[0]} ({self.classes}); re-export the model with `export-onnx`")
+        if tuple(shape[2:]) != expected[1:]:
+            raise MetadataError(f"{source}: the graph's CAMs are {shape[2]}x{shape[3]} for a {self.input_size[0]}x"
+                                f"{self.input_size[1]} input, but metadata fields 'geometry'/'input_size' give "
+                                f"{expected[1]}x{expected[2]}; re-export the model with `export-onnx`")
 
     @property
     def trained_on(self) -> dict[str, Any]:
@@ -90,6 +150,10 @@ class ModelInfo:
 
     def with_ratio(self, ratio: float) -> "ModelInfo":
         return replace(self, ratio=float(ratio))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def write_onnx_metadata(model, info: ModelInfo) -> None:

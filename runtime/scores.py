@@ -15,6 +15,9 @@ from .geometry import Chain, rf_centre
 __all__ = ["pool_cams", "class_probabilities", "pin_points"]
 
 
+POOLINGS = ("gmp", "gap", "spam")  # the global poolings a model can be trained with (training.pooling)
+
+
 def _window_means(cams: np.ndarray, kh: int, kw: int) -> np.ndarray:
     """Mean of every kh x kw window (stride 1, no padding) via an integral image: (..., N-kh+1, M-kw+1)."""
     integral = np.zeros(cams.shape[:-2] + (cams.shape[-2] + 1, cams.shape[-1] + 1), dtype=np.float64)

@@ -1,4 +1,5 @@
 """Checkpoint round trip, and clear refusals of corrupt, foreign and tampered files."""
+import json
 import pickle
 
 import pytest
@@ -76,3 +77,20 @@ def test_tampered_weights_and_config(saved, tmp_path):
     torch.save(payload, tmp_path / "tampered2.pt")
     with pytest.raises(CheckpointError, match="damaged"):
         load_checkpoint(tmp_path / "tampered2.pt")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.update(config=json.dumps({k: v for k, v in json.loads(p["config"]).items() if k != "classes"})),
+     "config lacks classes"),  # would have become the default ['3'] silently
+    (lambda p: p.update(deploy="{}"), "needs 'thresholds'"),  # a KeyError before
+    (lambda p: p.update(deploy="[1, 2]"), "deploy section is a list"),
+    (lambda p: p.update(deploy=json.dumps({"thresholds": [0.1], "slopes": [1.0], "intercepts": [0.0]})),
+     "one value per class \\(2\\)"),
+])
+def test_incomplete_checkpoint_metadata_is_refused_not_defaulted(saved, tmp_path, damage, message):
+    _, path = saved
+    payload = torch.load(path, weights_only=True)
+    damage(payload)
+    torch.save(payload, tmp_path / "damaged.pt")
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path / "damaged.pt")

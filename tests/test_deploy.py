@@ -263,3 +263,54 @@ def test_the_rules_checker_reads_every_kind_of_constant_node():
     assert check_tensorrt_rules(graph(zero(0))) == []
     assert any("asymmetric" in p for p in check_tensorrt_rules(graph(zero(3))))
     assert any("int64 instead of int8" in p for p in check_tensorrt_rules(graph(helper.make_node("Constant", [], ["zero"], value_int=0))))
+
+
+def _lying(exported, tmp_path, name, change):
+    """A copy of the exported model whose spamcam metadata JSON was edited by `change(dict)`."""
+    model = onnx.load(str(exported))
+    entry = next(p for p in model.metadata_props if p.key == "spamcam")
+    data = json.loads(entry.value)
+    change(data)
+    entry.value = json.dumps(data)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+LIES = {
+    "classes": (lambda d: d.update(classes=["3", "7"], thresholds=[0.1, 0.1], slopes=[1.0, 1.0], intercepts=[0.0, 0.0]),
+                "outputs 1 CAMs but metadata field 'classes' lists 2"),
+    "in_channels": (lambda d: d.update(in_channels=3), "does not run on a 3x128x128 input"),
+    "geometry": (lambda d: d["geometry"].__setitem__(0, [5, 2, 0]), "metadata fields 'geometry'/'input_size'"),
+    "pooling": (lambda d: d.update(pooling="max"), "field 'pooling'"),
+    "resize_mode": (lambda d: d.update(resize_mode="stretch"), "field 'resize_mode'"),
+    "ratio_nan": (lambda d: d.update(ratio=float("nan")), "field 'ratio'"),
+    "ratio_range": (lambda d: d.update(ratio=1.5), "field 'ratio'"),
+    "thresholds_null": (lambda d: d.update(thresholds=None), "field 'thresholds'"),
+    "input_size": (lambda d: d.update(input_size=[128]), "field 'input_size'"),
+}
+
+
+@pytest.mark.parametrize("lie", list(LIES))
+def test_metadata_that_disagrees_with_the_graph_is_refused_at_load_by_every_tool(exported, tmp_path, capsys, lie):
+    change, message = LIES[lie]
+    path = _lying(exported, tmp_path, lie, change)
+    with pytest.raises(MetadataError, match=message):
+        open_backend(path)
+    with pytest.raises(MetadataError, match=message):
+        quantize_int8(path, tmp_path / "q.onnx", calibration="mnist128", samples=16, show_progress=False)
+    assert not (tmp_path / "q.onnx").exists()
+    assert build_cli([str(path), "--backend", "onnxruntime"]) == 2
+    from edge_app.cli import main as edge_cli
+
+    assert edge_cli(["--model", str(path), "--source", "0", "--max-frames", "3"]) == 2  # refused before any source
+    err = capsys.readouterr().err
+    assert "build-engine: error:" in err and "edge_app: error:" in err and str(path) in err
+
+
+def test_metadata_that_is_not_an_object_is_a_clear_error(exported, tmp_path):
+    model = onnx.load(str(exported))
+    next(p for p in model.metadata_props if p.key == "spamcam").value = "[1, 2, 3]"
+    onnx.save(model, str(tmp_path / "list.onnx"))
+    with pytest.raises(MetadataError, match="is a JSON list, not an object"):
+        open_backend(tmp_path / "list.onnx")

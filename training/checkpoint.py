@@ -60,6 +60,17 @@ def save_checkpoint(path: str | Path, model: CamNet, *, extra: dict[str, Any] | 
     return path
 
 
+REQUIRED_CONFIG = ("backbone", "classes", "pooling", "input_size", "in_channels", "geometry")
+
+
+def _check_deploy(deploy: Any, classes: int) -> None:
+    if not isinstance(deploy, dict):
+        raise ValueError(f"its deploy section is a {type(deploy).__name__}, not an object")
+    for key in ("thresholds", "slopes", "intercepts"):
+        if not isinstance(deploy.get(key), list) or len(deploy[key]) != classes:
+            raise ValueError(f"its deploy section needs '{key}' with one value per class ({classes}), got {deploy.get(key)!r}")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw payload with config/deploy/extra parsed; raises CheckpointError with advice."""
     path = Path(path)
@@ -95,7 +106,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         for key in ("config", "deploy", "extra"):
             payload[key] = json.loads(payload[key])
+        missing = [key for key in REQUIRED_CONFIG if key not in payload["config"]]
+        if missing:  # the dataclass defaults (classes ['3'], ...) would stand in for them silently
+            raise ValueError(f"its config lacks {', '.join(missing)}")
         payload["config"] = ModelConfig.from_dict(payload["config"])
+        _check_deploy(payload["deploy"], len(payload["config"].classes))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: checkpoint metadata is damaged ({error})") from error
     if not isinstance(payload.get("state_dict"), dict):

@@ -11,9 +11,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..model_info import ModelInfo
+from ..model_info import MetadataError, ModelInfo
 
-__all__ = ["Backend", "open_backend", "store_ratio", "ENGINE_SUFFIXES", "sidecar_path"]
+__all__ = ["Backend", "open_backend", "check_graph", "store_ratio", "ENGINE_SUFFIXES", "sidecar_path"]
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -43,12 +43,34 @@ def open_backend(path: str | Path, **options) -> Backend:
     if path.suffix == ".onnx":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, **options)
-    if path.suffix in ENGINE_SUFFIXES:
+        backend = OnnxRuntimeBackend(path, **options)
+    elif path.suffix in ENGINE_SUFFIXES:
         from .tensorrt_backend import TensorRTBackend
 
-        return TensorRTBackend(path, **options)
-    raise ValueError(f"{path}: unknown model type {path.suffix!r}; expected .onnx or a TensorRT {'/'.join(ENGINE_SUFFIXES)}")
+        backend = TensorRTBackend(path, **options)
+    else:
+        raise ValueError(f"{path}: unknown model type {path.suffix!r}; expected .onnx or a TensorRT {'/'.join(ENGINE_SUFFIXES)}")
+    try:
+        check_graph(backend, str(path))
+    except Exception:
+        backend.close()
+        raise
+    return backend
+
+
+def check_graph(backend: Backend, source: str) -> None:
+    """Run the graph once on a blank input of the metadata's size and check its CAMs against the
+    metadata (classes, geometry): a model whose metadata lies is refused at load, with the field named,
+    instead of marking every frame bad."""
+    info = backend.info
+    blank = np.zeros((1, info.in_channels, *info.input_size), dtype=np.float32)
+    try:
+        cams = backend.infer(blank)
+    except Exception as error:  # ORT/TensorRT raise their own types when the input does not fit the graph
+        raise MetadataError(f"{source}: the graph does not run on a {info.in_channels}x{info.input_size[0]}x"
+                            f"{info.input_size[1]} input, the size its metadata fields 'in_channels'/'input_size' "
+                            f"give ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from error
+    info.check_cams(tuple(np.shape(cams)), source)
 
 
 def store_ratio(path: str | Path, ratio: float) -> None:
