@@ -17,7 +17,7 @@ from typing import Callable
 
 from runtime.localizer import Localizer
 
-from .outputs import JsonLines, open_output, refuse_clashing_paths
+from .outputs import JsonLines, OutputError, open_output, refuse_clashing_paths
 from .overlay import OVERLAYS, annotate
 from .sources import SourceLost, open_source
 
@@ -56,6 +56,7 @@ class RunSummary:
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean per frame
     stopped_by: str = "end of source"
     outputs: list[str] = field(default_factory=list)
+    failed_outputs: dict[str, str] = field(default_factory=dict)  # output -> why it stopped being written
 
     @property
     def fps(self) -> float:
@@ -65,7 +66,7 @@ class RunSummary:
         return {"frames": self.frames, "fps": round(self.fps, 2), "detections": self.detections,
                 "dropped": self.dropped, "bad_frames": self.bad, "reconnects": self.reconnects,
                 "seconds": round(self.seconds, 3), "stage_ms": {k: round(v, 3) for k, v in self.stage_ms.items()},
-                "stopped_by": self.stopped_by, "outputs": self.outputs}
+                "stopped_by": self.stopped_by, "outputs": self.outputs, "failed_outputs": self.failed_outputs}
 
 
 class _Meter:
@@ -115,6 +116,20 @@ class EdgeApp:
             previous[signum] = signal.signal(signum, lambda n, _f: self.stop(signal.Signals(n).name))
         return previous
 
+    def _drop_output(self, summary: RunSummary, uri: str, error: OutputError, outputs: list | None = None,
+                     output=None) -> None:
+        """Stop writing one output after its first failed write, finish it, and say so; the others go on."""
+        self.log(f"edge_app: error: stopped writing {uri}: {error}")
+        summary.failed_outputs[uri] = str(error)
+        if outputs is not None:
+            index = outputs.index(output)
+            outputs.pop(index)
+            self._active_uris.pop(index)
+            try:
+                output.close()  # finalise what it has (a video's index, say)
+            except Exception as close_error:
+                self.log(f"edge_app: closing {uri} after the failure failed too: {close_error}")
+
     def run(self) -> RunSummary:
         config = self.config
         refuse_clashing_paths(config.source, config.outputs, config.json)
@@ -133,6 +148,7 @@ class EdgeApp:
                 outputs.append(open_output(uri, fps=fps, http_host=config.http_host, on_quit=lambda: self.stop("window")))
                 if hasattr(outputs[-1], "url"):
                     self.log(f"edge_app: preview at {outputs[-1].url}")
+            self._active_uris = list(config.outputs)  # parallel to `outputs` while some are dropped
             json_lines = JsonLines(config.json) if config.json else None
             self.log(f"edge_app: {config.source} -> {', '.join(config.outputs) or 'no video output'}"
                      f"{'; JSON lines to ' + config.json if config.json else ''}; model {self.localizer.info.backbone} "
@@ -166,11 +182,22 @@ class EdgeApp:
                 if outputs:
                     annotated = annotate(frame.image, result, classes, self.localizer.params, overlay=config.overlay,
                                          status=status)
-                    for output in outputs:
-                        output.write(annotated)
+                    for uri, output in list(zip(self._active_uris, outputs)):
+                        try:
+                            output.write(annotated)
+                        except OutputError as error:
+                            self._drop_output(summary, uri, error, outputs, output)
                 if json_lines:
-                    json_lines.write_record({"frame": frame.index, "timestamp": round(frame.timestamp, 4),
-                                             **result.to_dict(classes)})
+                    try:
+                        json_lines.write_record({"frame": frame.index, "timestamp": round(frame.timestamp, 4),
+                                                 **result.to_dict(classes)})
+                    except OutputError as error:
+                        self._drop_output(summary, config.json, error)
+                        json_lines.close()
+                        json_lines = None
+                if not outputs and not json_lines and summary.failed_outputs:
+                    self.stopped_by = "every output failed"
+                    break
                 stages["output"] = (time.perf_counter() - t1) * 1000
                 meter.add(stages)
                 summary.frames += 1
@@ -199,7 +226,8 @@ class EdgeApp:
         summary.bad += source.stats.bad
         summary.reconnects = source.stats.reconnects
         summary.stopped_by = self.stopped_by
-        summary.outputs = list(config.outputs) + ([config.json] if config.json and config.json != "-" else [])
+        summary.outputs = [o for o in list(config.outputs) + ([config.json] if config.json and config.json != "-" else [])
+                           if o not in summary.failed_outputs]
         self.log(f"edge_app: done ({summary.stopped_by}): {summary.frames} frames in {summary.seconds:.1f}s "
                  f"({summary.fps:.1f} FPS), {summary.detections} detections, {summary.dropped} dropped, "
                  f"{summary.bad} bad, {summary.reconnects} reconnects")

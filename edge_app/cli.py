@@ -23,7 +23,12 @@ examples:
   edge_app --model model.onnx --source /dev/video0 --overlay heatmap --output http://127.0.0.1:8080
 
 Ctrl-C or SIGTERM stops after the current frame; the video file is finalised and every JSON line
-already produced is on disk.
+already produced is on disk. An output whose write fails (disk full, folder gone) is stopped at its
+first failed write and finished, with its path and the cause said; the others go on, and the run
+stops when none is left. JSON lines are written whole or not at all.
+
+exit codes: 0 done; 2 bad input (model, source, options); 3 a live source was lost; 4 an output
+failed, so not everything asked for was written (the summary's failed_outputs says which and why).
 """
 
 
@@ -69,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge_app: error: {error}", file=sys.stderr)
         return 2
     print(json.dumps({"summary": summary.to_dict()}), file=sys.stderr if args.json == "-" else sys.stdout)
+    if summary.failed_outputs:
+        return 4  # something asked for was not (fully) written: never report that as success
     return 0 if summary.stopped_by != "source lost" else 3
 
 

@@ -5,11 +5,13 @@ always reaches (also on Ctrl-C / SIGTERM), so a video stays playable and no JSON
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Callable
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -49,13 +51,38 @@ class VideoFileOutput:
             self.writer = None
 
 
+def write_failure(path: Path, error: BaseException | None = None) -> str:
+    """Why a write to `path` failed, in words: the OS error where there is one, else what the disk says."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    folder = path if path.is_dir() else path.parent
+    try:
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return "no space left on the device"
+    except OSError:
+        pass
+    return "the write failed (disk full, read-only or removed folder?)"
+
+
 class ImageFolderOutput:
+    """One JPEG per frame. Every write is checked: a failed one leaves no partial file and raises."""
+
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".spamcam-write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise OutputError(f"{folder}: cannot write frames there ({write_failure(folder, error)})") from error
         self.folder, self.frames = folder, 0
 
     def write(self, image: np.ndarray) -> None:
-        cv2.imwrite(str(self.folder / f"frame_{self.frames:06d}.jpg"), image)
+        path = self.folder / f"frame_{self.frames:06d}.jpg"
+        if not cv2.imwrite(str(path), image):
+            cause = write_failure(path)
+            path.unlink(missing_ok=True)  # a truncated JPEG would pass for a frame
+            raise OutputError(f"{path}: {cause}")
         self.frames += 1
 
     def close(self) -> None:
@@ -162,23 +189,48 @@ class MjpegServer:
 
 
 class JsonLines:
-    """One JSON object per frame, flushed per line: a consumer (or a crash) never sees half a record."""
+    """One JSON object per frame, written whole or not at all: each line goes to the file in one
+    unbuffered write, and when the disk refuses part of it the file is cut back to the last complete
+    line, so a consumer (or a crash, or a full disk) never sees half a record."""
 
     def __init__(self, target: str) -> None:
-        self.target = target
-        if target == "-":
-            self.handle: IO[str] = sys.stdout
-        else:
-            Path(target).parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(target, "w", encoding="utf-8")
+        self.target, self.records = target, 0
+        self._fd: int | None = None
+        if target != "-":
+            path = Path(target)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            except OSError as error:
+                raise OutputError(f"--json {target}: cannot write there ({write_failure(path, error)})") from error
+        self._good = 0  # bytes of complete lines
 
     def write_record(self, record: dict) -> None:
-        self.handle.write(json.dumps(record, separators=(",", ":")) + "\n")
-        self.handle.flush()
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        if self._fd is None:
+            sys.stdout.write(line.decode())
+            sys.stdout.flush()
+            self.records += 1
+            return
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as error:
+            try:
+                os.ftruncate(self._fd, self._good)  # drop the partial line
+                os.lseek(self._fd, self._good, os.SEEK_SET)
+            except OSError:
+                pass
+            raise OutputError(f"--json {self.target}: {write_failure(Path(self.target), error)} after "
+                              f"{self.records} complete lines") from error
+        self._good += len(line)
+        self.records += 1
 
     def close(self) -> None:
-        if self.handle is not sys.stdout:
-            self.handle.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def local_path(uri: str) -> Path | None:

@@ -222,3 +222,42 @@ def test_outputs_that_name_the_source_or_each_other_are_refused_and_nothing_is_t
     assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("frame_*.jpg"))
     assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(tmp_path / "sub" / "out.mp4"),
                      "--max-frames", "5"]) == 0  # a different file is fine
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 256 KB tmpfs: a disk that fills up during a run (mounting needs root; skipped otherwise)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({done.stderr.strip() or 'mount failed'})")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_stops_that_output_says_so_and_leaves_only_whole_records(model, mnist_digits, tmp_path, small_disk,
+                                                                            capsys):
+    video = tmp_path / "in.mp4"
+    moving_digits_video(video, mnist_digits, frames=600)
+    jsonl, frames = small_disk / "out.jsonl", small_disk / "frames"
+    code = edge_cli(["--model", str(model), "--source", str(video), "--json", str(jsonl), "--output", str(frames)])
+    captured = capsys.readouterr()
+    assert code == 4  # not everything asked for was written: never exit 0
+    summary = json.loads(captured.out.strip().splitlines()[-1])["summary"]
+    assert set(summary["failed_outputs"]) == {str(jsonl), str(frames)} and summary["outputs"] == []
+    assert summary["stopped_by"] == "every output failed" and summary["frames"] < 600
+    assert f"stopped writing {jsonl}" in captured.err and "No space left" in captured.err
+    lines = jsonl.read_bytes().decode().splitlines(keepends=True)
+    assert lines and all(line.endswith("\n") and json.loads(line)["frame"] == i for i, line in enumerate(lines))
+    written = sorted(frames.glob("frame_*.jpg"))
+    assert written and all(cv2.imread(str(p)) is not None for p in written)  # no truncated JPEG left behind
+
+
+def test_a_read_only_frames_folder_is_refused_at_start(model, mnist_digits, tmp_path, small_disk, capsys):
+    video = tmp_path / "in.mp4"
+    moving_digits_video(video, mnist_digits, frames=10)
+    (small_disk / "frames").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(small_disk / "frames")]) == 2
+    assert "cannot write frames there" in capsys.readouterr().err
