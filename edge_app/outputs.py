@@ -24,8 +24,16 @@ class OutputError(RuntimeError):
     pass
 
 
+VIDEO_RESERVE_BYTES = 4 << 20  # free space a video file keeps for its index, written on close
+
+
 class VideoFileOutput:
-    """MP4 (mp4v) or AVI (MJPG); sized by the first frame."""
+    """MP4 (mp4v) or AVI (MJPG); sized by the first frame.
+
+    OpenCV's writer reports no failed write, and an MP4 cut off by a full disk has no index (moov
+    atom), so none of it plays. So the writer stops *before* the disk is full: when the folder's
+    filesystem has less than VIDEO_RESERVE_BYTES free, it raises, the app closes it (writing the
+    index into the reserve) and the frames written so far stay playable."""
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path, self.fps = path, fps
@@ -42,6 +50,10 @@ class VideoFileOutput:
             self.size = (image.shape[1], image.shape[0])
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size)  # a source that changed resolution mid-stream
+        free = shutil.disk_usage(self.path.parent).free
+        if free < VIDEO_RESERVE_BYTES:
+            raise OutputError(f"{self.path}: only {free / 2**20:.1f} MB left on its disk; stopped after {self.frames} "
+                              "frames so that the video can still be finalised and played")
         self.writer.write(image)
         self.frames += 1
 

@@ -261,3 +261,28 @@ def test_a_read_only_frames_folder_is_refused_at_start(model, mnist_digits, tmp_
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(small_disk / "frames")]) == 2
     assert "cannot write frames there" in capsys.readouterr().err
+
+
+def test_a_video_on_a_filling_disk_stops_in_time_and_stays_playable(model, mnist_digits, tmp_path, capsys):
+    """OpenCV's writer reports no full disk and leaves an MP4 without its index; edge_app stops while
+    the index still fits, so every frame it reports as written plays back."""
+    from edge_app.outputs import VIDEO_RESERVE_BYTES
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    size = VIDEO_RESERVE_BYTES + (1 << 20)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here to fill a disk (needs root)")
+    try:
+        video = tmp_path / "in.mp4"
+        moving_digits_video(video, mnist_digits, frames=900)
+        (mount / "ballast").write_bytes(b"\0" * (size - VIDEO_RESERVE_BYTES - (300 << 10)))  # ~300 KB left for frames
+        out = mount / "out.mp4"
+        assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(out)]) == 4
+        captured = capsys.readouterr()
+        summary = json.loads(captured.out.strip().splitlines()[-1])["summary"]
+        assert str(out) in summary["failed_outputs"] and "can still be finalised" in captured.err
+        written = int(summary["failed_outputs"][str(out)].split("stopped after ")[1].split()[0])
+        assert 0 < written < 900 and _frame_count(out) == written  # every frame written plays back
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
