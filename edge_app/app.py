@@ -19,7 +19,7 @@ from runtime.localizer import Localizer
 
 from .outputs import JsonLines, OutputError, open_output, refuse_clashing_paths
 from .overlay import OVERLAYS, annotate
-from .sources import SourceLost, open_source
+from .sources import DEFAULT_STALL_TIMEOUT, SourceLost, open_source
 
 __all__ = ["EdgeApp", "AppConfig", "RunSummary"]
 
@@ -41,6 +41,7 @@ class AppConfig:
     max_frames: int | None = None
     summary_every: float = 10.0  # seconds between log summaries
     reconnect_timeout: float | None = 30.0  # give up on a lost live source after this long
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT  # an open stream silent this long counts as lost
     http_host: str = "127.0.0.1"  # where an http:// output without a host binds
     output_fps: float | None = None  # video files from live sources (default: the source's)
 
@@ -130,11 +131,23 @@ class EdgeApp:
             except Exception as close_error:
                 self.log(f"edge_app: closing {uri} after the failure failed too: {close_error}")
 
+    def _maybe_summarise(self, summary: RunSummary, meter: _Meter, source, last: float) -> float:
+        """The periodic log line, also while a live source delivers nothing (a silent app looks dead)."""
+        now = time.perf_counter()
+        if now - last < self.config.summary_every:
+            return last
+        means = meter.means()
+        self.log(f"edge_app: {summary.frames} frames, {meter.fps:.1f} FPS; ms per frame: "
+                 + ", ".join(f"{k} {means[k]:.1f}" for k in STAGES)
+                 + f"; dropped {source.stats.dropped}, bad {source.stats.bad + summary.bad}, "
+                 f"reconnects {source.stats.reconnects}")
+        return now
+
     def run(self) -> RunSummary:
         config = self.config
         refuse_clashing_paths(config.source, config.outputs, config.json)
         source = open_source(config.source, width=config.width, height=config.height, fps=config.fps, flip=config.flip,
-                             give_up_after=config.reconnect_timeout, log=self.log)
+                             give_up_after=config.reconnect_timeout, log=self.log, stall_timeout=config.stall_timeout)
         outputs, json_lines = [], None
         previous = self._install_signals()
         summary = RunSummary()
@@ -166,7 +179,8 @@ class EdgeApp:
                     break
                 if frame is None:
                     if source.live and not source.finished:
-                        continue  # nothing new yet: keep waiting (and keep answering Ctrl-C)
+                        last_summary = self._maybe_summarise(summary, meter, source, last_summary)
+                        continue  # nothing new yet: keep waiting (and keep answering Ctrl-C), saying so
                     break
                 capture_ms = (time.perf_counter() - t0) * 1000
                 try:
@@ -202,13 +216,7 @@ class EdgeApp:
                 meter.add(stages)
                 summary.frames += 1
                 summary.detections += len(result.detections)
-                now = time.perf_counter()
-                if now - last_summary >= config.summary_every:
-                    last_summary = now
-                    means = meter.means()
-                    self.log(f"edge_app: {summary.frames} frames, {meter.fps:.1f} FPS; ms per frame: "
-                             + ", ".join(f"{k} {means[k]:.1f}" for k in STAGES)
-                             + f"; dropped {source.stats.dropped}, bad {source.stats.bad + summary.bad}")
+                last_summary = self._maybe_summarise(summary, meter, source, last_summary)
         finally:
             summary.seconds = time.perf_counter() - started
             for output in outputs:

@@ -10,7 +10,7 @@ from runtime.model_info import MetadataError
 from .app import AppConfig, EdgeApp
 from .outputs import OutputError
 from .overlay import OVERLAYS
-from .sources import SourceError
+from .sources import DEFAULT_STALL_TIMEOUT, SourceError
 
 EXAMPLES = """sources (--source):  csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path | http://host/stream.mjpg |
                      video.mp4 | image.jpg | folder/
@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-host", default="127.0.0.1", help="bind address for http:// outputs given without a host")
     p.add_argument("--reconnect-timeout", type=float, default=30.0, help="give up on a lost live source after this many "
                    "seconds (0: never)")
+    p.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
+                   help="seconds an open stream may send nothing before it counts as lost and is reconnected "
+                   "(default: %(default)s)")
     p.add_argument("--summary-every", type=float, default=10.0, help="seconds between log summaries")
     p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
     return p
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     config = AppConfig(source=args.source, outputs=args.output, json=args.json, overlay=args.overlay, width=args.width,
                        height=args.height, fps=args.fps, flip=args.flip, resize_mode=args.resize,
                        min_score=args.min_score, max_frames=args.max_frames, summary_every=args.summary_every,
-                       reconnect_timeout=args.reconnect_timeout or None, http_host=args.http_host)
+                       reconnect_timeout=args.reconnect_timeout or None, http_host=args.http_host,
+                       stall_timeout=args.stall_timeout)
     options = {"threads": args.threads} if args.threads and args.model.endswith(".onnx") else {}
     try:
         summary = EdgeApp(args.model, config, **options).run()

@@ -150,9 +150,9 @@ class LiveSource:
 
     def __init__(self, opener: Callable[[], cv2.VideoCapture], description: str, *, flip: str = "none",
                  backoff: tuple[float, float] = (0.25, 8.0), give_up_after: float | None = 30.0,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, retry_at_start: bool = False) -> None:
         self.opener, self.description, self.flip, self.log = opener, description, flip, log
-        self.backoff, self.give_up_after = backoff, give_up_after
+        self.backoff, self.give_up_after, self.retry_at_start = backoff, give_up_after, retry_at_start
         self.stats = SourceStats()
         self.fps = 30.0
         self._lock = threading.Condition()
@@ -161,13 +161,31 @@ class LiveSource:
         self._lost_since: float | None = None
         self._failed: str | None = None
         self._stop = threading.Event()
-        capture = opener()
-        if not capture.isOpened():
-            capture.release()
-            raise SourceError(f"cannot open {description}")
+        capture = self._open_with_retries()
         self.fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
         self._thread = threading.Thread(target=self._run, args=(capture,), name=f"source {description}", daemon=True)
         self._thread.start()
+
+    def _open_with_retries(self) -> cv2.VideoCapture:
+        """Open at start-up; a network stream (`retry_at_start`) that is down when the app starts (a
+        camera still booting) is retried with the reconnect back-off for up to `give_up_after`."""
+        started, delay, attempts = time.monotonic(), self.backoff[0], 0
+        while True:
+            capture = self.opener()
+            if capture.isOpened():
+                if attempts:
+                    self.log(f"edge_app: {self.description} answered after {time.monotonic() - started:.0f}s")
+                return capture
+            capture.release()
+            attempts += 1
+            waited = time.monotonic() - started
+            if not self.retry_at_start or (self.give_up_after is not None and waited + delay > self.give_up_after):
+                raise SourceError(f"cannot open {self.description}" + (f" (retried for {waited:.0f}s)" if waited >= 1 else ""))
+            if attempts == 1:
+                limit = "until it does" if self.give_up_after is None else f"for up to {self.give_up_after:g}s"
+                self.log(f"edge_app: {self.description} is not answering; retrying {limit}")
+            time.sleep(delay)
+            delay = min(delay * 2, self.backoff[1])
 
     def _run(self, capture: cv2.VideoCapture) -> None:
         delay = self.backoff[0]
@@ -239,9 +257,15 @@ class LiveSource:
         self._thread.join(timeout=5)
 
 
+DEFAULT_STALL_TIMEOUT = 5.0  # seconds without a frame before an open stream counts as lost
+
+
 def open_source(uri: str, *, width: int | None = None, height: int | None = None, fps: int | None = None,
-                flip: str = "none", give_up_after: float | None = 30.0, log: Callable[[str], None] = print):
+                flip: str = "none", give_up_after: float | None = 30.0, log: Callable[[str], None] = print,
+                stall_timeout: float = DEFAULT_STALL_TIMEOUT):
     """Open a source from its URI (see the module docstring)."""
+    if not stall_timeout > 0:
+        raise ValueError(f"the stall timeout must be a positive number of seconds, got {stall_timeout!r}")
     if flip not in _FLIPS:
         raise ValueError(f"flip must be one of {', '.join(_FLIPS)}, got {flip!r}")
     text = str(uri)
@@ -269,8 +293,12 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
             raise SourceError(f"{device}: no such camera device (is it plugged in? `ls /dev/video*`)")
         return LiveSource(open_v4l2, f"camera {device}", flip=flip, give_up_after=give_up_after, log=log)
     if text.split("://", 1)[0] in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
-        return LiveSource(lambda: cv2.VideoCapture(text, cv2.CAP_FFMPEG), text, flip=flip,
-                          give_up_after=give_up_after, log=log)
+        # FFmpeg's own network timeout is ~30 s: a stream that stays open but sends nothing would go
+        # unnoticed that long per stall. These bound opening and every read by the stall timeout.
+        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(stall_timeout * 1000),
+                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(stall_timeout * 1000)]
+        return LiveSource(lambda: cv2.VideoCapture(text, cv2.CAP_FFMPEG, timeouts), text, flip=flip,
+                          give_up_after=give_up_after, log=log, retry_at_start=True)
     path = Path(text).expanduser()
     if path.is_dir():
         return ImageSource(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), flip, fps or 30.0)

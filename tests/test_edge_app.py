@@ -170,6 +170,55 @@ def test_live_source_that_disappears_is_reopened_then_given_up(model, tmp_path):
     assert summary.frames > 20 and _frame_count(out) == summary.frames
 
 
+def test_a_stream_that_stays_open_but_silent_is_noticed_within_the_stall_timeout(model, tmp_path):
+    """The server keeps the connection open and stops sending: FFmpeg alone waited ~30 s per stall
+    and edge_app never gave up. With --stall-timeout 1 and --reconnect-timeout 3 it must give up in a
+    few seconds, and keep logging its summary while it waits."""
+    server = MjpegServer("127.0.0.1", 0)
+    stop = threading.Event()
+    threading.Thread(target=_feed, args=(server, stop), daemon=True).start()
+    app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{server.address[1]}/stream.mjpg", stall_timeout=1.0,
+                                   reconnect_timeout=3.0, summary_every=0.5))
+    logs = []
+    app.log = logs.append
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
+    thread.start()
+    time.sleep(2.5)
+    stop.set()  # silent from now on, connection kept open
+    stalled_at = time.monotonic()
+    thread.join(timeout=40)
+    server.close()
+    assert not thread.is_alive(), "edge_app never gave up on a silent stream"
+    assert time.monotonic() - stalled_at < 15  # stall (1 s) + reconnecting (3 s) + back-off, not 30 s per stall
+    assert result["summary"].stopped_by == "source lost" and result["summary"].frames > 5
+    assert any("stopped delivering frames" in line for line in logs)
+    frames_logged = [line for line in logs if " frames, " in line and "FPS" in line]
+    assert len(frames_logged) >= 3  # the summary kept coming while the stream was silent
+
+
+def test_a_stream_that_is_down_at_start_up_is_waited_for(model, tmp_path):
+    probe = MjpegServer("127.0.0.1", 0)
+    port = probe.address[1]
+    probe.close()  # a free port: nothing answers there yet
+    stop = threading.Event()
+    servers = []
+
+    def camera_boots_late():
+        time.sleep(2.0)
+        servers.append(MjpegServer("127.0.0.1", port))
+        _feed(servers[0], stop)
+
+    threading.Thread(target=camera_boots_late, daemon=True).start()
+    app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{port}/stream.mjpg", max_frames=10, reconnect_timeout=20.0))
+    logs = []
+    app.log = logs.append
+    summary = app.run()
+    stop.set()
+    servers[0].close()
+    assert summary.frames == 10 and any("is not answering; retrying" in line for line in logs)
+
+
 def test_memory_stays_flat_on_a_long_run(model, mnist_digits, tmp_path):
     video = tmp_path / "loop.mp4"
     moving_digits_video(video, mnist_digits, frames=900, size=128)
