@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from runtime.model_info import read_onnx_metadata, write_onnx_metadata
+from runtime.model_info import load_onnx, read_onnx_metadata, write_onnx_metadata
 
 from .dataset import CalibrationError, calibration_images
 
@@ -136,10 +136,9 @@ def _load_checked(model_path: Path) -> onnx.ModelProto:
     """The ONNX model, its metadata checked against its graph first (runtime.backends.check_graph)."""
     from runtime.backends import open_backend
 
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path}: no such model file")
+    model = load_onnx(model_path)  # a clear error for empty, truncated and graph-less files
     open_backend(model_path, providers=["CPUExecutionProvider"]).close()
-    return onnx.load(str(model_path))
+    return model
 
 
 QUANTIZABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

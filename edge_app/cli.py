@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from runtime.model_info import MetadataError
@@ -32,6 +33,24 @@ failed, so not everything asked for was written (the summary's failed_outputs sa
 """
 
 
+def _number(kind: type, *, minimum: float | None = None, above: float | None = None):
+    """An argparse type: a finite number of `kind`, at least `minimum` / above `above`, said plainly
+    (`--max-frames -5`, `--min-score nan` and `--reconnect-timeout -1` were accepted)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is below {minimum:g}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"{text} must be above {above:g}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge_app", description="Run a spamcam model on live camera feeds, streams, "
                                 "videos or images.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,22 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="JSON lines per frame to this file, or - for stdout")
     p.add_argument("--overlay", default="boxes", choices=OVERLAYS, help="draw boxes only, or also the CAM heat map / "
                    "back-projected area")
-    p.add_argument("--width", type=int, help="capture width (cameras)")
-    p.add_argument("--height", type=int, help="capture height (cameras)")
-    p.add_argument("--fps", type=int, help="capture frame rate (cameras)")
+    p.add_argument("--width", type=_number(int, minimum=1), help="capture width (cameras)")
+    p.add_argument("--height", type=_number(int, minimum=1), help="capture height (cameras)")
+    p.add_argument("--fps", type=_number(int, minimum=1), help="capture frame rate (cameras)")
     p.add_argument("--flip", default="none", choices=["none", "horizontal", "vertical", "rotate-180", "clockwise",
                                                        "counterclockwise"])
     p.add_argument("--resize", choices=["resize", "letterbox"], help="how frames fit the network (default: the model's)")
-    p.add_argument("--min-score", type=float, help="hide detections whose peak CAM value is below this")
-    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--min-score", type=_number(float), help="hide detections whose peak CAM value is below this")
+    p.add_argument("--max-frames", type=_number(int, minimum=0), help="stop after this many frames")
     p.add_argument("--http-host", default="127.0.0.1", help="bind address for http:// outputs given without a host")
-    p.add_argument("--reconnect-timeout", type=float, default=30.0, help="give up on a lost live source after this many "
+    p.add_argument("--reconnect-timeout", type=_number(float, minimum=0), default=30.0, help="give up on a lost live source after this many "
                    "seconds (0: never)")
-    p.add_argument("--stall-timeout", type=float, default=DEFAULT_STALL_TIMEOUT,
+    p.add_argument("--stall-timeout", type=_number(float, above=0), default=DEFAULT_STALL_TIMEOUT,
                    help="seconds an open stream may send nothing before it counts as lost and is reconnected "
                    "(default: %(default)s)")
-    p.add_argument("--summary-every", type=float, default=10.0, help="seconds between log summaries")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--summary-every", type=_number(float, above=0), default=10.0, help="seconds between log summaries")
+    p.add_argument("--threads", type=_number(int, minimum=1), help="ONNX Runtime intra-op threads")
     return p
 
 

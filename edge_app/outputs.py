@@ -220,8 +220,16 @@ class JsonLines:
     def write_record(self, record: dict) -> None:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         if self._fd is None:
-            sys.stdout.write(line.decode())
-            sys.stdout.flush()
+            try:
+                sys.stdout.write(line.decode())
+                sys.stdout.flush()
+            except (BrokenPipeError, OSError) as error:  # `edge_app --json - | head`: the reader went away
+                try:  # so that Python's own flush at exit does not print a traceback either
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                except (OSError, ValueError):
+                    pass
+                raise OutputError(f"--json -: standard output was closed ({error.strerror or error}) after "
+                                  f"{self.records} lines") from error
             self.records += 1
             return
         try:

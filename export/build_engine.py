@@ -24,7 +24,7 @@ import onnx
 from calibration.quantize import quantize_int8
 from runtime.backends import sidecar_path
 from runtime.backends.tensorrt_backend import import_tensorrt
-from runtime.model_info import MetadataError, ModelInfo, read_onnx_metadata, write_onnx_metadata
+from runtime.model_info import MetadataError, ModelInfo, load_onnx, read_onnx_metadata, write_onnx_metadata
 
 __all__ = ["build_tensorrt_engine", "build_onnxruntime_model", "main"]
 
@@ -130,7 +130,7 @@ def build_tensorrt_engine(
         raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     device = load_cuda_api().device_description()
     model_path = Path(model_path)
-    model = onnx.load(str(model_path))
+    model = load_onnx(model_path)
     info = read_onnx_metadata(model, str(model_path))
     _check_graph_if_possible(model_path)
     _check_parser_opset(trt, model, model_path)
@@ -237,7 +237,7 @@ def build_onnxruntime_model(
     from calibration.layer_error import CAM_SQNR_FLOOR, sqnr_db
 
     model_path = Path(model_path)
-    info = read_onnx_metadata(onnx.load(str(model_path)), str(model_path))
+    info = read_onnx_metadata(load_onnx(model_path), str(model_path))
     _check_graph_if_possible(model_path)
     given_int8 = info.extra.get("precision") == "int8"
     floor = CAM_SQNR_FLOOR if sqnr_floor is None else float(sqnr_floor)

@@ -16,7 +16,8 @@ from .postprocess import LocalizerParams
 from .preprocess import RESIZE_MODES
 from .scores import POOLINGS
 
-__all__ = ["METADATA_KEY", "VERSION", "TRAINED_ON_KEYS", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata"]
+__all__ = ["METADATA_KEY", "VERSION", "TRAINED_ON_KEYS", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata",
+           "load_onnx"]
 
 METADATA_KEY = "spamcam"
 VERSION = 1
@@ -163,6 +164,27 @@ def write_onnx_metadata(model, info: ModelInfo) -> None:
             model.metadata_props.remove(prop)
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
+
+
+def load_onnx(path) -> Any:
+    """An onnx.ModelProto from a file, with a clear error for what onnx would raise raw or accept
+    silently: a missing file, an empty or truncated one (protobuf's DecodeError), or one with no graph."""
+    import onnx
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.stat().st_size == 0:
+        raise MetadataError(f"{path}: an empty file (0 bytes), not an ONNX model; was an export or copy interrupted?")
+    try:
+        model = onnx.load(str(path))
+    except Exception as error:  # google.protobuf's DecodeError and friends
+        raise MetadataError(f"{path}: not a readable ONNX model: truncated or corrupt ({type(error).__name__}); "
+                            "export it again with `export-onnx`") from error
+    if not model.graph.node:
+        raise MetadataError(f"{path}: an ONNX file with no graph; export it again with `export-onnx`")
+    return model
 
 
 def read_onnx_metadata(model, source: str = "model") -> ModelInfo:

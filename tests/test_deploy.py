@@ -314,3 +314,16 @@ def test_metadata_that_is_not_an_object_is_a_clear_error(exported, tmp_path):
     onnx.save(model, str(tmp_path / "list.onnx"))
     with pytest.raises(MetadataError, match="is a JSON list, not an object"):
         open_backend(tmp_path / "list.onnx")
+
+
+def test_truncated_and_empty_onnx_files_are_named_not_tracebacks(exported, tmp_path, capsys):
+    from calibration.cli import main as quantize_cli
+
+    (tmp_path / "truncated.onnx").write_bytes(exported.read_bytes()[:3000])
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    for name, message in (("truncated", "truncated or corrupt"), ("empty", "an empty file (0 bytes)")):
+        path = str(tmp_path / f"{name}.onnx")
+        assert build_cli([path, "--backend", "onnxruntime"]) == 2
+        assert quantize_cli([path, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count(message) == 2 and "Traceback" not in err

@@ -335,3 +335,26 @@ def test_a_video_on_a_filling_disk_stops_in_time_and_stays_playable(model, mnist
         assert 0 < written < 900 and _frame_count(out) == written  # every frame written plays back
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.mark.parametrize("option, value, message", [("--max-frames", "-5", "below 0"), ("--min-score", "nan", "not a finite"),
+                                                    ("--reconnect-timeout", "-1", "below 0"),
+                                                    ("--stall-timeout", "0", "must be above 0"),
+                                                    ("--width", "abc", "not an integer")])
+def test_bad_numbers_are_refused_by_name(option, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        edge_cli(["--model", "m.onnx", "--source", "0", option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and option in err and message in err
+
+
+def test_json_to_a_pipe_that_closes_ends_cleanly(model, mnist_digits, tmp_path):
+    video = tmp_path / "in.mp4"
+    moving_digits_video(video, mnist_digits, frames=300)
+    script = (f"{sys.executable} -m edge_app --model {model} --source {video} --json - 2>{tmp_path / 'err.txt'} | head -n 3;"
+              " exit ${PIPESTATUS[0]}")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    err = (tmp_path / "err.txt").read_text()
+    assert len(done.stdout.splitlines()) == 3 and all(json.loads(line)["frame"] == i
+                                                      for i, line in enumerate(done.stdout.splitlines()))
+    assert done.returncode == 4 and "Traceback" not in err and "standard output was closed" in err
