@@ -81,12 +81,17 @@ def image_folder(root: str | Path, input_size, channels: int = 3, background: st
     if classes is not None and set(names) - set(classes):
         raise ValueError(f"{root}: class folder(s) {sorted(set(names) - set(classes))} do not exist in the train "
                          f"folder (classes {classes})")
+    defines_classes = classes is None  # the train folder: its sub-folders are the classes
     classes = list(classes) if classes is not None else names
     if not classes:
         raise ValueError(f"{root}: expected one sub-folder of images per class (e.g. {root}/bird/*.jpg)")
     paths, label_sets = [], []
     for folder in folders:
-        for path in _images_in(folder):
+        images = _images_in(folder)
+        if not images and folder.name != background and defines_classes:  # a class no image would ever show
+            raise ValueError(f"{folder}: the class folder {folder.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                             "add its images or remove the folder")
+        for path in images:
             paths.append(path)
             label_sets.append([] if folder.name == background else [classes.index(folder.name)])
     if not paths:
@@ -124,6 +129,37 @@ def voc_split_lists(root: str | Path) -> dict[str, list[str]]:
             for name in LIST_NAMES if (main / f"{name}.txt").is_file()}
 
 
+def _voc_size(xml: Path, tree) -> tuple[float, float] | None:
+    """(width, height) from <size>, when the annotation has one."""
+    size = tree.find("size")
+    try:
+        return (float(size.findtext("width")), float(size.findtext("height"))) if size is not None else None
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{xml}: <size> is not a width and a height in pixels") from error
+
+
+def _voc_object(xml: Path, number: int, obj, size: tuple[float, float] | None):
+    """(name, difficult, [xmin, ymin, xmax, ymax] or None), refusing what would train or score on nonsense:
+    an object without a name, a box whose corners are missing, swapped or outside the image."""
+    name = (obj.findtext("name") or "").strip()
+    if not name:
+        raise ValueError(f"{xml}: <object> {number} has no <name>; every object needs its class")
+    difficult = (obj.findtext("difficult") or "0").strip() == "1"
+    box = obj.find("bndbox")
+    if box is None:
+        return name, difficult, None
+    try:
+        x0, y0, x1, y1 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{xml}: <object> {number} ({name}) has a <bndbox> without numeric xmin/ymin/xmax/ymax") from error
+    if x1 < x0 or y1 < y0:
+        raise ValueError(f"{xml}: <object> {number} ({name}) has xmax < xmin or ymax < ymin ({x0:g},{y0:g},{x1:g},{y1:g})")
+    if size is not None and (x0 < 0 or y0 < 0 or x1 > size[0] + 1 or y1 > size[1] + 1):
+        raise ValueError(f"{xml}: <object> {number} ({name}) box ({x0:g},{y0:g},{x1:g},{y1:g}) lies outside the "
+                         f"{size[0]:g}x{size[1]:g} image")
+    return name, difficult, [x0, y0, x1, y1]
+
+
 def voc_directory(
     root: str | Path, input_size, ids: list[str] | None = None, classes: list[str] | None = None, channels: int = 3,
     keep_difficult: bool = False,
@@ -147,12 +183,7 @@ def voc_directory(
         except (ET.ParseError, OSError) as error:
             raise ValueError(f"{xml}: cannot parse annotation ({error})") from error
         filename = tree.findtext("filename") or (xml.stem + ".jpg")
-        objects = []
-        for obj in tree.iter("object"):
-            box = obj.find("bndbox")
-            difficult = (obj.findtext("difficult") or "0").strip() == "1"
-            coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")] if box is not None else None
-            objects.append((obj.findtext("name").strip(), difficult, coords))
+        objects = [_voc_object(xml, number, obj, _voc_size(xml, tree)) for number, obj in enumerate(tree.iter("object"), 1)]
         parsed.append((root / "JPEGImages" / filename, objects))
     classes = classes or sorted({name for _, objs in parsed for name, _, _ in objs})
     paths, label_sets, boxes = [], [], []
