@@ -154,6 +154,13 @@ def _checked_exclusions(prepared: onnx.ModelProto, exclude: Sequence[str]) -> li
     return list(dict.fromkeys(exclude))
 
 
+def even_batch(count: int, batch_size: int) -> int:
+    """The largest batch size up to `batch_size` that splits `count` images into equal batches: ONNX
+    Runtime's entropy and percentile calibrators stack the batches' outputs and fail with a cryptic
+    numpy error when the last batch is smaller (20 images in batches of 16)."""
+    return max(b for b in range(1, max(1, min(batch_size, count)) + 1) if count % b == 0)
+
+
 def _quantize(prepared: Path, output: Path, images: list[np.ndarray], input_name: str, method: str, batch_size: int,
               excluded: list[str], show_progress: bool, target: str = "tensorrt") -> None:
     """One run of ONNX Runtime's static Q/DQ quantization, in the target's INT8 format."""
@@ -161,6 +168,7 @@ def _quantize(prepared: Path, output: Path, images: list[np.ndarray], input_name
     from tqdm import tqdm
 
     bar = tqdm(total=len(images), desc=f"calibrating ({method})", disable=not show_progress, leave=False)
+    batch_size = even_batch(len(images), batch_size)
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
     if target == "tensorrt":

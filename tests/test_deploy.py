@@ -327,3 +327,15 @@ def test_truncated_and_empty_onnx_files_are_named_not_tracebacks(exported, tmp_p
         assert quantize_cli([path, "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert err.count(message) == 2 and "Traceback" not in err
+
+
+def test_histogram_calibration_takes_any_sample_count(exported, tmp_path):
+    """Entropy and percentile calibration failed with a numpy error when the sample count was not a
+    multiple of the batch size (the last batch was smaller)."""
+    from calibration.quantize import even_batch
+
+    assert [even_batch(n, 16) for n in (256, 20, 37, 5)] == [16, 10, 1, 5]
+    for method, samples in (("entropy", 20), ("percentile", 37)):
+        out = quantize_int8(exported, tmp_path / f"{method}.onnx", calibration="mnist128", samples=samples,
+                            method=method, show_progress=False)
+        assert read_onnx_metadata(onnx.load(str(out))).extra["calibration"]["samples"] == samples
