@@ -23,16 +23,6 @@ import numpy as np
 SIZES = {"lenet": 128, "mobilenet_v3_large": 320, "vgg16": 512}
 
 
-def median_ms(backend, batch: np.ndarray, seconds: float) -> float:
-    backend.infer(batch)
-    times, start = [], time.perf_counter()
-    while len(times) < 3 or (len(times) < 200 and time.perf_counter() - start < seconds):
-        begin = time.perf_counter()
-        backend.infer(batch)
-        times.append((time.perf_counter() - begin) * 1000)
-    return float(np.median(times))
-
-
 def random_model(name: str, work: Path) -> Path:
     import torch
 
@@ -51,19 +41,19 @@ def random_model(name: str, work: Path) -> Path:
 
 def speed_row(name: str, fp32: Path, work: Path, seconds: float, calibration: str) -> dict:
     from calibration.quantize import quantize_int8
-    from export.build_engine import _ort_optimized, build_onnxruntime_model
+    from export.build_engine import build_onnxruntime_model, median_ms, ort_optimized
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from runtime.model_info import read_onnx_metadata
     import onnx
 
-    forms = {"FP32": _ort_optimized(fp32, work / f"{name}.ort.onnx")}
+    forms = {"FP32": ort_optimized(fp32, work / f"{name}.ort.onnx")}
     for target, label in (("tensorrt", "INT8 S8S8 (TensorRT form)"), ("cpu", "INT8 U8S8 (CPU form)")):
         quantized = quantize_int8(fp32, work / f"{name}.{target}.int8.onnx", calibration=calibration, samples=16,
                                   show_progress=False, target=target)
-        forms[label] = _ort_optimized(quantized, work / f"{name}.{target}.int8.ort.onnx")
+        forms[label] = ort_optimized(quantized, work / f"{name}.{target}.int8.ort.onnx")
     info = read_onnx_metadata(onnx.load(str(fp32)))
     batch = np.random.default_rng(0).random((1, info.in_channels, *info.input_size), dtype=np.float32)
-    ms = {label: median_ms(OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]), batch, seconds)
+    ms = {label: median_ms(OnnxRuntimeBackend(path, providers=["CPUExecutionProvider"]), batch, seconds, runs=200)
           for label, path in forms.items()}
     deployed = build_onnxruntime_model(fp32, work / f"{name}.deployed.onnx", int8=True, calibration=calibration,
                                        calib_samples=16)

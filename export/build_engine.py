@@ -244,13 +244,13 @@ def build_onnxruntime_model(
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if not int8 or given_int8:  # FP32 as asked, or a Q/DQ model someone made already: optimize as given
-            chosen = _ort_optimized(model_path, work / "model.ort.onnx")
+            chosen = ort_optimized(model_path, work / "model.ort.onnx")
             decision = {"chosen": "int8" if given_int8 else "fp32", "reason": "as given"}
         else:
-            fp32 = _ort_optimized(model_path, work / "model.ort.onnx")
+            fp32 = ort_optimized(model_path, work / "model.ort.onnx")
             quantized = quantize_int8(model_path, work / "model.int8.onnx", calibration=calibration,
                                       samples=calib_samples, method=calib_method, target="cpu")
-            int8_model = _ort_optimized(quantized, work / "model.int8.ort.onnx")
+            int8_model = ort_optimized(quantized, work / "model.int8.ort.onnx")
             chosen, decision = int8_model, {"chosen": "int8", "reason": "INT8 asked for, without --choose"}
             if choose:
                 chosen, decision = _faster_within_budget(fp32, int8_model, quantized, floor, sqnr_db)
@@ -269,7 +269,7 @@ def build_onnxruntime_model(
     return output
 
 
-def _ort_optimized(source: Path, output: Path) -> Path:
+def ort_optimized(source: Path, output: Path) -> Path:
     """ONNX Runtime's extended graph optimizations, saved, with the source's spamcam metadata."""
     import onnxruntime as ort
 
@@ -295,7 +295,7 @@ def _faster_within_budget(fp32: Path, int8: Path, quantized: Path, floor: float,
                 "int8": OnnxRuntimeBackend(int8, providers=["CPUExecutionProvider"])}
     cams = {name: backend.infer(images) for name, backend in backends.items()}
     sqnr = sqnr_db(cams["fp32"], cams["int8"])
-    ms = {name: _median_ms(backend, images[:1]) for name, backend in backends.items()}
+    ms = {name: median_ms(backend, images[:1]) for name, backend in backends.items()}
     speedup = ms["fp32"] / ms["int8"]
     measured = (f"INT8 {ms['int8']:.2f} ms vs FP32 {ms['fp32']:.2f} ms at batch 1 on this CPU ({speedup:.2f}x), "
                 f"CAM SQNR {sqnr:.1f} dB on {len(images)} calibration images (budget >= {floor:g} dB)")
@@ -306,7 +306,9 @@ def _faster_within_budget(fp32: Path, int8: Path, quantized: Path, floor: float,
     return fp32, decision | {"chosen": "fp32", "reason": f"{measured}: INT8 is {why}, keeping FP32"}
 
 
-def _median_ms(backend, batch: np.ndarray, seconds: float = 1.5, runs: int = 50) -> float:
+def median_ms(backend, batch: np.ndarray, seconds: float = 1.5, runs: int = 50) -> float:
+    """Median latency of `backend.infer(batch)` in ms: a warm-up call, then at least 5 and at most
+    `runs` timed calls within about `seconds` (benchmarks/cpu_int8.py uses it too)."""
     backend.infer(batch)  # warm-up: allocation, kernel selection
     times, start = [], time.perf_counter()
     while len(times) < 5 or (len(times) < runs and time.perf_counter() - start < seconds):

@@ -71,10 +71,12 @@ class _Row:
         found = []
         if self.cam_sqnr < SQNR_FLOOR:
             found.append(f"CAM SQNR {self.cam_sqnr:.1f} dB < {SQNR_FLOOR:g}")
-        found += [f"layer {layer['node']}: weight SQNR {layer['weight_sqnr']:.1f} dB" for layer in self.layers or []
-                  if layer["weight_sqnr"] is not None and layer["weight_sqnr"] < WEIGHT_SQNR_FLOOR]
-        found += [f"layer {layer['node']}: output SQNR {layer['output_sqnr']:.1f} dB" for layer in self.layers or []
-                  if layer["flagged"] and not (layer["weight_sqnr"] is not None and layer["weight_sqnr"] < WEIGHT_SQNR_FLOOR)]
+        for layer in self.layers or []:
+            if not layer["flagged"]:
+                continue
+            weak_weight = layer["weight_sqnr"] is not None and layer["weight_sqnr"] < WEIGHT_SQNR_FLOOR
+            kind, value = ("weight", layer["weight_sqnr"]) if weak_weight else ("output", layer["output_sqnr"])
+            found.append(f"layer {layer['node']}: {kind} SQNR {value:.1f} dB")
         return found
 
 
@@ -133,14 +135,14 @@ def compare_backends(reference: str | Path, models: list[str | Path] | None = No
         missing = [str(p) for p in [reference, *paths] if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"no such model file: {', '.join(missing)}")
-        base = load_for_eval(reference, progress=progress)
+        loaded = {path: load_for_eval(path, progress=progress) for path in [reference, *paths]}  # each opened once
+        base = loaded[reference]
         splits, seed = splits_for_model(base, dataset, sizes={split: limit} if limit else None)
         data = getattr(splits, split)
-        fp32_onnx = next((p for p in [reference, *paths] if p.suffix == ".onnx"
-                          and load_for_eval(p, progress=False).info.extra.get("precision", "fp32") != "int8"), None)
+        fp32_onnx = next((p for p, m in loaded.items() if p.suffix == ".onnx"
+                          and m.info.extra.get("precision", "fp32") != "int8"), None)
         rows, base_predictions, base_detections = [], None, None
-        for path in [reference, *paths]:
-            model = base if path == reference else load_for_eval(path, progress=progress)
+        for path, model in loaded.items():
             if list(model.info.classes) != list(base.info.classes):
                 raise ValueError(f"{path} has classes {model.info.classes}, the reference {base.info.classes}")
             predictions, seconds = _predict_timed(model, data)
