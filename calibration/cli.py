@@ -9,15 +9,18 @@ from runtime.model_info import MetadataError
 from .quantize import CALIBRATION_METHODS, INT8_TARGETS, CalibrationError, quantize_int8
 
 EXAMPLES = """examples:
-  quantize-int8 model.onnx --calib mnist128                 # writes model.int8.onnx
+  quantize-int8 model.onnx                                  # model.int8.onnx, calibrated on the training data
+  quantize-int8 model.onnx --calib mnist128                 # ... or on a named dataset
+  quantize-int8 model.onnx --target cpu                     # U8S8: fastest on ONNX Runtime's CPU kernels
   quantize-int8 model.onnx --calib ~/frames/ --samples 500 --method entropy -o model.int8.onnx
   eval-cam model.int8.onnx --dataset mnist128               # check the accuracy it keeps
   compare-backends ckpt.pt model.onnx model.int8.onnx       # what INT8 costs, layer by layer
   quantize-int8 model.onnx --exclude-worst 1                # keep the layer with the largest error in float
   quantize-int8 model.onnx --exclude node_conv2d            # keep named layers in float
 
-The calibration images go through the runtime's own pre-processing. Activations and weights are
-symmetric INT8 (zero point 0), weights per output channel: what TensorRT's explicit quantization needs.
+The calibration images go through the runtime's own pre-processing. By default (--target tensorrt)
+activations and weights are symmetric INT8 (zero point 0), weights per output channel: what TensorRT's
+explicit quantization needs; --target cpu writes unsigned activations instead, which TensorRT cannot build.
 """
 
 
