@@ -11,7 +11,7 @@ STAMP := $(VENV)/.spamcam-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,cpu,dev]'
+	$(PY) -m pip install --quiet -e '.[train,cpu,video,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -6,26 +6,27 @@ deployed model will see, so the INT8 ranges fit real inputs.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 
 from runtime.model_info import ModelInfo
 from runtime.preprocess import preprocess
+from runtime.errors import DataError
+from runtime.images import IMAGE_SUFFIXES, is_image_file, read_image
 
 __all__ = ["CalibrationError", "calibration_images", "IMAGE_SUFFIXES"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class CalibrationError(ValueError):
+class CalibrationError(DataError):
     """The calibration set is empty or unreadable; the message says what to give instead."""
 
 
 def _folder_images(folder: Path, info: ModelInfo, count: int) -> Iterator[np.ndarray]:
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.rglob("*") if is_image_file(p))
     if not paths:
         raise CalibrationError(f"calibration folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); give a "
                                "folder of a few hundred frames like the ones the model will see, or a dataset spec "
@@ -34,18 +35,20 @@ def _folder_images(folder: Path, info: ModelInfo, count: int) -> Iterator[np.nda
     picks = paths if len(paths) <= count else [paths[int(i)] for i in np.linspace(0, len(paths) - 1, count)]
     unreadable = []
     produced = 0
-    for path in picks:
-        frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if frame is None:
-            unreadable.append(path.name)
+    for path in picks:  # one bad file costs that file, not the calibration run
+        try:
+            frame = read_image(path, "unchanged")
+        except DataError as error:
+            unreadable.append(str(error))
             continue
-        if frame.ndim == 3 and frame.shape[2] == 4:
-            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
         produced += 1
         yield preprocess(frame, tuple(info.input_size), info.in_channels, info.resize_mode)[0]
+    if unreadable:
+        print(f"quantize-int8: skipped {len(unreadable)} of {len(picks)} calibration images that cannot be read; "
+              f"first: {unreadable[0]}", file=sys.stderr, flush=True)
     if produced == 0:
         raise CalibrationError(f"none of the {len(picks)} calibration images in {folder} could be read "
-                               f"(first: {unreadable[:3]}); they are corrupt or in a format OpenCV cannot decode")
+                               f"(first: {unreadable[0]})")
 
 
 def _dataset_images(spec: str, info: ModelInfo, count: int, mnist_dir: str | None) -> Iterator[np.ndarray]:

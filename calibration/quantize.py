@@ -21,10 +21,14 @@ from onnx import numpy_helper
 from runtime.model_info import load_onnx, read_onnx_metadata, write_onnx_metadata
 
 from .dataset import CalibrationError, calibration_images
+from runtime.errors import BuildError, ConfigError, ModelError
+from runtime.output_paths import replace_atomically, writable_file
 
-__all__ = ["CALIBRATION_METHODS", "INT8_TARGETS", "CalibrationError", "quantize_int8", "check_tensorrt_rules"]
+__all__ = ["CALIBRATION_METHODS", "DEFAULT_CALIB_METHOD", "DEFAULT_CALIB_SAMPLES", "INT8_TARGETS", "CalibrationError", "quantize_int8", "check_tensorrt_rules"]
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIB_METHOD = "minmax"  # the observed ranges, no histogram: nothing to tune, and fast
+DEFAULT_CALIB_SAMPLES = 256  # enough for stable ranges; more mostly costs time
 INT8_TARGETS = ("tensorrt", "cpu")
 INT8_FORMATS = {"tensorrt": "S8S8 symmetric Q/DQ (TensorRT explicit quantization)",
                 "cpu": "U8S8 Q/DQ (ONNX Runtime CPU kernels)"}
@@ -53,7 +57,7 @@ def _reader(images: list[np.ndarray], input_name: str, batch_size: int, progress
 
 
 def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, calibration: str | Path | None = None,
-                  samples: int = 256, method: str = "minmax", batch_size: int = 16, mnist_dir: str | None = None,
+                  samples: int = DEFAULT_CALIB_SAMPLES, method: str = DEFAULT_CALIB_METHOD, batch_size: int = 16, mnist_dir: str | None = None,
                   show_progress: bool = True, exclude: Sequence[str] = (), exclude_worst: int = 0,
                   target: str = "tensorrt") -> Path:
     """FP32 ONNX (from export-onnx) -> INT8 Q/DQ ONNX with the same metadata (precision recorded).
@@ -69,17 +73,17 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
     fuse into integer convolutions; TensorRT cannot build it. Measured here: spamcam's TensorRT-form
     MobileNetV3 ran at 0.33x FP32 on a CPU, ONNX Runtime's U8S8 at 0.83x (docs/benchmarks.md)."""
     if target not in INT8_TARGETS:
-        raise ValueError(f"INT8 target must be one of {INT8_TARGETS}, got {target!r}")
+        raise ConfigError(f"INT8 target must be one of {INT8_TARGETS}, got {target!r}")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
-        raise ValueError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
+        raise ConfigError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     model_path = Path(model_path)
-    output = Path(output) if output else model_path.with_name(model_path.stem + ".int8.onnx")
+    output = writable_file(output or model_path.with_name(model_path.stem + ".int8.onnx"), "-o")  # before calibrating
     fp32 = _load_checked(model_path)
     info = read_onnx_metadata(fp32, str(model_path))
     if info.extra.get("precision") == "int8":
-        raise ValueError(f"{model_path} is already INT8-quantized; quantize the FP32 export instead")
+        raise ModelError(f"{model_path} is already INT8-quantized; quantize the FP32 export instead")
     if calibration is None:
         calibration = info.trained_on["dataset"]
         mnist_dir = mnist_dir or info.trained_on["mnist_dir"]
@@ -94,7 +98,7 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
           f"{'; its training split' if not Path(str(calibration)).expanduser().is_dir() else ''})", flush=True)
 
     if exclude_worst < 0:
-        raise ValueError(f"--exclude-worst takes a number of layers >= 0, got {exclude_worst}")
+        raise ConfigError(f"--exclude-worst takes a number of layers >= 0, got {exclude_worst}")
     input_name = fp32.graph.input[0].name
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
@@ -124,12 +128,8 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
     write_onnx_metadata(quantized, info)
     problems = check_tensorrt_rules(quantized) if target == "tensorrt" else []
     if problems:
-        raise RuntimeError("the quantized graph breaks TensorRT's explicit-quantization rules: " + "; ".join(problems[:5]))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    onnx.save(quantized, str(partial))
-    partial.replace(output)
-    return output
+        raise BuildError("the quantized graph breaks TensorRT's explicit-quantization rules: " + "; ".join(problems[:5]))
+    return replace_atomically(output, lambda temporary: onnx.save(quantized, str(temporary)))
 
 
 def _load_checked(model_path: Path) -> onnx.ModelProto:
@@ -149,7 +149,7 @@ def _checked_exclusions(prepared: onnx.ModelProto, exclude: Sequence[str]) -> li
     layers = [n.name for n in prepared.graph.node if n.op_type in QUANTIZABLE_OPS]
     unknown = [name for name in exclude if name not in {n.name for n in prepared.graph.node}]
     if unknown:
-        raise ValueError(f"--exclude: no node named {', '.join(unknown)} in the model; its quantizable layers are "
+        raise ConfigError(f"--exclude: no node named {', '.join(unknown)} in the model; its quantizable layers are "
                          f"{', '.join(layers)} (compare-backends lists each one's error)")
     return list(dict.fromkeys(exclude))
 

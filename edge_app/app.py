@@ -20,6 +20,7 @@ from runtime.localizer import Localizer
 from .outputs import JsonLines, OutputError, open_output, refuse_clashing_paths
 from .overlay import OVERLAYS, annotate
 from .sources import DEFAULT_STALL_TIMEOUT, SourceLost, open_source
+from runtime.errors import ConfigError
 
 __all__ = ["EdgeApp", "AppConfig", "RunSummary"]
 
@@ -97,7 +98,7 @@ class EdgeApp:
     def __init__(self, model: str | Path | Localizer, config: AppConfig, *, log: Callable[[str], None] | None = None,
                  **backend_options) -> None:
         if config.overlay not in OVERLAYS:
-            raise ValueError(f"overlay must be one of {OVERLAYS}, got {config.overlay!r}")
+            raise ConfigError(f"overlay must be one of {OVERLAYS}, got {config.overlay!r}")
         self.config = config
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.localizer = model if isinstance(model, Localizer) else Localizer(

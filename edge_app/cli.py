@@ -3,19 +3,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 
-from runtime.model_info import MetadataError
+from runtime.cli import EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, number, run_cli
+from runtime.errors import ConfigError
 
 from .app import AppConfig, EdgeApp
-from .outputs import OutputError
 from .overlay import OVERLAYS
-from .sources import DEFAULT_STALL_TIMEOUT, SourceError
+from .sources import DEFAULT_STALL_TIMEOUT
 
 EXAMPLES = """sources (--source):  csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path | http://host/stream.mjpg |
                      video.mp4 | image.jpg | folder/
-outputs (--output, repeatable):  display://0 | out.mp4 | frames/ | http://127.0.0.1:8080 (MJPEG preview)
+outputs (--output, repeatable):  display://0 | out.mp4 | out.mkv | out.avi | frames/ |
+                                 http://127.0.0.1:8080 (MJPEG preview)
 
 examples:
   edge_app --model model.onnx --source video.mp4 --output out.mp4 --json -
@@ -26,29 +26,14 @@ examples:
 Ctrl-C or SIGTERM stops after the current frame; the video file is finalised and every JSON line
 already produced is on disk. An output whose write fails (disk full, folder gone) is stopped at its
 first failed write and finished, with its path and the cause said; the others go on, and the run
-stops when none is left. JSON lines are written whole or not at all.
+stops when none is left. JSON lines are written whole or not at all. A killed run (kill -9, power
+loss) leaves a playable .mkv, and a playable .mp4 where PyAV is installed (fragmented MP4; pip install
+'spamcam[video]'); without PyAV an .mp4 plays only once closed. docs/reliability.md has the details.
 
-exit codes: 0 done; 2 bad input (model, source, options); 3 a live source was lost; 4 an output
-failed, so not everything asked for was written (the summary's failed_outputs says which and why).
+exit codes: 0 done; 2 bad input (model, source, options, an output that cannot be written); 3 a live
+source was lost; 4 an output failed, so not everything asked for was written (the summary's
+failed_outputs says which and why); 1 a bug (SPAMCAM_TRACEBACK=1 shows where).
 """
-
-
-def _number(kind: type, *, minimum: float | None = None, above: float | None = None):
-    """An argparse type: a finite number of `kind`, at least `minimum` / above `above`, said plainly
-    (`--max-frames -5`, `--min-score nan` and `--reconnect-timeout -1` were accepted)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is below {minimum:g}")
-        if above is not None and value <= above:
-            raise argparse.ArgumentTypeError(f"{text} must be above {above:g}")
-        return value
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,45 +46,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="JSON lines per frame to this file, or - for stdout")
     p.add_argument("--overlay", default="boxes", choices=OVERLAYS, help="draw boxes only, or also the CAM heat map / "
                    "back-projected area")
-    p.add_argument("--width", type=_number(int, minimum=1), help="capture width (cameras)")
-    p.add_argument("--height", type=_number(int, minimum=1), help="capture height (cameras)")
-    p.add_argument("--fps", type=_number(int, minimum=1), help="capture frame rate (cameras)")
+    p.add_argument("--width", type=number(int, minimum=1), help="capture width (cameras)")
+    p.add_argument("--height", type=number(int, minimum=1), help="capture height (cameras)")
+    p.add_argument("--fps", type=number(int, minimum=1), help="capture frame rate (cameras)")
     p.add_argument("--flip", default="none", choices=["none", "horizontal", "vertical", "rotate-180", "clockwise",
                                                        "counterclockwise"])
     p.add_argument("--resize", choices=["resize", "letterbox"], help="how frames fit the network (default: the model's)")
-    p.add_argument("--min-score", type=_number(float), help="hide detections whose peak CAM value is below this")
-    p.add_argument("--max-frames", type=_number(int, minimum=0), help="stop after this many frames")
+    p.add_argument("--min-score", type=number(float), help="hide detections whose peak CAM value is below this")
+    p.add_argument("--max-frames", type=number(int, minimum=0), help="stop after this many frames")
     p.add_argument("--http-host", default="127.0.0.1", help="bind address for http:// outputs given without a host")
-    p.add_argument("--reconnect-timeout", type=_number(float, minimum=0), default=30.0, help="give up on a lost live source after this many "
+    p.add_argument("--reconnect-timeout", type=number(float, minimum=0), default=30.0, help="give up on a lost live source after this many "
                    "seconds (0: never)")
-    p.add_argument("--stall-timeout", type=_number(float, above=0), default=DEFAULT_STALL_TIMEOUT,
+    p.add_argument("--stall-timeout", type=number(float, above=0), default=DEFAULT_STALL_TIMEOUT,
                    help="seconds an open stream may send nothing before it counts as lost and is reconnected "
                    "(default: %(default)s)")
-    p.add_argument("--summary-every", type=_number(float, above=0), default=10.0, help="seconds between log summaries")
-    p.add_argument("--threads", type=_number(int, minimum=1), help="ONNX Runtime intra-op threads")
+    p.add_argument("--summary-every", type=number(float, above=0), default=10.0, help="seconds between log summaries")
+    p.add_argument("--threads", type=number(int, minimum=1), help="ONNX Runtime intra-op threads")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.headless and any(o.startswith("display://") for o in args.output):
-        print("edge_app: error: --headless and a display:// output contradict each other", file=sys.stderr)
-        return 2
-    config = AppConfig(source=args.source, outputs=args.output, json=args.json, overlay=args.overlay, width=args.width,
-                       height=args.height, fps=args.fps, flip=args.flip, resize_mode=args.resize,
-                       min_score=args.min_score, max_frames=args.max_frames, summary_every=args.summary_every,
-                       reconnect_timeout=args.reconnect_timeout or None, http_host=args.http_host,
-                       stall_timeout=args.stall_timeout)
-    options = {"threads": args.threads} if args.threads and args.model.endswith(".onnx") else {}
-    try:
-        summary = EdgeApp(args.model, config, **options).run()
-    except (SourceError, OutputError, MetadataError, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"edge_app: error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps({"summary": summary.to_dict()}), file=sys.stderr if args.json == "-" else sys.stdout)
-    if summary.failed_outputs:
-        return 4  # something asked for was not (fully) written: never report that as success
-    return 0 if summary.stopped_by != "source lost" else 3
+
+    def work() -> int:
+        if args.headless and any(o.startswith("display://") for o in args.output):
+            raise ConfigError("--headless and a display:// output contradict each other")
+        config = AppConfig(source=args.source, outputs=args.output, json=args.json, overlay=args.overlay,
+                           width=args.width, height=args.height, fps=args.fps, flip=args.flip, resize_mode=args.resize,
+                           min_score=args.min_score, max_frames=args.max_frames, summary_every=args.summary_every,
+                           reconnect_timeout=args.reconnect_timeout or None, http_host=args.http_host,
+                           stall_timeout=args.stall_timeout)
+        options = {"threads": args.threads} if args.threads and args.model.endswith(".onnx") else {}
+        summary = EdgeApp(args.model, config, **options).run()  # SIGINT/SIGTERM end it cleanly, with a summary
+        print(json.dumps({"summary": summary.to_dict()}), file=sys.stderr if args.json == "-" else sys.stdout)
+        if summary.failed_outputs:
+            return EXIT_OUTPUT_FAILED  # something asked for was not (fully) written: never report that as success
+        return EXIT_SOURCE_LOST if summary.stopped_by == "source lost" else 0
+
+    return run_cli("edge_app", work, interrupted="the outputs were closed")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Where annotated frames and detections go: a window, a video file, a folder of images, an MJPEG
-preview over HTTP, JSON lines. Each output finishes what it wrote on `close()`, which the app
+preview over HTTP, JSON lines (video files: edge_app/video_output.py). Each output finishes what it wrote on `close()`, which the app
 always reaches (also on Ctrl-C / SIGTERM), so a video stays playable and no JSON line is half written.
 """
 from __future__ import annotations
@@ -16,51 +16,15 @@ from typing import Callable
 import cv2
 import numpy as np
 
-__all__ = ["OutputError", "VideoFileOutput", "ImageFolderOutput", "DisplayOutput", "MjpegServer", "JsonLines",
+from runtime.errors import WriteError
+from runtime.output_paths import writable_folder
+
+__all__ = ["OutputError", "ImageFolderOutput", "DisplayOutput", "MjpegServer", "JsonLines",
            "open_output"]
 
 
-class OutputError(RuntimeError):
-    pass
-
-
-VIDEO_RESERVE_BYTES = 4 << 20  # free space a video file keeps for its index, written on close
-
-
-class VideoFileOutput:
-    """MP4 (mp4v) or AVI (MJPG); sized by the first frame.
-
-    OpenCV's writer reports no failed write, and an MP4 cut off by a full disk has no index (moov
-    atom), so none of it plays. So the writer stops *before* the disk is full: when the folder's
-    filesystem has less than VIDEO_RESERVE_BYTES free, it raises, the app closes it (writing the
-    index into the reserve) and the frames written so far stay playable."""
-
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path, self.fps = path, fps
-        self.writer: cv2.VideoWriter | None = None
-        self.frames = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, image: np.ndarray) -> None:
-        if self.writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
-            self.writer = cv2.VideoWriter(str(self.path), fourcc, float(self.fps), (image.shape[1], image.shape[0]))
-            if not self.writer.isOpened():
-                raise OutputError(f"{self.path}: cannot write video (is the folder writable, the suffix .mp4/.avi?)")
-            self.size = (image.shape[1], image.shape[0])
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size)  # a source that changed resolution mid-stream
-        free = shutil.disk_usage(self.path.parent).free
-        if free < VIDEO_RESERVE_BYTES:
-            raise OutputError(f"{self.path}: only {free / 2**20:.1f} MB left on its disk; stopped after {self.frames} "
-                              "frames so that the video can still be finalised and played")
-        self.writer.write(image)
-        self.frames += 1
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()  # writes the container's index: the file is playable after this
-            self.writer = None
+class OutputError(WriteError):
+    """An output cannot be opened or written; the run stops it and says so (exit 4)."""
 
 
 def write_failure(path: Path, error: BaseException | None = None) -> str:
@@ -291,9 +255,13 @@ def open_output(uri: str, *, fps: float, http_host: str = "127.0.0.1", on_quit: 
             return MjpegServer(host or http_host, int(port or 8080))
         except OSError as error:
             raise OutputError(f"{uri}: cannot serve the preview there ({error})") from error
+    from .video_output import VIDEO_OUTPUT_SUFFIXES, open_video_output  # it needs OutputError from here
+
     path = Path(uri).expanduser()
-    if path.suffix.lower() in (".mp4", ".avi"):
-        return VideoFileOutput(path, fps)
+    if path.suffix.lower() in VIDEO_OUTPUT_SUFFIXES:
+        writable_folder(path.parent, "--output")
+        return open_video_output(path, fps)
     if path.suffix:
-        raise OutputError(f"{uri}: unknown output; use display://0, http://127.0.0.1:8080, a .mp4/.avi file or a folder")
+        raise OutputError(f"{uri}: unknown output; use display://0, http://127.0.0.1:8080, a video file "
+                          f"({', '.join(VIDEO_OUTPUT_SUFFIXES)}) or a folder")
     return ImageFolderOutput(path)

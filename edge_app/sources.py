@@ -13,6 +13,7 @@ counted.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,15 +22,16 @@ from typing import Callable
 
 import cv2
 import numpy as np
+from runtime.errors import ConfigError, DataError, SpamcamError
+from runtime.images import IMAGE_SUFFIXES, is_image_file, read_image
 
 __all__ = ["Frame", "SourceStats", "SourceError", "SourceLost", "open_source", "gstreamer_available",
            "VIDEO_SUFFIXES", "IMAGE_SUFFIXES"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".h265")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class SourceError(RuntimeError):
+class SourceError(SpamcamError, RuntimeError):
     """The source cannot be opened at all (wrong URI, missing device, missing codec support)."""
 
 
@@ -81,7 +83,7 @@ def _apply_flip(image: np.ndarray, flip: str) -> np.ndarray:
         return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
     if flip == "counterclockwise":
         return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
-    raise ValueError(f"flip must be one of {', '.join(_FLIPS)}, got {flip!r}")
+    raise ConfigError(f"flip must be one of {', '.join(_FLIPS)}, got {flip!r}")
 
 
 class FileVideoSource:
@@ -131,9 +133,12 @@ class ImageSource:
         while self.position < len(self.paths):
             path = self.paths[self.position]
             self.position += 1
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
+            try:
+                image = read_image(path, "color")
+            except DataError as error:  # one bad file in a folder of frames: count it, say it once, go on
                 self.stats.bad += 1
+                if self.stats.bad == 1:
+                    print(f"edge_app: skipping unreadable images; first: {error}", file=sys.stderr, flush=True)
                 continue
             self.stats.frames += 1
             return Frame(_apply_flip(image, self.flip), self.position - 1, (self.position - 1) / self.fps)
@@ -265,9 +270,9 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
                 stall_timeout: float = DEFAULT_STALL_TIMEOUT):
     """Open a source from its URI (see the module docstring)."""
     if not stall_timeout > 0:
-        raise ValueError(f"the stall timeout must be a positive number of seconds, got {stall_timeout!r}")
+        raise ConfigError(f"the stall timeout must be a positive number of seconds, got {stall_timeout!r}")
     if flip not in _FLIPS:
-        raise ValueError(f"flip must be one of {', '.join(_FLIPS)}, got {flip!r}")
+        raise ConfigError(f"flip must be one of {', '.join(_FLIPS)}, got {flip!r}")
     text = str(uri)
     if text.startswith("csi://"):
         if not gstreamer_available():
@@ -301,7 +306,7 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
                           give_up_after=give_up_after, log=log, retry_at_start=True)
     path = Path(text).expanduser()
     if path.is_dir():
-        return ImageSource(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), flip, fps or 30.0)
+        return ImageSource(sorted(p for p in path.iterdir() if is_image_file(p)), flip, fps or 30.0)
     if not path.exists():
         raise SourceError(f"{text}: no such file, folder or stream URI (csi://0, v4l2:///dev/video0, 0, rtsp://..., "
                           "video.mp4, image.jpg, folder/)")

@@ -21,10 +21,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from calibration.quantize import quantize_int8
+from calibration.options import add_calibration_arguments
+from calibration.quantize import DEFAULT_CALIB_METHOD, DEFAULT_CALIB_SAMPLES, quantize_int8
 from runtime.backends import sidecar_path
 from runtime.backends.tensorrt_backend import import_tensorrt
-from runtime.model_info import MetadataError, ModelInfo, load_onnx, read_onnx_metadata, write_onnx_metadata
+from runtime.cli import number, run_cli
+from runtime.model_info import ModelInfo, load_onnx, read_onnx_metadata, write_onnx_metadata
+from runtime.errors import BuildError, ConfigError, DeviceError, ModelError
+from runtime.output_paths import replace_atomically, writable_file, writable_folder, write_bytes_atomic, write_text_atomic
 
 __all__ = ["build_tensorrt_engine", "build_onnxruntime_model", "main"]
 
@@ -41,7 +45,7 @@ def _to_fp16(model_path: Path, work: Path) -> Path:
     try:
         from onnxconverter_common import float16
     except ImportError as error:
-        raise RuntimeError("this TensorRT has no FP16 builder flag (TensorRT 11 builds strongly typed networks only); "
+        raise DeviceError("this TensorRT has no FP16 builder flag (TensorRT 11 builds strongly typed networks only); "
                            "converting the model to FP16 needs `pip install onnxconverter-common` (in spamcam[gpu])") from error
     model = float16.convert_float_to_float16(onnx.load(str(model_path)), keep_io_types=True)
     converted = work / "model.fp16.onnx"
@@ -89,7 +93,7 @@ OPSET_BEFORE_TENSORRT_10 = 17  # TensorRT 8.6's ONNX parser reads opsets up to 1
 def _check_parser_opset(trt, model: onnx.ModelProto, model_path: Path) -> None:
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if tensorrt_major(trt) < 10 and opset > OPSET_BEFORE_TENSORRT_10:
-        raise ValueError(f"{model_path} is ONNX opset {opset}, but TensorRT {trt.__version__}'s parser reads opsets up to "
+        raise ModelError(f"{model_path} is ONNX opset {opset}, but TensorRT {trt.__version__}'s parser reads opsets up to "
                          f"{OPSET_BEFORE_TENSORRT_10}: re-export it with `export-onnx --legacy` (opset 17)")
 
 
@@ -118,7 +122,7 @@ def _static_profile_for_dla(batch: tuple[int, int, int], min_size, max_size, inf
 
 def build_tensorrt_engine(
     model_path: str | Path, output: str | Path | None = None, *, precision: str = "fp16", calibration: str | None = None,
-    calib_samples: int = 256, calib_method: str = "minmax", batch: tuple[int, int, int] = (1, 1, 8),
+    calib_samples: int = DEFAULT_CALIB_SAMPLES, calib_method: str = DEFAULT_CALIB_METHOD, batch: tuple[int, int, int] = (1, 1, 8),
     min_size=None, max_size=None, workspace_mb: int = 1024, timing_cache: str | Path | None = None,
     dla_core: int | None = None,
 ) -> Path:
@@ -127,14 +131,16 @@ def build_tensorrt_engine(
     from runtime.backends.cuda_memory import load_cuda_api
 
     if precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+        raise ConfigError(f"precision must be fp32, fp16 or int8, got {precision!r}")
     device = load_cuda_api().device_description()
     model_path = Path(model_path)
     model = load_onnx(model_path)
     info = read_onnx_metadata(model, str(model_path))
     _check_graph_if_possible(model_path)
     _check_parser_opset(trt, model, model_path)
-    output = Path(output) if output else default_engine_path(model_path, precision)
+    output = writable_file(output or default_engine_path(model_path, precision), "-o")  # before building
+    if timing_cache:
+        writable_file(timing_cache, "--timing-cache")
     if dla_core is not None:
         batch, min_size, max_size = _static_profile_for_dla(batch, min_size, max_size, info)
     shapes = _profile_shapes(info, batch, min_size, max_size)
@@ -148,7 +154,7 @@ def build_tensorrt_engine(
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(source)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise RuntimeError(f"TensorRT's ONNX parser rejected {source.name}: " + " | ".join(errors))
+            raise BuildError(f"TensorRT's ONNX parser rejected {source.name}: " + " | ".join(errors))
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
         _set_precision(trt, config, precision, strongly_typed, weak_flag)
@@ -160,14 +166,14 @@ def build_tensorrt_engine(
         cache = _timing_cache(config, timing_cache)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
-            raise RuntimeError("TensorRT failed to build the engine; its log above says why")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_bytes(bytes(plan))
+            raise BuildError("TensorRT failed to build the engine; its log above says why")
+        info.extra.update({"precision": precision, "tensorrt_version": trt.__version__, **device,
+                           "profile": [list(s) for s in shapes], "dla_core": dla_core})
+        # The sidecar first: an engine never appears without the metadata that makes it usable.
+        write_text_atomic(sidecar_path(output), info.to_json())
+        write_bytes_atomic(output, bytes(plan))
         if cache is not None:
-            Path(timing_cache).write_bytes(bytes(config.get_timing_cache().serialize()))
-    info.extra.update({"precision": precision, "tensorrt_version": trt.__version__, **device,
-                       "profile": [list(s) for s in shapes], "dla_core": dla_core})
-    sidecar_path(output).write_text(info.to_json())
+            write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return output
 
 
@@ -205,7 +211,7 @@ def _set_precision(trt, config, precision: str, strongly_typed: bool, weak_flag)
 
 def _use_dla(trt, builder, config, dla_core: int) -> None:
     if builder.num_DLA_cores == 0:
-        raise RuntimeError(f"--dla-core {dla_core}: this device has no DLA (Jetson AGX/NX Orin and Xavier have one, "
+        raise DeviceError(f"--dla-core {dla_core}: this device has no DLA (Jetson AGX/NX Orin and Xavier have one, "
                            "with JetPack's TensorRT 10.x; TensorRT 11.0-11.3 have no DLA support)")
     config.default_device_type = trt.DeviceType.DLA
     config.DLA_core = int(dla_core)
@@ -224,7 +230,7 @@ def _timing_cache(config, timing_cache: str | Path | None):
 
 def build_onnxruntime_model(
     model_path: str | Path, output: str | Path | None = None, *, int8: bool = False, calibration: str | None = None,
-    calib_samples: int = 256, calib_method: str = "minmax", choose: bool = True, sqnr_floor: float | None = None,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES, calib_method: str = DEFAULT_CALIB_METHOD, choose: bool = True, sqnr_floor: float | None = None,
 ) -> Path:
     """ONNX Runtime's offline-optimized model (constant folding, fusions) for CPUs; with `int8`, the
     INT8 model in the CPU's own format (U8S8), kept only when it pays.
@@ -239,6 +245,10 @@ def build_onnxruntime_model(
     model_path = Path(model_path)
     info = read_onnx_metadata(load_onnx(model_path), str(model_path))
     _check_graph_if_possible(model_path)
+    if output:  # checked before the minutes of work; the default name depends on what is chosen
+        writable_file(output, "-o")
+    else:
+        writable_folder(model_path.parent, "-o (default: next to the model)")
     given_int8 = info.extra.get("precision") == "int8"
     floor = CAM_SQNR_FLOOR if sqnr_floor is None else float(sqnr_floor)
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,15 +267,12 @@ def build_onnxruntime_model(
             print(f"build-engine: {decision['reason']}", flush=True)
         suffix = ".int8.ort.onnx" if decision["chosen"] == "int8" else ".ort.onnx"
         output = Path(output) if output else model_path.with_name(model_path.name.removesuffix(".onnx") + suffix)
-        output.parent.mkdir(parents=True, exist_ok=True)
         model = onnx.load(str(chosen))
         chosen_info = read_onnx_metadata(model, str(chosen))
         chosen_info.extra["optimized_for"] = "onnxruntime (extended graph optimizations)"
         chosen_info.extra["cpu_choice"] = decision
         write_onnx_metadata(model, chosen_info)
-        partial = output.with_name(output.name + ".partial")
-        onnx.save(model, str(partial))
-        partial.replace(output)
+        replace_atomically(output, lambda temporary: onnx.save(model, str(temporary)))
     return output
 
 
@@ -331,35 +338,37 @@ min = opt = max. The engine only runs on the TensorRT version and GPU it was bui
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="build-engine", description="Compile an exported spamcam ONNX model for a device.",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="ONNX model from export-onnx (or quantize-int8)")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="default: next to the model (MODEL.PRECISION.engine, or .ort.onnx)")
     p.add_argument("--backend", default="tensorrt", choices=["tensorrt", "onnxruntime"])
     precision = p.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="TensorRT FP16 (the default for tensorrt)")
     precision.add_argument("--int8", action="store_true", help="INT8 by explicit (Q/DQ) quantization")
     precision.add_argument("--fp32", action="store_true")
-    p.add_argument("--calib", help="calibration images for --int8: a folder or a dataset spec (mnist128, voc:PATH, ...); "
-                   "default: the dataset the model was trained on")
-    p.add_argument("--calib-samples", type=int, default=256)
-    p.add_argument("--calib-method", default="minmax", choices=["minmax", "entropy", "percentile"])
-    p.add_argument("--min-batch", type=int, default=1)
-    p.add_argument("--opt-batch", type=int, default=1)
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--min-size", type=int, nargs=2, metavar=("H", "W"), help="smallest input (default: training size)")
-    p.add_argument("--max-size", type=int, nargs=2, metavar=("H", "W"), help="largest input (default: training size)")
-    p.add_argument("--workspace", type=int, default=1024, help="workspace memory pool limit, MiB")
+    p.add_argument("--min-batch", type=number(int, minimum=1), default=1)
+    p.add_argument("--opt-batch", type=number(int, minimum=1), default=1)
+    p.add_argument("--max-batch", type=number(int, minimum=1), default=8)
+    p.add_argument("--min-size", type=number(int, minimum=1), nargs=2, metavar=("H", "W"), help="smallest input (default: training size)")
+    p.add_argument("--max-size", type=number(int, minimum=1), nargs=2, metavar=("H", "W"), help="largest input (default: training size)")
+    p.add_argument("--workspace", type=number(int, minimum=1), default=1024, help="workspace memory pool limit, MiB")
     p.add_argument("--timing-cache", help="read and update this timing cache file (faster rebuilds)")
-    p.add_argument("--dla-core", type=int, help="build for this DLA core (Jetson), falling back to the GPU")
+    p.add_argument("--dla-core", type=number(int, minimum=0), help="build for this DLA core (Jetson), falling back to the GPU")
     p.add_argument("--always-int8", action="store_true",
                    help="onnxruntime --int8: keep INT8 even where it measures slower than FP32 or drifts past the budget")
-    args = p.parse_args(argv)
-    try:
+    add_calibration_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work() -> int:
         if args.backend == "onnxruntime":
             if args.fp16:
-                raise ValueError("ONNX Runtime on a CPU has no FP16 speed-up; use --int8 or the default FP32")
+                raise ConfigError("ONNX Runtime on a CPU has no FP16 speed-up; use --int8 or the default FP32")
             path = build_onnxruntime_model(args.model, args.output, int8=args.int8, calibration=args.calib,
                                            calib_samples=args.calib_samples, calib_method=args.calib_method,
                                            choose=not args.always_int8)
@@ -373,10 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                                      max_size=args.max_size, workspace_mb=args.workspace,
                                      timing_cache=args.timing_cache, dla_core=args.dla_core)
         print(f"build-engine: wrote {path} and {sidecar_path(path).name} (TensorRT {precision.upper()})")
-    except (MetadataError, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"build-engine: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_cli("build-engine", work, interrupted="nothing was written")
 
 
 if __name__ == "__main__":

@@ -24,8 +24,13 @@ import numpy as np
 
 from calibration.layer_error import CAM_SQNR_FLOOR, WEIGHT_SQNR_FLOOR, format_layer_errors, layer_errors
 from calibration.layer_error import sqnr_db as cam_sqnr
+from calibration.options import add_calibration_arguments
+from calibration.quantize import DEFAULT_CALIB_METHOD, DEFAULT_CALIB_SAMPLES
+from runtime.cli import number, run_cli
 from runtime.evaluation import Predictions, evaluate
+from runtime.output_paths import writable_file, writable_folder, write_text_atomic
 from runtime.metrics import box_iou
+from runtime.errors import ConfigError, ModelError, NotFoundError
 
 __all__ = ["compare_backends", "cam_sqnr", "box_agreement", "SQNR_FLOOR", "main"]
 
@@ -97,7 +102,8 @@ def _predict_timed(model, data) -> tuple[Predictions, float]:
 
 
 def make_variants(checkpoint: Path, folder: Path, *, calibration: str | None = None,
-                  calib_samples: int = 256) -> list[Path]:
+                  calib_samples: int = DEFAULT_CALIB_SAMPLES,
+                  calib_method: str = DEFAULT_CALIB_METHOD) -> list[Path]:
     """FP32 ONNX, INT8 Q/DQ, ONNX Runtime-optimized FP32 and, where TensorRT and a GPU work, a TensorRT
     FP16 engine, all made from the checkpoint into `folder`."""
     from calibration.quantize import quantize_int8
@@ -108,7 +114,7 @@ def make_variants(checkpoint: Path, folder: Path, *, calibration: str | None = N
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(checkpoint, folder / "model.onnx")
     int8 = quantize_int8(fp32, folder / "model.int8.onnx", calibration=calibration, samples=calib_samples,
-                         show_progress=False)
+                         method=calib_method, show_progress=False)
     variants = [fp32, int8, build_onnxruntime_model(fp32, folder / "model.ort.onnx")]
     try:
         variants.append(build_tensorrt_engine(fp32, folder / "model.fp16.engine", precision="fp16"))
@@ -119,7 +125,8 @@ def make_variants(checkpoint: Path, folder: Path, *, calibration: str | None = N
 
 def compare_backends(reference: str | Path, models: list[str | Path] | None = None, *, dataset: str | None = None,
                      split: str = "test", limit: int | None = 500, work: str | Path | None = None,
-                     calibration: str | None = None, progress: bool = True) -> dict[str, Any]:
+                     calibration: str | None = None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
+                     calib_method: str = DEFAULT_CALIB_METHOD, progress: bool = True) -> dict[str, Any]:
     """Compare every model against the reference on the same images; returns the report as a dict
     (rows in the order given, the reference first). Without `models`, the reference must be a
     checkpoint and the deployed forms are made into `work` (a temporary folder when None)."""
@@ -129,12 +136,13 @@ def compare_backends(reference: str | Path, models: list[str | Path] | None = No
     with tempfile.TemporaryDirectory() as tmp:
         if not models:
             if reference.suffix != ".pt":
-                raise ValueError("give the models to compare, or a checkpoint (ckpt.pt) to make them from")
-            models = make_variants(reference, Path(work) if work else Path(tmp), calibration=calibration)
+                raise ConfigError("give the models to compare, or a checkpoint (ckpt.pt) to make them from")
+            models = make_variants(reference, Path(work) if work else Path(tmp), calibration=calibration,
+                                   calib_samples=calib_samples, calib_method=calib_method)
         paths = [Path(m) for m in models]
         missing = [str(p) for p in [reference, *paths] if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"no such model file: {', '.join(missing)}")
+            raise NotFoundError(f"no such model file: {', '.join(missing)}")
         loaded = {path: load_for_eval(path, progress=progress) for path in [reference, *paths]}  # each opened once
         base = loaded[reference]
         splits, seed = splits_for_model(base, dataset, sizes={split: limit} if limit else None)
@@ -144,7 +152,7 @@ def compare_backends(reference: str | Path, models: list[str | Path] | None = No
         rows, base_predictions, base_detections = [], None, None
         for path, model in loaded.items():
             if list(model.info.classes) != list(base.info.classes):
-                raise ValueError(f"{path} has classes {model.info.classes}, the reference {base.info.classes}")
+                raise ModelError(f"{path} has classes {model.info.classes}, the reference {base.info.classes}")
             predictions, seconds = _predict_timed(model, data)
             metrics = evaluate(predictions, model.info.localizer_params(), with_maxboxacc=True)
             detections = metrics.pop("_detections")
@@ -153,7 +161,7 @@ def compare_backends(reference: str | Path, models: list[str | Path] | None = No
                 base_predictions, base_detections = predictions, detections
             else:
                 if predictions.cams.shape != base_predictions.cams.shape:
-                    raise ValueError(f"{path} gives CAMs of shape {predictions.cams.shape[1:]}, the reference "
+                    raise ModelError(f"{path} gives CAMs of shape {predictions.cams.shape[1:]}, the reference "
                                      f"{base_predictions.cams.shape[1:]}: not the same model")
                 row.cam_max_abs = float(np.abs(predictions.cams - base_predictions.cams).max())
                 row.cam_sqnr = cam_sqnr(base_predictions.cams, predictions.cams)
@@ -221,37 +229,39 @@ A flagged INT8 layer can be kept in float: quantize-int8 model.onnx --exclude NO
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="compare-backends", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reference", help="ckpt.pt (PyTorch) or an FP32 model.onnx: what the others are compared with")
     parser.add_argument("models", nargs="*", help="deployed models (.onnx, .engine); none: made from the checkpoint")
     parser.add_argument("--dataset", help="default: the dataset the reference was trained on")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
-    parser.add_argument("--limit", type=int, default=500, help="images compared (default: %(default)s; 0 = all)")
-    parser.add_argument("--calib", help="calibration images for the INT8 model made from a checkpoint "
-                        "(default: the training dataset)")
+    parser.add_argument("--limit", type=number(int, minimum=0), default=500, help="images compared (default: %(default)s; 0 = all)")
     parser.add_argument("--keep", metavar="DIR", help="keep the models made from a checkpoint in DIR")
     parser.add_argument("--json", help="write the report to this JSON file")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    from runtime.model_info import MetadataError
+    add_calibration_arguments(parser)
+    return parser
 
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        print(f"compare-backends: error: --json {args.json}: the folder does not exist", file=sys.stderr)
-        return 2
-    try:
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def work() -> int:
+        json_target = writable_file(args.json, "--json") if args.json else None  # before the work, not after
+        if args.keep:
+            writable_folder(args.keep, "--keep", create=True)
         report = compare_backends(args.reference, args.models, dataset=args.dataset, split=args.split,
                                   limit=args.limit or None, work=args.keep, calibration=args.calib,
+                                  calib_samples=args.calib_samples, calib_method=args.calib_method,
                                   progress=not args.no_progress)
-    except (ValueError, OSError, RuntimeError, MetadataError) as error:
-        print(f"compare-backends: error: {error}", file=sys.stderr)
-        return 2
-    print(format_report(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
-        print(f"compare-backends: report written to {args.json}")
-    return 0
+        print(format_report(report))
+        if json_target:
+            write_text_atomic(json_target, json.dumps(report, indent=2, default=float))
+            print(f"compare-backends: report written to {json_target}")
+        return 0
+
+    return run_cli("compare-backends", work, interrupted="no report was written")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ import numpy as np
 import onnx
 import torch
 
+from runtime.cli import EXIT_CHECK_FAILED, number, run_cli
+from runtime.output_paths import replace_atomically, writable_file
 from runtime.model_info import TRAINED_ON_KEYS, ModelInfo, read_onnx_metadata, write_onnx_metadata
-from training.checkpoint import CheckpointError, load_model
+from training.checkpoint import load_model
 
 __all__ = ["export_onnx", "verify_onnx", "main"]
 
@@ -44,11 +46,36 @@ def _name_dimensions(model: onnx.ModelProto) -> None:
                 dims[axis].dim_param = name if axis == 0 else prefix + name
 
 
+def _run_exporter(wrapper: torch.nn.Module, example: torch.Tensor, info: ModelInfo, path: Path, *, dynamo: bool,
+                  simplify: bool) -> None:
+    """torch.onnx.export into `path`: dynamo first, the TorchScript exporter for what dynamo cannot trace."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            try:
+                from torch.export import Dim
+
+                torch.onnx.export(wrapper, (example,), str(path), input_names=[info.input_name],
+                                  output_names=[info.output_name], opset_version=OPSET, dynamo=True,
+                                  dynamic_shapes={"images": {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}},
+                                  verbose=False, optimize=simplify)
+                return
+            except OSError:  # a full disk or a vanished folder is not the tracer's fault: say it as it is
+                raise
+            except Exception as error:
+                print(f"export-onnx: dynamo export failed ({type(error).__name__}); using the TorchScript exporter",
+                      file=sys.stderr)
+        torch.onnx.export(wrapper, (example,), str(path), input_names=[info.input_name],
+                          output_names=[info.output_name], opset_version=17, dynamo=False,
+                          dynamic_axes={info.input_name: {0: "batch", 2: "height", 3: "width"},
+                                        info.output_name: {0: "batch", 2: "cam_height", 3: "cam_width"}})
+
+
 def export_onnx(checkpoint: str | Path, output: str | Path | None = None, *, simplify: bool = True,
                 dynamo: bool = True) -> Path:
     """Write the ONNX model next to the checkpoint (or to `output`) and return its path."""
     checkpoint = Path(checkpoint)
-    output = Path(output) if output else checkpoint.with_suffix(".onnx")
+    output = writable_file(output or checkpoint.with_suffix(".onnx"), "-o")
     model, payload = load_model(checkpoint)
     info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
     train_config = payload["extra"].get("train_config", {})
@@ -56,36 +83,19 @@ def export_onnx(checkpoint: str | Path, output: str | Path | None = None, *, sim
     wrapper = _CamOnly(model).eval()
     height, width = info.input_size
     example = torch.rand(2, info.in_channels, height, width)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:
-            try:
-                from torch.export import Dim
-
-                torch.onnx.export(wrapper, (example,), str(output), input_names=[info.input_name],
-                                  output_names=[info.output_name], opset_version=OPSET, dynamo=True,
-                                  dynamic_shapes={"images": {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}},
-                                  verbose=False, optimize=simplify)
-            except Exception as error:  # the TorchScript exporter handles what dynamo cannot trace
-                print(f"export-onnx: dynamo export failed ({type(error).__name__}); using the TorchScript exporter",
-                      file=sys.stderr)
-                dynamo = False
-        if not dynamo:
-            torch.onnx.export(wrapper, (example,), str(output), input_names=[info.input_name],
-                              output_names=[info.output_name], opset_version=17, dynamo=False,
-                              dynamic_axes={info.input_name: {0: "batch", 2: "height", 3: "width"},
-                                            info.output_name: {0: "batch", 2: "cam_height", 3: "cam_width"}})
-    proto = onnx.load(str(output))
+    exported = output.with_name(f".{output.name}.export")  # the exporter's own file; the model appears complete or not at all
+    try:
+        _run_exporter(wrapper, example, info, exported, dynamo=dynamo, simplify=simplify)
+        proto = onnx.load(str(exported))  # pulls in the dynamo exporter's external-data file, if it wrote one
+    finally:
+        for leftover in [exported, *exported.parent.glob(exported.name + ".data")]:
+            leftover.unlink(missing_ok=True)
     _name_dimensions(proto)
     write_onnx_metadata(proto, info)
     proto.doc_string = (f"spamcam CAM-only graph ({info.backbone}, {info.pooling} pooling). Input '{info.input_name}': "
                         f"{info.layout}. Output '{info.output_name}': class activation maps (B, C, N, M).")
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(output))
-    for leftover in output.parent.glob(output.name + ".data"):  # the dynamo exporter's external-data file
-        leftover.unlink()
-    return output
+    return replace_atomically(output, lambda temporary: onnx.save(proto, str(temporary)))
 
 
 def verify_onnx(checkpoint: str | Path, onnx_path: str | Path, images: np.ndarray) -> float:
@@ -129,13 +139,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="ckpt.pt written by train-cam")
     parser.add_argument("-o", "--output", help="ONNX file (default: next to the checkpoint, .onnx)")
     parser.add_argument("--verify", action="store_true", help="compare ONNX Runtime with PyTorch on real images")
-    parser.add_argument("--verify-images", type=int, default=16)
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference --verify accepts")
+    parser.add_argument("--verify-images", type=number(int, minimum=1), default=16, help="real images --verify runs")
+    parser.add_argument("--verify-tolerance", "--tolerance", dest="verify_tolerance", type=number(float, minimum=0),
+                        default=1e-4, help="max abs difference --verify accepts (default: %(default)g)")
     parser.add_argument("--dataset", help="images for --verify (default: the training dataset)")
     parser.add_argument("--no-simplify", action="store_true", help="skip the exporter's graph optimisation")
     parser.add_argument("--legacy", action="store_true", help="use the TorchScript exporter instead of dynamo")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> int:
         path = export_onnx(args.checkpoint, args.output, simplify=not args.no_simplify, dynamo=not args.legacy)
         info = read_onnx_metadata(onnx.load(str(path)), str(path))
         print(f"export-onnx: wrote {path} ({path.stat().st_size / 1e6:.2f} MB; classes {info.classes}; "
@@ -143,15 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             images = _verification_images(info, args.dataset or info.trained_on["dataset"], args.verify_images)
             difference = verify_onnx(args.checkpoint, path, images)
-            verdict = "ok" if difference <= args.tolerance else "FAILED"
+            verdict = "ok" if difference <= args.verify_tolerance else "FAILED"
             print(f"export-onnx: verify on {len(images)} real images: max |ONNX Runtime - PyTorch| = {difference:.2e} "
-                  f"(tolerance {args.tolerance:g}) {verdict}")
-            if difference > args.tolerance:
-                return 1
-    except (CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:
-        print(f"export-onnx: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+                  f"(tolerance {args.verify_tolerance:g}) {verdict}")
+            if difference > args.verify_tolerance:
+                return EXIT_CHECK_FAILED
+        return 0
+
+    return run_cli("export-onnx", work, interrupted="no model was written")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import numpy as np
 from .metrics import classification_ap, extent_ap, max_box_acc_rf, max_box_acc_v2, pinpoint_ap
 from .postprocess import LocalizerParams, localize_batch
 from .scores import pin_points
+from .errors import DataError
 
 __all__ = ["Predictions", "evaluate", "tune_ratio", "DEFAULT_RATIOS", "MIN_OBJECTS_TO_TUNE", "RatioTuningError"]
 
@@ -22,7 +23,7 @@ DEFAULT_RATIOS = tuple(float(r) for r in np.round(np.arange(-0.4, 0.951, 0.05), 
 MIN_OBJECTS_TO_TUNE = 10
 
 
-class RatioTuningError(ValueError):
+class RatioTuningError(DataError):
     """r cannot be chosen meaningfully on this split; the model's stored r must stay as it is."""
 
 

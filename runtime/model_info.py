@@ -15,6 +15,7 @@ from .geometry import cam_size, validate_chain
 from .postprocess import LocalizerParams
 from .preprocess import RESIZE_MODES
 from .scores import POOLINGS
+from .errors import ModelError, NotFoundError
 
 __all__ = ["METADATA_KEY", "VERSION", "TRAINED_ON_KEYS", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata",
            "load_onnx"]
@@ -24,7 +25,7 @@ VERSION = 1
 TRAINED_ON_KEYS = ("dataset", "mnist_dir", "seed", "objects")  # train-cam settings that decide the splits
 
 
-class MetadataError(ValueError):
+class MetadataError(ModelError):
     """A model file lacks spamcam's metadata, or carries a version this runtime cannot read."""
 
 
@@ -174,7 +175,7 @@ def load_onnx(path) -> Any:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
+        raise NotFoundError(f"{path}: no such model file")
     if path.stat().st_size == 0:
         raise MetadataError(f"{path}: an empty file (0 bytes), not an ONNX model; was an export or copy interrupted?")
     try:

@@ -4,11 +4,13 @@ Shared by `eval-cam --save-vis` and the camera app's overlay, so both draw the s
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
 
+from .errors import WriteError
 from .metrics import box_iou
 
 __all__ = ["to_bgr_uint8", "draw_heatmap", "draw_area", "draw_detections", "draw_truth", "heat_scale", "contact_sheet",
@@ -140,7 +142,8 @@ def write_png(path, image: np.ndarray) -> None:
     """cv2.imwrite, but a picture that was not written (read-only folder, full disk) is an error, never
     a silent False."""
     if not cv2.imwrite(str(path), image):
-        raise OSError(f"could not write {path} (is the folder writable, and is there space left?)")
+        Path(path).unlink(missing_ok=True)  # a truncated PNG would pass for a picture
+        raise WriteError(f"{path}: not written (read-only folder, or no space left?)")
 
 
 def render_example(image: np.ndarray, cams: np.ndarray, detections, params, classes: Sequence[str], *,

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from runtime.errors import ConfigError, DeviceError, NotFoundError
 
 __all__ = ["BACKBONES", "BackboneSpec", "build_backbone", "lenet5_features"]
 
@@ -47,7 +48,7 @@ def _torchvision_features(name: str, weights: str | None) -> nn.Module:
     try:
         model = builder(weights=weight_enum)
     except (OSError, RuntimeError, ValueError) as error:  # urllib's URLError is an OSError
-        raise RuntimeError(
+        raise DeviceError(
             f"could not obtain ImageNet weights for {name} ({error}). This machine may be offline: "
             f"download them elsewhere (torchvision.models.{name}(weights='DEFAULT').state_dict(), "
             f"saved with torch.save) and pass --weights PATH, or train from scratch with --pretrained none."
@@ -88,17 +89,17 @@ def build_backbone(
     state_dict of the full torchvision model or of the feature extractor.
     """
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+        raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     if pretrained not in (None, "none", "imagenet"):
-        raise ValueError(f"pretrained must be 'none' or 'imagenet', got {pretrained!r}")
+        raise ConfigError(f"pretrained must be 'none' or 'imagenet', got {pretrained!r}")
     if pretrained == "imagenet" and weights_path is not None:
-        raise ValueError("give either --pretrained imagenet or --weights PATH, not both")
+        raise ConfigError("give either --pretrained imagenet or --weights PATH, not both")
     if pretrained == "imagenet" and name.startswith("lenet"):
-        raise ValueError("there are no ImageNet weights for lenet; use --pretrained none")
+        raise ConfigError("there are no ImageNet weights for lenet; use --pretrained none")
     spec = BACKBONES[name]
     in_channels = spec.native_channels if in_channels is None else in_channels
     if not name.startswith("lenet") and in_channels != 3:
-        raise ValueError(f"{name} takes 3-channel input (grey images are repeated to RGB), got {in_channels}")
+        raise ConfigError(f"{name} takes 3-channel input (grey images are repeated to RGB), got {in_channels}")
     features = spec.build(in_channels, None if pretrained == "none" else pretrained)
     if weights_path is not None:
         _load_local_weights(features, Path(weights_path), name)
@@ -113,13 +114,13 @@ def build_backbone(
 
 def _load_local_weights(features: nn.Module, path: Path, name: str) -> None:
     if not path.is_file():
-        raise FileNotFoundError(f"--weights {path}: no such file")
+        raise NotFoundError(f"--weights {path}: no such file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"--weights {path} is not a readable state_dict ({error})") from error
+        raise ConfigError(f"--weights {path} is not a readable state_dict ({error})") from error
     if not isinstance(state, dict):
-        raise ValueError(f"--weights {path} holds a {type(state).__name__}, expected a state_dict")
+        raise ConfigError(f"--weights {path} holds a {type(state).__name__}, expected a state_dict")
     own = features.state_dict()
     # Accept the full torchvision model's keys ("features.0.weight", "layer1.0.conv1.weight", ...).
     remapped = {}
@@ -130,7 +131,7 @@ def _load_local_weights(features: nn.Module, path: Path, name: str) -> None:
                 break
     missing = sorted(set(own) - set(remapped))
     if missing:
-        raise ValueError(
+        raise ConfigError(
             f"--weights {path} does not fit {name}: {len(missing)} tensors missing (first: {missing[0]})"
         )
     features.load_state_dict(remapped)

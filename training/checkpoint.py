@@ -6,7 +6,6 @@ truncated, foreign or tampered file is refused with a message that says what it 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 import torch
 
 from .model import CamNet, ModelConfig, build_model
+from runtime.errors import ModelError
+from runtime.output_paths import replace_atomically
 
 __all__ = ["CheckpointError", "FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "deploy_info"]
 
@@ -22,7 +23,7 @@ FORMAT = "spamcam-ckpt"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ModelError):
     """The file is not a checkpoint spamcam can use; the message says why and what to do."""
 
 
@@ -54,10 +55,7 @@ def save_checkpoint(path: str | Path, model: CamNet, *, extra: dict[str, Any] | 
     }
     if training_state is not None:
         payload["training_state"] = training_state
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-    return path
+    return replace_atomically(path, lambda temporary: torch.save(payload, temporary))  # the earlier one, or this one
 
 
 REQUIRED_CONFIG = ("backbone", "classes", "pooling", "input_size", "in_channels", "geometry")

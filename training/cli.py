@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .backbones import BACKBONES
-from .checkpoint import CheckpointError
+from runtime.cli import min_max, number, run_cli
 from .data.mnist128 import GT_BOXES
 from .data.registry import DATASET_HELP
 from .pooling import POOLING_MODES, parse_kernels
@@ -36,56 +36,59 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--mnist-box", default=d.mnist_box, choices=GT_BOXES,
                       help="MNIST128 ground truth for validation and r: the pasted 28x28 patch (default) or the "
                       "digit's tight ink box")
-    data.add_argument("--positive", type=int, default=d.positive, help="MNIST128's positive digit (default: 3)")
-    data.add_argument("--objects", default="1,1", help="MIN,MAX digits per MNIST128 canvas (default: 1,1)")
-    data.add_argument("--limit", action="append", default=[], metavar="SPLIT=N",
+    data.add_argument("--positive", type=number(int, minimum=0), default=d.positive, help="MNIST128's positive digit (default: 3)")
+    data.add_argument("--objects", type=min_max, default=(1, 1), metavar="MIN,MAX", help="MIN,MAX digits per MNIST128 canvas (default: 1,1)")
+    data.add_argument("--limit", action="append", type=_split_limit, default=[], metavar="SPLIT=N",
                       help="cap a split's size, e.g. --limit train=2000 (repeatable)")
     data.add_argument("--no-balance", action="store_true", help="plain shuffling instead of balanced present/absent draws")
-    data.add_argument("--epoch-samples", type=int, metavar="N",
+    data.add_argument("--epoch-samples", type=number(int, minimum=1), metavar="N",
                       help="images drawn per epoch (default: the whole train split; single process only)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default=d.backbone, choices=list(BACKBONES))
     model.add_argument("--pooling", default=d.pooling, choices=POOLING_MODES)
     model.add_argument("--spam-kernels", default=d.spam_kernels, help="SPAM pyramid, 'N' = whole map (default: %(default)s)")
-    model.add_argument("--input-size", type=int, nargs="+", metavar="PX", help="H [W]; default: the dataset's")
+    model.add_argument("--input-size", type=number(int, minimum=16), nargs="+", metavar="PX", help="H [W]; default: the dataset's")
     model.add_argument("--pretrained", default=d.pretrained, choices=["none", "imagenet"],
                        help="ImageNet weights from torchvision (needs the network or torch's cache)")
     model.add_argument("--weights", help="local state_dict for the backbone (full torchvision model or features)")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=d.epochs)
-    opt.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    opt.add_argument("--epochs", type=number(int, minimum=1), default=d.epochs)
+    opt.add_argument("--batch-size", type=number(int, minimum=1), default=d.batch_size, help="per process")
     opt.add_argument("--optimizer", default=d.optimizer, choices=["adam", "adamw", "sgd"])
-    opt.add_argument("--lr", type=float, default=d.lr)
-    opt.add_argument("--momentum", type=float, default=d.momentum)
-    opt.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    opt.add_argument("--lr", type=number(float, above=0), default=d.lr)
+    opt.add_argument("--momentum", type=number(float, minimum=0), default=d.momentum)
+    opt.add_argument("--weight-decay", type=number(float, minimum=0), default=d.weight_decay)
     opt.add_argument("--schedule", default=d.schedule, choices=["cosine", "step", "none"])
-    opt.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs,
+    opt.add_argument("--warmup-epochs", type=number(float, minimum=0), default=d.warmup_epochs,
                      help="linear learning-rate warm-up, in epochs (default: %(default)s)")
-    opt.add_argument("--output-lr-scale", type=float, default=d.output_lr_scale,
+    opt.add_argument("--output-lr-scale", type=number(float, above=0), default=d.output_lr_scale,
                      help="learning rate of the output affine (never weight-decayed) relative to --lr (default: %(default)s)")
     run = p.add_argument_group("run")
     run.add_argument("--out", default=d.out, help="output folder (default: %(default)s)")
-    run.add_argument("--seed", type=int, default=d.seed)
+    run.add_argument("--seed", type=number(int, minimum=0), default=d.seed)
     run.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:1 (default: auto)")
     run.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    run.add_argument("--workers", type=int, default=d.workers, help="data loader processes")
+    run.add_argument("--workers", type=number(int, minimum=0), default=d.workers, help="data loader processes")
     run.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.pt")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run already in OUT (without it, an existing OUT/ckpt.pt is refused)")
     run.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)")
-    run.add_argument("--tolerance", type=float, default=d.tolerance, help="pin-pointing tolerance in pixels")
+    run.add_argument("--tolerance", type=number(float, minimum=0), default=d.tolerance, help="pin-pointing tolerance in pixels")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
+def _split_limit(text: str) -> tuple[str, int]:
+    """An argparse type for --limit SPLIT=N."""
+    split, _, count = text.partition("=")
+    if split not in ("train", "val", "test") or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not SPLIT=N with SPLIT train, val or test and N >= 1 "
+                                         "(e.g. train=2000)")
+    return split, int(count)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    try:
-        objects = tuple(int(v) for v in args.objects.split(","))
-        limits = {k: int(v) for k, v in (item.split("=", 1) for item in args.limit)}
-    except ValueError:
-        raise SystemExit("train-cam: --objects takes MIN,MAX and --limit takes SPLIT=N (e.g. train=2000)")
-    if len(objects) != 2:
-        raise SystemExit("train-cam: --objects takes MIN,MAX, e.g. 1,3")
+    objects, limits = args.objects, dict(args.limit)
     parse_kernels(args.spam_kernels)
     size = None
     if args.input_size:
@@ -105,18 +108,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = config_from_args(args)
-        record = train(config)
-    except (ValueError, FileNotFoundError, RuntimeError, CheckpointError) as error:
-        print(f"train-cam: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ntrain-cam: interrupted; the last completed epoch's checkpoint is kept", file=sys.stderr)
-        return 130
-    if record.get("rank", 0) == 0:
-        print(f"train-cam: checkpoint {record['checkpoint']}")
-    return 0
+
+    def work() -> int:
+        record = train(config_from_args(args))
+        if record.get("rank", 0) == 0:
+            print(f"train-cam: checkpoint {record['checkpoint']}")
+        return 0
+
+    return run_cli("train-cam", work, interrupted="the last completed epoch's checkpoint is kept (continue with --resume)")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from runtime.model_info import TRAINED_ON_KEYS, ModelInfo
 
 from .data.mnist128 import DEFAULT_GT_BOX, GT_BOXES
 from .data.registry import DATASET_HELP, load_splits
+from runtime.cli import EXIT_OUTPUT_FAILED, min_max, number, run_cli
+from runtime.errors import DataError, WriteError
+from runtime.output_paths import writable_file, writable_folder, write_text_atomic
 
 __all__ = ["evaluate_model", "load_for_eval", "main"]
 
@@ -86,7 +89,7 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
         return image
     if image.shape[0] == 1:
         return np.repeat(image, channels, axis=0)
-    raise ValueError(f"the data has {image.shape[0]} channels, the model takes {channels}")
+    raise DataError(f"the data has {image.shape[0]} channels, the model takes {channels}")
 
 
 def splits_for_model(model: EvaluatedModel, dataset: str | None = None, *, sizes: dict[str, int] | None = None,
@@ -106,7 +109,7 @@ def splits_for_model(model: EvaluatedModel, dataset: str | None = None, *, sizes
     splits = load_splits(dataset, seed=seed, input_size=tuple(info.input_size), channels=info.in_channels,
                          mnist_dir=mnist_dir, sizes=sizes, objects=tuple(objects or (1, 1)), mnist_box=mnist_box)
     if list(splits.classes) != list(info.classes):
-        raise ValueError(f"the model's classes {info.classes} differ from the dataset's {splits.classes}")
+        raise DataError(f"the model's classes {info.classes} differ from the dataset's {splits.classes}")
     return splits, seed
 
 
@@ -140,8 +143,9 @@ def evaluate_model(
     predictions = model.predict(data)
     result = evaluate(predictions, params, tolerance=tolerance, method=method, with_maxboxacc=maxboxacc)
     detections = result.pop("_detections")
-    if save_vis:
-        _save_pictures(Path(save_vis), data, predictions, detections, info, vis_count)
+    if save_vis:  # a picture that cannot be written must not cost the metrics: say it, keep them
+        result["pictures_written"], result["pictures_error"] = _save_pictures(
+            Path(save_vis), data, predictions, detections, info, vis_count)
     result.update({"model": str(model_path), "dataset": splits.description, "split": split, "seed": seed, "classes": info.classes,
                    "pooling": info.pooling, "backbone": info.backbone})
     if curve is not None:
@@ -162,28 +166,31 @@ def _store_ratio(path: Path, ratio: float) -> None:
         store_ratio(path, ratio)
 
 
-def _save_pictures(folder: Path, data, predictions: Predictions, detections, info: ModelInfo, count: int) -> None:
-    """One PNG per example and a contact sheet of them all, every heat map on the model's own fixed scale."""
+def _save_pictures(folder: Path, data, predictions: Predictions, detections, info: ModelInfo,
+                   count: int) -> tuple[int, str | None]:
+    """One PNG per example and a contact sheet of them all, every heat map on the model's own fixed scale.
+    Returns how many were written and, when writing stopped (full disk, read-only folder), why."""
     from runtime.visualize import contact_sheet, heat_scale, legend, render_example, write_png
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"--save-vis: cannot create {folder} ({error.strerror or error})") from error
     params = info.localizer_params()
     scale = heat_scale(predictions.cams)
     # Most informative first: images that contain a class, then the rest.
     order = sorted(range(len(predictions.labels)), key=lambda i: -float(predictions.labels[i].sum()))[:count]
     tiles = []
-    for i in order:
-        confidences = [float(predictions.scores[i, d.class_index]) for d in detections[i]]
-        tile = render_example(data[i].image, predictions.cams[i], detections[i], params, info.classes,  # re-read:
-                              gt_boxes=predictions.boxes[i], confidences=confidences, scale=scale)  # no images kept
-        write_png(folder / f"{i:05d}.png", tile)
-        tiles.append(tile)
-    if tiles:
-        write_png(folder / "contact_sheet.png",
-                  contact_sheet(tiles, columns=min(6, len(tiles)), caption=legend(scale, "P(present) of the image")))
+    try:
+        writable_folder(folder, "--save-vis")
+        for i in order:
+            confidences = [float(predictions.scores[i, d.class_index]) for d in detections[i]]
+            tile = render_example(data[i].image, predictions.cams[i], detections[i], params, info.classes,  # re-read:
+                                  gt_boxes=predictions.boxes[i], confidences=confidences, scale=scale)  # no images kept
+            write_png(folder / f"{i:05d}.png", tile)
+            tiles.append(tile)
+        if tiles:
+            write_png(folder / "contact_sheet.png",
+                      contact_sheet(tiles, columns=min(6, len(tiles)), caption=legend(scale, "P(present) of the image")))
+    except WriteError as error:
+        return len(tiles), str(error)
+    return len(tiles) + bool(tiles), None
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -208,23 +215,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="ckpt.pt (PyTorch), model.onnx (ONNX Runtime) or model.engine (TensorRT)")
     p.add_argument("--dataset", help=f"{DATASET_HELP}; default: the one the model was trained on")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--limit", type=int, help="evaluate only the first N images of the split")
+    p.add_argument("--limit", type=number(int, minimum=1), help="evaluate only the first N images of the split")
     p.add_argument("--mnist-dir", help="MNIST IDX folder for --dataset mnist128 (default: the one the model was trained on)")
-    p.add_argument("--objects", help="MIN,MAX digits per MNIST128 canvas (default: training's, else 1,1)")
+    p.add_argument("--objects", type=min_max, metavar="MIN,MAX", help="MIN,MAX digits per MNIST128 canvas (default: training's, else 1,1)")
     p.add_argument("--mnist-box", default=DEFAULT_GT_BOX, choices=GT_BOXES,
                    help="MNIST128 ground truth: the pasted 28x28 patch (default) or the digit's tight ink box")
-    p.add_argument("--seed", type=int, help="dataset seed (default: training's on its dataset, else 0; another seed "
+    p.add_argument("--seed", type=number(int, minimum=0), help="dataset seed (default: training's on its dataset, else 0; another seed "
                    "draws other MNIST128 splits)")
     p.add_argument("--tune-ratio", action="store_true", help="choose r on the validation split and store it in the model")
-    p.add_argument("--ratio", type=float, help="evaluate with this r instead of the stored one")
-    p.add_argument("--tolerance", type=float, default=0.0, help="pin-pointing tolerance in pixels (18 for VOC)")
+    p.add_argument("--ratio", type=number(float, above=0), help="evaluate with this r instead of the stored one")
+    p.add_argument("--tolerance", type=number(float, minimum=0), default=0.0, help="pin-pointing tolerance in pixels (18 for VOC)")
     p.add_argument("--method", default="fast", choices=["fast", "reference"], help="post-processing implementation")
     p.add_argument("--maxboxacc", action="store_true", help="also compute MaxBoxAccV2 (Choe et al. 2020)")
     p.add_argument("--json", help="write all metrics to this JSON file")
     p.add_argument("--save-vis", metavar="DIR", help="write pictures: CAM heat map, back-projected area, boxes "
                    "(green = matches ground truth, red = not)")
-    p.add_argument("--vis-count", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--vis-count", type=number(int, minimum=1), default=16, help="pictures --save-vis writes")
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=32)
     p.add_argument("--device", default="auto", help="for checkpoints: auto, cpu, cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs, CI)")
     return p
@@ -232,31 +239,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from runtime.model_info import MetadataError
 
-    if args.json and not Path(args.json).resolve().parent.is_dir():  # say so before the evaluation, not after
-        print(f"eval-cam: error: --json {args.json}: the folder {Path(args.json).resolve().parent} does not exist",
-              file=sys.stderr)
-        return 2
-    try:
-        objects = tuple(int(v) for v in args.objects.split(",")) if args.objects else None
+    def work() -> int:
+        json_target = writable_file(args.json, "--json") if args.json else None  # before the evaluation, not after
+        if args.save_vis:
+            writable_folder(args.save_vis, "--save-vis")
         result = evaluate_model(args.model, dataset=args.dataset, split=args.split, limit=args.limit,
                                 tune=args.tune_ratio, ratio=args.ratio, tolerance=args.tolerance, method=args.method,
-                                maxboxacc=args.maxboxacc, mnist_dir=args.mnist_dir, seed=args.seed, objects=objects,
+                                maxboxacc=args.maxboxacc, mnist_dir=args.mnist_dir, seed=args.seed, objects=args.objects,
                                 save_vis=args.save_vis, vis_count=args.vis_count, batch_size=args.batch_size,
                                 device=args.device, mnist_box=args.mnist_box, progress=not args.no_progress)
-    except (ValueError, OSError, RuntimeError, MetadataError) as error:
-        print(f"eval-cam: error: {error}", file=sys.stderr)
-        return 2
-    print(format_table(result))
-    if args.tune_ratio:
-        print(f"eval-cam: r = {result['ratio']:g} chosen on the validation split and stored in {args.model}")
-    if args.save_vis:
-        print(f"eval-cam: pictures in {args.save_vis}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2, default=float))
-        print(f"eval-cam: metrics written to {args.json}")
-    return 0
+        print(format_table(result))
+        if args.tune_ratio:
+            print(f"eval-cam: r = {result['ratio']:g} chosen on the validation split and stored in {args.model}")
+        if json_target:
+            write_text_atomic(json_target, json.dumps(result, indent=2, default=float))
+            print(f"eval-cam: metrics written to {json_target}")
+        if args.save_vis:
+            print(f"eval-cam: {result['pictures_written']} pictures written to {args.save_vis}")
+            if result["pictures_error"]:
+                print(f"eval-cam: error: the pictures stopped there: {result['pictures_error']}", file=sys.stderr)
+                return EXIT_OUTPUT_FAILED
+        return 0
+
+    return run_cli("eval-cam", work, interrupted="nothing was written (the model's stored r is unchanged)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 from torch import fx, nn
 
 from runtime.geometry import Chain, receptive_field
+from runtime.errors import ModelError
 
 __all__ = ["extract_chain", "empirical_receptive_field", "GeometryError"]
 
@@ -31,7 +32,7 @@ _GLOBAL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.GELU)
 
 
-class GeometryError(ValueError):
+class GeometryError(ModelError):
     """The model contains something whose receptive field the chain cannot describe."""
 
 

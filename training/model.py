@@ -15,6 +15,7 @@ from torch import nn
 from .backbones import BACKBONES, build_backbone
 from .geometry import extract_chain
 from .pooling import DEFAULT_SPAM_KERNELS, POOLING_MODES, GlobalCamPool, parse_kernels
+from runtime.errors import ConfigError, ModelError
 
 __all__ = ["ModelConfig", "CamNet", "build_model"]
 
@@ -39,15 +40,15 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         if self.backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
+            raise ConfigError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLING_MODES}, got {self.pooling!r}")
         if not self.classes or len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"classes must be a non-empty list of distinct names, got {self.classes!r}")
+            raise ConfigError(f"classes must be a non-empty list of distinct names, got {self.classes!r}")
         if len(self.input_size) != 2 or min(self.input_size) < 16:
-            raise ValueError(f"input_size must be [height, width] of at least 16 px, got {self.input_size!r}")
+            raise ConfigError(f"input_size must be [height, width] of at least 16 px, got {self.input_size!r}")
         if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
-            raise ValueError(f"mean/std need {self.in_channels} values (one per input channel)")
+            raise ConfigError(f"mean/std need {self.in_channels} values (one per input channel)")
         self.spam_kernels = list(parse_kernels(self.spam_kernels))
         return self
 
@@ -59,7 +60,7 @@ class ModelConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown model config fields {unknown}; was this written by a newer spamcam?")
+            raise ConfigError(f"unknown model config fields {unknown}; was this written by a newer spamcam?")
         return cls(**data).validate()
 
 
@@ -117,7 +118,7 @@ def build_model(
     )
     chain = extract_chain(features) + ((1, 1, 0),)  # the 1x1 CAM conv closes the chain
     if config.geometry and [list(l) for l in chain] != [list(l) for l in config.geometry]:
-        raise ValueError(f"stored geometry {config.geometry} differs from the model's {list(chain)}")
+        raise ModelError(f"stored geometry {config.geometry} differs from the model's {list(chain)}")
     config.geometry = [list(layer) for layer in chain]
     return CamNet(config, features, channels)
 

@@ -12,6 +12,7 @@ from typing import Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from runtime.errors import ConfigError
 
 __all__ = [
     "POOLING_MODES",
@@ -43,12 +44,12 @@ def parse_kernels(spec: str | Sequence[KernelSpec]) -> tuple[KernelSpec, ...]:
         try:
             value = int(text)
         except ValueError:
-            raise ValueError(f"SPAM kernel {text!r} is neither a positive integer nor 'N'") from None
+            raise ConfigError(f"SPAM kernel {text!r} is neither a positive integer nor 'N'") from None
         if value < 1:
-            raise ValueError(f"SPAM kernel sizes must be >= 1, got {value}")
+            raise ConfigError(f"SPAM kernel sizes must be >= 1, got {value}")
         kernels.append(value)
     if not kernels:
-        raise ValueError("SPAM needs at least one kernel size, e.g. '1,2,5,N'")
+        raise ConfigError("SPAM needs at least one kernel size, e.g. '1,2,5,N'")
     return tuple(kernels)
 
 
@@ -90,7 +91,7 @@ class GlobalCamPool(nn.Module):
     def __init__(self, mode: str = "spam", kernels: Sequence[KernelSpec] = DEFAULT_SPAM_KERNELS) -> None:
         super().__init__()
         if mode not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {mode!r}")
+            raise ConfigError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {mode!r}")
         self.mode = mode
         self.kernels = parse_kernels(kernels)
 

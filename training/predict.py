@@ -9,6 +9,7 @@ from runtime.evaluation import Predictions
 from runtime.postprocess import LocalizerParams
 
 from .model import CamNet
+from runtime.errors import DataError
 
 __all__ = ["TorchSplit", "collate", "predict", "localizer_params"]
 
@@ -30,7 +31,7 @@ class TorchSplit(Dataset):
             if image.shape[0] == 1:
                 image = image.expand(self.channels, -1, -1).contiguous()  # grey data, RGB backbone
             else:
-                raise ValueError(f"the data has {image.shape[0]} channels, the model takes {self.channels}")
+                raise DataError(f"the data has {image.shape[0]} channels, the model takes {self.channels}")
         return image, torch.from_numpy(sample.labels), sample.boxes
 
 

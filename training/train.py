@@ -27,6 +27,8 @@ from .data.mnist128 import DEFAULT_GT_BOX
 from .data.registry import load_splits
 from .model import ModelConfig, build_model, default_normalisation
 from .predict import TorchSplit, collate, localizer_params, predict
+from runtime.errors import ConfigError, DeviceError
+from runtime.output_paths import writable_folder
 
 __all__ = ["TrainConfig", "train", "select_device", "flush_denormals"]
 
@@ -72,7 +74,7 @@ def select_device(name: str = "auto") -> torch.device:
     if name != "auto":
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for, but PyTorch sees no CUDA device")
+            raise DeviceError("--device cuda was asked for, but PyTorch sees no CUDA device")
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")
@@ -129,7 +131,7 @@ def _optimizer(config: TrainConfig, model) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    raise ValueError(f"optimizer must be adam, adamw or sgd, got {config.optimizer!r}")
+    raise ConfigError(f"optimizer must be adam, adamw or sgd, got {config.optimizer!r}")
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: int = 0) -> float:
@@ -144,7 +146,7 @@ def lr_factor(schedule: str, step: int, total: int, warmup: int = 0) -> float:
         return 0.1 if done >= (span * 2) // 3 else 1.0
     if schedule == "none":
         return 1.0
-    raise ValueError(f"schedule must be cosine, step or none, got {schedule!r}")
+    raise ConfigError(f"schedule must be cosine, step or none, got {schedule!r}")
 
 
 def _scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
@@ -213,6 +215,8 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
     out = Path(config.out)
     ckpt_path = out / "ckpt.pt"
     _check_run_folder(config, ckpt_path)
+    if main:
+        writable_folder(out, "--out")  # before loading data and building the model, not at the first checkpoint
     splits = load_splits(config.dataset, seed=config.seed, input_size=config.input_size, positive=config.positive,
                          objects=tuple(config.objects), mnist_dir=config.mnist_dir, sizes=config.limits or None,
                          mnist_box=config.mnist_box)
@@ -232,7 +236,7 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
     if config.resume:
         start_epoch = _resume(ckpt_path, model, optimizer, scheduler, model_config)
         if start_epoch >= config.epochs:
-            raise ValueError(f"--resume: {ckpt_path} has trained {start_epoch} epochs already and --epochs is "
+            raise ConfigError(f"--resume: {ckpt_path} has trained {start_epoch} epochs already and --epochs is "
                              f"{config.epochs}: nothing to do; give a larger --epochs to train further")
     elif main and config.overwrite:
         for stale in (ckpt_path, out / "log.csv"):  # a fresh run: no second "epoch 1" under the old ones
@@ -343,21 +347,21 @@ def _append_csv(path: Path, record: dict) -> None:
 def _check_run_folder(config: TrainConfig, ckpt_path: Path) -> None:
     """Before any work: a new run never replaces an earlier one unasked, and --resume needs one."""
     if config.resume and config.overwrite:
-        raise ValueError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: give one of them")
     if config.resume and not ckpt_path.is_file():
-        raise ValueError(f"--resume: there is no {ckpt_path} to continue; drop --resume to start a new run there")
+        raise ConfigError(f"--resume: there is no {ckpt_path} to continue; drop --resume to start a new run there")
     if not config.resume and not config.overwrite and ckpt_path.exists():
-        raise ValueError(f"{ckpt_path} already holds a run: continue it with --resume, replace it with --overwrite, "
+        raise ConfigError(f"{ckpt_path} already holds a run: continue it with --resume, replace it with --overwrite, "
                          "or give another --out")
 
 
 def _resume(path: Path, model, optimizer, scheduler, model_config: ModelConfig) -> int:
     payload = load_checkpoint(path)
     if payload["config"].to_dict() | {"ratio": 0} != model_config.to_dict() | {"ratio": 0}:
-        raise ValueError(f"--resume: {path} was trained with a different model config; use another --out")
+        raise ConfigError(f"--resume: {path} was trained with a different model config; use another --out")
     state = payload.get("training_state")
     if not state:
-        raise ValueError(f"--resume: {path} holds no optimizer state (written by eval-cam --tune-ratio?)")
+        raise ConfigError(f"--resume: {path} holds no optimizer state (written by eval-cam --tune-ratio?)")
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

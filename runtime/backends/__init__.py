@@ -12,6 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from ..model_info import MetadataError, ModelInfo
+from ..errors import ModelError, NotFoundError
+from ..output_paths import replace_atomically, write_text_atomic
 
 __all__ = ["Backend", "open_backend", "check_graph", "store_ratio", "ENGINE_SUFFIXES", "sidecar_path"]
 
@@ -39,7 +41,7 @@ def open_backend(path: str | Path, **options) -> Backend:
     its optimization profile's, fixed by `build-engine --max-batch`; larger batches run in chunks."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
+        raise NotFoundError(f"{path}: no such model file")
     if path.suffix == ".onnx":
         from .onnxruntime_backend import OnnxRuntimeBackend
 
@@ -49,7 +51,7 @@ def open_backend(path: str | Path, **options) -> Backend:
 
         backend = TensorRTBackend(path, **options)
     else:
-        raise ValueError(f"{path}: unknown model type {path.suffix!r}; expected .onnx or a TensorRT {'/'.join(ENGINE_SUFFIXES)}")
+        raise ModelError(f"{path}: unknown model type {path.suffix!r}; expected .onnx or a TensorRT {'/'.join(ENGINE_SUFFIXES)}")
     try:
         check_graph(backend, str(path))
     except Exception:
@@ -79,9 +81,7 @@ def store_ratio(path: str | Path, ratio: float) -> None:
     if path.suffix in ENGINE_SUFFIXES:
         sidecar = sidecar_path(path)
         info = ModelInfo.from_json(sidecar.read_text(), str(sidecar)).with_ratio(ratio)
-        temporary = sidecar.with_suffix(".tmp")
-        temporary.write_text(info.to_json())
-        temporary.replace(sidecar)
+        write_text_atomic(sidecar, info.to_json())
         return
     import onnx
 
@@ -89,6 +89,4 @@ def store_ratio(path: str | Path, ratio: float) -> None:
 
     model = onnx.load(str(path))
     write_onnx_metadata(model, read_onnx_metadata(model, str(path)).with_ratio(ratio))
-    temporary = path.with_name(path.name + ".tmp")
-    onnx.save(model, str(temporary))
-    temporary.replace(path)
+    replace_atomically(path, lambda temporary: onnx.save(model, str(temporary)))

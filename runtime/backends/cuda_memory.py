@@ -17,11 +17,12 @@ import ctypes
 from typing import Any
 
 import numpy as np
+from ..errors import DeviceError
 
 __all__ = ["CudaApi", "load_cuda_api", "PinnedBuffer", "DeviceBuffer", "CudaError", "host_view"]
 
 
-class CudaError(RuntimeError):
+class CudaError(DeviceError):
     pass
 
 

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from ..model_info import METADATA_KEY, MetadataError, ModelInfo
+from ..errors import DeviceError, ModelError
 
 __all__ = ["OnnxRuntimeBackend", "PREFERRED_PROVIDERS"]
 
@@ -17,7 +18,7 @@ def _import_ort():
     try:
         import onnxruntime
     except ImportError as error:
-        raise RuntimeError("ONNX Runtime is not installed: `pip install onnxruntime` (CPU) or "
+        raise DeviceError("ONNX Runtime is not installed: `pip install onnxruntime` (CPU) or "
                            "`pip install onnxruntime-gpu` (NVIDIA GPUs), e.g. via spamcam's [cpu] or [gpu] extra") from error
     return onnxruntime
 
@@ -34,7 +35,7 @@ class OnnxRuntimeBackend:
         else:
             missing = [p for p in providers if p not in available]
             if missing:
-                raise RuntimeError(f"ONNX Runtime providers {missing} are not available here (have: {available})")
+                raise DeviceError(f"ONNX Runtime providers {missing} are not available here (have: {available})")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
@@ -45,7 +46,7 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
         except Exception as error:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
-            raise ValueError(f"{path}: ONNX Runtime cannot load this model ({error})") from error
+            raise ModelError(f"{path}: ONNX Runtime cannot load this model ({error})") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in metadata:
             raise MetadataError(f"{path}: an ONNX model without spamcam metadata (no '{METADATA_KEY}' key). "
@@ -58,7 +59,7 @@ class OnnxRuntimeBackend:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.ndim != 4 or batch.shape[1] != self.info.in_channels:
-            raise ValueError(f"expected a batch (B, {self.info.in_channels}, H, W), got {batch.shape}")
+            raise ModelError(f"expected a batch (B, {self.info.in_channels}, H, W), got {batch.shape}")
         return self.session.run(None, {self.input_name: batch})[0].astype(np.float32, copy=False)
 
     def close(self) -> None:

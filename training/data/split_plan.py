@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence, TypeVar
 
 import numpy as np
+from runtime.errors import DataError
 
 __all__ = ["SplitPlan", "plan_splits", "cap", "SPLITS", "CARVE_FRACTION"]
 
@@ -50,7 +51,7 @@ def _refuse_overlaps(lists: dict[str, list]) -> None:
         for b, items_b in seen[i + 1:]:
             common = sorted(set(map(str, items_a)) & set(map(str, items_b)))
             if common:
-                raise ValueError(f"the {a} and {b} splits share {len(common)} image(s) (first: "
+                raise DataError(f"the {a} and {b} splits share {len(common)} image(s) (first: "
                                  f"{common[0]}); a split that overlaps another would leak test images into "
                                  "training. Fix the lists so that each image is in one split only")
 
@@ -73,7 +74,7 @@ def plan_splits(everything: Sequence[Item], lists: dict[str, list] | None, seed:
         train = [x for x in lists["trainval"] if str(x) not in held_out]
         train_from = "trainval" + (" minus val" if held_out else "")
     else:
-        raise ValueError(f"{where} has {', '.join(sorted(lists))} but no train or trainval list to train on")
+        raise DataError(f"{where} has {', '.join(sorted(lists))} but no train or trainval list to train on")
     said = [f"train from {train_from}"]
     if "val" in lists:
         val = lists["val"]
