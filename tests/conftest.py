@@ -27,3 +27,13 @@ def mnist128_checkpoint(tmp_path_factory, mnist_digits) -> dict:
     out = tmp_path_factory.mktemp("mnist128")
     return train(TrainConfig(dataset="mnist128", out=str(out), epochs=4, limits={"train": 5000, "val": 500},
                              progress=False))
+
+
+@pytest.fixture(scope="session")
+def exported(mnist128_checkpoint, tmp_path_factory):
+    """That run exported to ONNX (export-onnx), for the deploy, edge_app and fault tests."""
+    from export.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    return export_onnx(mnist128_checkpoint["checkpoint"], out)
+

@@ -1,13 +1,8 @@
 """edge_app end to end: a generated video of moving real digits with known boxes, the MJPEG preview
-over loopback HTTP, SIGINT mid-run, a live source that disappears, and bad input."""
+over loopback HTTP, the Python API. Faults (kills, stalls, full disks, bad input): tests/faults/."""
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import tracemalloc
 import urllib.request
 from pathlib import Path
 
@@ -17,9 +12,9 @@ import pytest
 
 from edge_app.app import AppConfig, EdgeApp
 from edge_app.cli import main as edge_cli
-from edge_app.outputs import MjpegServer, OutputError, open_output
-from edge_app.sources import SourceError, open_source
 from runtime.metrics import box_iou
+
+from media import frame_count, moving_digits_video
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,37 +25,6 @@ def model(mnist128_checkpoint, tmp_path_factory):
     from export.onnx_export import export_onnx
 
     return export_onnx(mnist128_checkpoint["checkpoint"], tmp_path_factory.mktemp("edge") / "model.onnx")
-
-
-def moving_digits_video(path: Path, mnist_digits, frames: int = 120, size: int = 256) -> list[np.ndarray]:
-    """A real MNIST 3 (twice MNIST size) moving on a black frame, plus a moving 7 as a distractor.
-    Returns the 3's ground-truth box per frame, in frame pixels (x1, y1 exclusive): the pasted patch,
-    MNIST128's ground truth (docs/method.md), here 56 x 56."""
-    digits, labels = mnist_digits
-    three, seven = digits[np.flatnonzero(labels == 3)[5]], digits[np.flatnonzero(labels == 7)[5]]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (size, size))
-    boxes = []
-    for t in range(frames):
-        canvas = np.zeros((size, size), np.uint8)
-        x, y = int(8 + t * (size - 72) / frames), int(size / 2 - 28 + (size / 2 - 30) * np.sin(t / 12))
-        big = cv2.resize((three * 255).astype(np.uint8), (56, 56), interpolation=cv2.INTER_NEAREST)
-        canvas[y : y + 56, x : x + 56] = big
-        boxes.append(np.array([x, y, x + 56, y + 56], dtype=float))
-        sx, sy = size - 64 - x // 2, 8 + t % 40
-        if abs(sx - x) > 70 or abs(sy - y) > 70:
-            canvas[sy : sy + 56, sx : sx + 56] = np.maximum(
-                canvas[sy : sy + 56, sx : sx + 56], cv2.resize((seven * 255).astype(np.uint8), (56, 56)))
-        writer.write(cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR))
-    writer.release()
-    return boxes
-
-
-def _frame_count(path: Path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    return count
 
 
 def test_detections_match_moving_digits_and_video_has_every_frame(model, mnist_digits, tmp_path, capsys):
@@ -77,7 +41,7 @@ def test_detections_match_moving_digits_and_video_has_every_frame(model, mnist_d
         hits += bool(threes) and box_iou(np.array(threes), box[None]).max() >= 0.5
         assert set(record["latency_ms"]) == {"preprocess", "inference", "postprocess"}
     assert hits >= 0.7 * len(truth), f"only {hits}/{len(truth)} frames localized the 3"  # "most frames"
-    assert _frame_count(out) == len(truth)
+    assert frame_count(out) == len(truth)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"]
     assert summary["frames"] == len(truth) and summary["fps"] > 0 and summary["stage_ms"]["inference"] > 0
 
@@ -108,253 +72,3 @@ def test_mjpeg_preview_served_on_loopback(model, mnist_digits, tmp_path):
         thread.join(timeout=20)
 
 
-def test_sigint_mid_run_leaves_playable_video_and_complete_json(model, mnist_digits, tmp_path):
-    video = tmp_path / "long.mp4"
-    moving_digits_video(video, mnist_digits, frames=800)
-    out, jsonl = tmp_path / "out.mp4", tmp_path / "out.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    process = subprocess.Popen([sys.executable, "-m", "edge_app", "--model", str(model), "--source", str(video),
-                                "--output", str(out), "--json", str(jsonl)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while (not jsonl.exists() or jsonl.read_text().count("\n") < 30) and time.time() < deadline:
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 0, stderr
-    assert "done (SIGINT)" in stderr
-    lines = jsonl.read_text().splitlines()
-    assert 30 <= len(lines) < 800
-    assert all(json.loads(line)["frame"] == i for i, line in enumerate(lines))  # every line complete
-    assert _frame_count(out) == len(lines)  # the container was finalised: every written frame plays
-
-
-def _feed(server: MjpegServer, stop: threading.Event) -> None:
-    i = 0
-    while not stop.is_set():
-        frame = np.zeros((128, 128, 3), np.uint8)
-        cv2.putText(frame, str(i % 10), (40, 90), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 4)
-        server.write(frame)
-        i += 1
-        time.sleep(0.02)
-
-
-def test_live_source_that_disappears_is_reopened_then_given_up(model, tmp_path):
-    server = MjpegServer("127.0.0.1", 0)
-    port = server.address[1]
-    stop = threading.Event()
-    threading.Thread(target=_feed, args=(server, stop), daemon=True).start()
-    out = tmp_path / "live.mp4"
-    app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{port}/stream.mjpg", outputs=[str(out)],
-                                   json=str(tmp_path / "live.jsonl"), reconnect_timeout=6.0))
-    logs = []
-    app.log = logs.append
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
-    thread.start()
-    time.sleep(3)
-    stop.set()
-    server.close()  # the camera goes away ...
-    time.sleep(1.5)
-    stop2 = threading.Event()
-    server2 = MjpegServer("127.0.0.1", port)  # ... comes back on the same address ...
-    threading.Thread(target=_feed, args=(server2, stop2), daemon=True).start()
-    time.sleep(4)
-    stop2.set()
-    server2.close()  # ... and goes away for good
-    thread.join(timeout=60)
-    summary = result["summary"]
-    assert summary.reconnects >= 1 and summary.stopped_by == "source lost"
-    assert any("stopped delivering frames" in line for line in logs)
-    assert any("reopened" in line for line in logs)
-    assert summary.frames > 20 and _frame_count(out) == summary.frames
-
-
-def test_a_stream_that_stays_open_but_silent_is_noticed_within_the_stall_timeout(model, tmp_path):
-    """The server keeps the connection open and stops sending: FFmpeg alone waited ~30 s per stall
-    and edge_app never gave up. With --stall-timeout 1 and --reconnect-timeout 3 it must give up in a
-    few seconds, and keep logging its summary while it waits."""
-    server = MjpegServer("127.0.0.1", 0)
-    stop = threading.Event()
-    threading.Thread(target=_feed, args=(server, stop), daemon=True).start()
-    app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{server.address[1]}/stream.mjpg", stall_timeout=1.0,
-                                   reconnect_timeout=3.0, summary_every=0.5))
-    logs = []
-    app.log = logs.append
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
-    thread.start()
-    time.sleep(2.5)
-    stop.set()  # silent from now on, connection kept open
-    stalled_at = time.monotonic()
-    thread.join(timeout=40)
-    server.close()
-    assert not thread.is_alive(), "edge_app never gave up on a silent stream"
-    assert time.monotonic() - stalled_at < 15  # stall (1 s) + reconnecting (3 s) + back-off, not 30 s per stall
-    assert result["summary"].stopped_by == "source lost" and result["summary"].frames > 5
-    assert any("stopped delivering frames" in line for line in logs)
-    frames_logged = [line for line in logs if " frames, " in line and "FPS" in line]
-    assert len(frames_logged) >= 3  # the summary kept coming while the stream was silent
-
-
-def test_a_stream_that_is_down_at_start_up_is_waited_for(model, tmp_path):
-    probe = MjpegServer("127.0.0.1", 0)
-    port = probe.address[1]
-    probe.close()  # a free port: nothing answers there yet
-    stop = threading.Event()
-    servers = []
-
-    def camera_boots_late():
-        time.sleep(2.0)
-        servers.append(MjpegServer("127.0.0.1", port))
-        _feed(servers[0], stop)
-
-    threading.Thread(target=camera_boots_late, daemon=True).start()
-    app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{port}/stream.mjpg", max_frames=10, reconnect_timeout=20.0))
-    logs = []
-    app.log = logs.append
-    summary = app.run()
-    stop.set()
-    servers[0].close()
-    assert summary.frames == 10 and any("is not answering; retrying" in line for line in logs)
-
-
-def test_memory_stays_flat_on_a_long_run(model, mnist_digits, tmp_path):
-    video = tmp_path / "loop.mp4"
-    moving_digits_video(video, mnist_digits, frames=900, size=128)
-    tracemalloc.start()
-    app = EdgeApp(model, AppConfig(source=str(video), outputs=[str(tmp_path / "o.mp4")], max_frames=150))
-    app.log = lambda _m: None
-    app.run()
-    baseline = tracemalloc.get_traced_memory()[0]
-    app.config.max_frames = 900
-    app.run()
-    grown = tracemalloc.get_traced_memory()[0] - baseline
-    tracemalloc.stop()
-    assert grown < 2_000_000, f"Python heap grew by {grown} bytes over 750 more frames"
-
-
-def test_bad_sources_and_outputs_are_clear_errors(model, tmp_path, capsys):
-    with pytest.raises(SourceError, match="no such file"):
-        open_source(str(tmp_path / "missing.mp4"))
-    with pytest.raises(SourceError, match="no such camera"):
-        open_source("v4l2:///dev/video99")
-    if "GStreamer" not in cv2.getBuildInformation() or "GStreamer:                   NO" in cv2.getBuildInformation():
-        with pytest.raises(SourceError, match="GStreamer"):
-            open_source("csi://0")
-    with pytest.raises(OutputError, match="unknown output"):
-        open_output(str(tmp_path / "x.txt"), fps=25)
-    assert edge_cli(["--model", str(model), "--source", str(tmp_path / "missing.mp4")]) == 2
-    assert "no such file" in capsys.readouterr().err
-    assert edge_cli(["--model", str(model), "--source", "0", "--output", "display://0", "--headless"]) == 2
-    (tmp_path / "broken.jpg").write_bytes(b"garbage")
-    cv2.imwrite(str(tmp_path / "ok.png"), np.zeros((64, 64, 3), np.uint8))
-    summary = EdgeApp(model, AppConfig(source=str(tmp_path))).run()
-    assert summary.frames == 1 and summary.bad == 1  # the unreadable image is skipped and counted
-
-
-def test_outputs_that_name_the_source_or_each_other_are_refused_and_nothing_is_touched(model, mnist_digits, tmp_path,
-                                                                                     capsys):
-    video = tmp_path / "in.mp4"
-    moving_digits_video(video, mnist_digits, frames=20)
-    before = video.read_bytes()
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "link.mp4").symlink_to(video)
-    clashes = [["--output", str(video)], ["--json", str(video)], ["--output", str(tmp_path / "sub" / ".." / "in.mp4")],
-               ["--output", str(tmp_path / "link.mp4")], ["--output", str(tmp_path)],  # a folder output holding it
-               ["--output", str(tmp_path / "o.mp4"), "--json", str(tmp_path / "o.mp4")]]
-    for extra in clashes:
-        assert edge_cli(["--model", str(model), "--source", str(video), *extra]) == 2, extra
-        err = capsys.readouterr().err
-        assert "would destroy" in err and ("the source" in err or "--output" in err), err
-    assert video.read_bytes() == before
-    assert not (tmp_path / "o.mp4").exists() and not list(tmp_path.glob("frame_*.jpg"))
-    assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(tmp_path / "sub" / "out.mp4"),
-                     "--max-frames", "5"]) == 0  # a different file is fine
-
-
-@pytest.fixture()
-def small_disk(tmp_path):
-    """A 256 KB tmpfs: a disk that fills up during a run (mounting needs root; skipped otherwise)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here to fill a disk ({done.stderr.strip() or 'mount failed'})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-def test_a_full_disk_stops_that_output_says_so_and_leaves_only_whole_records(model, mnist_digits, tmp_path, small_disk,
-                                                                            capsys):
-    video = tmp_path / "in.mp4"
-    moving_digits_video(video, mnist_digits, frames=600)
-    jsonl, frames = small_disk / "out.jsonl", small_disk / "frames"
-    code = edge_cli(["--model", str(model), "--source", str(video), "--json", str(jsonl), "--output", str(frames)])
-    captured = capsys.readouterr()
-    assert code == 4  # not everything asked for was written: never exit 0
-    summary = json.loads(captured.out.strip().splitlines()[-1])["summary"]
-    assert set(summary["failed_outputs"]) == {str(jsonl), str(frames)} and summary["outputs"] == []
-    assert summary["stopped_by"] == "every output failed" and summary["frames"] < 600
-    assert f"stopped writing {jsonl}" in captured.err and "No space left" in captured.err
-    lines = jsonl.read_bytes().decode().splitlines(keepends=True)
-    assert lines and all(line.endswith("\n") and json.loads(line)["frame"] == i for i, line in enumerate(lines))
-    written = sorted(frames.glob("frame_*.jpg"))
-    assert written and all(cv2.imread(str(p)) is not None for p in written)  # no truncated JPEG left behind
-
-
-def test_a_read_only_frames_folder_is_refused_at_start(model, mnist_digits, tmp_path, small_disk, capsys):
-    video = tmp_path / "in.mp4"
-    moving_digits_video(video, mnist_digits, frames=10)
-    (small_disk / "frames").mkdir()
-    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
-    assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(small_disk / "frames")]) == 2
-    assert "cannot write frames there" in capsys.readouterr().err
-
-
-def test_a_video_on_a_filling_disk_stops_in_time_and_stays_playable(model, mnist_digits, tmp_path, capsys):
-    """OpenCV's writer reports no full disk and leaves an MP4 without its index; edge_app stops while
-    the index still fits, so every frame it reports as written plays back."""
-    from edge_app.outputs import VIDEO_RESERVE_BYTES
-
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    size = VIDEO_RESERVE_BYTES + (1 << 20)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True).returncode:
-        pytest.skip("cannot mount a small tmpfs here to fill a disk (needs root)")
-    try:
-        video = tmp_path / "in.mp4"
-        moving_digits_video(video, mnist_digits, frames=900)
-        (mount / "ballast").write_bytes(b"\0" * (size - VIDEO_RESERVE_BYTES - (300 << 10)))  # ~300 KB left for frames
-        out = mount / "out.mp4"
-        assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(out)]) == 4
-        captured = capsys.readouterr()
-        summary = json.loads(captured.out.strip().splitlines()[-1])["summary"]
-        assert str(out) in summary["failed_outputs"] and "can still be finalised" in captured.err
-        written = int(summary["failed_outputs"][str(out)].split("stopped after ")[1].split()[0])
-        assert 0 < written < 900 and _frame_count(out) == written  # every frame written plays back
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
-@pytest.mark.parametrize("option, value, message", [("--max-frames", "-5", "below 0"), ("--min-score", "nan", "not a finite"),
-                                                    ("--reconnect-timeout", "-1", "below 0"),
-                                                    ("--stall-timeout", "0", "must be above 0"),
-                                                    ("--width", "abc", "not an integer")])
-def test_bad_numbers_are_refused_by_name(option, value, message, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        edge_cli(["--model", "m.onnx", "--source", "0", option, value])
-    err = capsys.readouterr().err
-    assert exit_.value.code == 2 and option in err and message in err
-
-
-def test_json_to_a_pipe_that_closes_ends_cleanly(model, mnist_digits, tmp_path):
-    video = tmp_path / "in.mp4"
-    moving_digits_video(video, mnist_digits, frames=300)
-    script = (f"{sys.executable} -m edge_app --model {model} --source {video} --json - 2>{tmp_path / 'err.txt'} | head -n 3;"
-              " exit ${PIPESTATUS[0]}")
-    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    err = (tmp_path / "err.txt").read_text()
-    assert len(done.stdout.splitlines()) == 3 and all(json.loads(line)["frame"] == i
-                                                      for i, line in enumerate(done.stdout.splitlines()))
-    assert done.returncode == 4 and "Traceback" not in err and "standard output was closed" in err

@@ -1,9 +1,7 @@
 """eval-cam on checkpoints trained with train-cam."""
 import json
-import os
 
 import cv2
-import numpy as np
 
 import pytest
 
@@ -30,24 +28,6 @@ def test_eval_cam_prints_table_writes_json_and_pictures(mnist128_checkpoint, tmp
     tile = cv2.imread(str(examples[0]))
     assert sheet.shape[1] > 5 * tile.shape[1] and sheet.shape[0] > tile.shape[0]  # one row of five, and a legend
     assert "MaxBoxAccRF" in metrics
-
-
-def test_pictures_that_cannot_be_written_are_an_error_not_a_claim(mnist128_checkpoint, tmp_path, capsys):
-    from runtime.visualize import write_png
-
-    with pytest.raises(OSError, match="could not write"):  # cv2.imwrite alone would just return False
-        write_png(tmp_path / "missing" / "a.png", np.zeros((4, 4, 3), np.uint8))
-    (tmp_path / "taken").write_text("a file where the folder should go")
-    code = eval_cli([mnist128_checkpoint["checkpoint"], "--limit", "50", "--save-vis", str(tmp_path / "taken" / "vis"),
-                     "--no-progress"])
-    assert code == 2 and "--save-vis: cannot create" in capsys.readouterr().err
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    if os.access(folder, os.W_OK):
-        return  # root writes into read-only folders: the helper's own check above stands for this case
-    code = eval_cli([mnist128_checkpoint["checkpoint"], "--limit", "50", "--save-vis", str(folder), "--no-progress"])
-    assert code == 2 and "could not write" in capsys.readouterr().err
 
 
 def test_extent_ap_is_far_better_with_the_tuned_ratio(mnist128_checkpoint):
@@ -91,12 +71,6 @@ def test_reference_and_fast_give_the_same_metrics(mnist128_checkpoint):
     fast = evaluate_model(ckpt, limit=150, method="fast")
     reference = evaluate_model(ckpt, limit=150, method="reference")
     assert fast["extent_ap"] == reference["extent_ap"]
-
-
-def test_eval_cam_errors(tmp_path, capsys):
-    (tmp_path / "x.pt").write_bytes(b"garbage")
-    assert eval_cli([str(tmp_path / "x.pt")]) == 2
-    assert "truncated or corrupt" in capsys.readouterr().err
 
 
 def test_evaluation_defaults_to_the_splits_training_held_out(mnist_digits, tmp_path, capsys):

@@ -173,29 +173,3 @@ def test_csv_split_column(tmp_path):
         load_splits(f"csv:{tmp_path / 'list.csv'}", input_size=(32, 32))
 
 
-@pytest.mark.parametrize("obj, message", [
-    ("<object><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>", "has no <name>"),
-    ("<object><name>three</name><bndbox><xmin>9</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>",
-     "xmax < xmin"),
-    ("<object><name>three</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>90</xmax><ymax>5</ymax></bndbox></object>",
-     "outside the 64x64 image"),
-    ("<object><name>three</name><bndbox><xmin>a</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox></object>",
-     "without numeric"),
-])
-def test_voc_annotations_that_make_no_sense_are_refused_with_the_file_named(tmp_path, obj, message):
-    _voc(tmp_path / "voc", 4)
-    bad = tmp_path / "voc" / "Annotations" / "0001.xml"
-    bad.write_text(f"<annotation><filename>0001.png</filename><size><width>64</width><height>64</height></size>"
-                   f"{obj}</annotation>")
-    with pytest.raises(ValueError, match=message) as error:
-        voc_directory(tmp_path / "voc", (64, 64))
-    assert "0001.xml" in str(error.value)
-
-
-def test_an_empty_class_folder_is_refused_not_trained(tmp_path):
-    for name, count in (("bird", 2), ("cat", 0)):
-        (tmp_path / name).mkdir()
-        for i in range(count):
-            cv2.imwrite(str(tmp_path / name / f"{i}.png"), np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(ValueError, match="'cat' holds no images"):
-        image_folder(tmp_path, (32, 32))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_edge_app import moving_digits_video
+from media import moving_digits_video
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -47,28 +47,6 @@ def test_cli_resume_continues_from_checkpoint(tmp_path):
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
 
 
-def test_cli_never_replaces_a_run_unasked(tmp_path, capsys):
-    args = ["--dataset", "embedded", "--limit", "train=128", "--limit", "val=32", "--out", str(tmp_path), "--no-progress"]
-    assert train_cli(args + ["--epochs", "1"]) == 0
-    before = (tmp_path / "ckpt.pt").read_bytes()
-    capsys.readouterr()
-    assert train_cli(args + ["--epochs", "1"]) == 2  # the same command again: refused, run kept
-    assert "already holds a run" in capsys.readouterr().err and (tmp_path / "ckpt.pt").read_bytes() == before
-    assert train_cli(args + ["--epochs", "1", "--resume"]) == 2  # nothing left to train: said so
-    assert "nothing to do" in capsys.readouterr().err and (tmp_path / "ckpt.pt").read_bytes() == before
-    assert train_cli(args + ["--epochs", "1", "--overwrite"]) == 0  # asked for: a fresh run, a fresh log
-    assert [line.split(",")[0] for line in (tmp_path / "log.csv").read_text().splitlines()[1:]] == ["1"]
-    assert train_cli(args[:-3] + ["--out", str(tmp_path / "new"), "--resume", "--no-progress"]) == 2
-    assert "no " in capsys.readouterr().err and not (tmp_path / "new" / "ckpt.pt").exists()
-
-
-def test_cli_reports_bad_input_clearly(tmp_path, capsys):
-    assert train_cli(["--dataset", f"folder:{tmp_path / 'missing'}", "--out", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    assert train_cli(["--dataset", "embedded", "--weights", str(tmp_path / "nope.pth"), "--out", str(tmp_path)]) == 2
-    assert "no such file" in capsys.readouterr().err
-
-
 def test_torchrun_two_processes_write_exactly_one_checkpoint(tmp_path):
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

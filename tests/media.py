@@ -1,0 +1,52 @@
+"""Test media made from real MNIST digits: a video of a moving digit with known boxes, an MJPEG feed,
+and frame counting (what a player would show). Shared by the edge_app tests and the fault suite."""
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.outputs import MjpegServer
+
+
+def moving_digits_video(path: Path, mnist_digits, frames: int = 120, size: int = 256) -> list[np.ndarray]:
+    """A real MNIST 3 (twice MNIST size) moving on a black frame, plus a moving 7 as a distractor.
+    Returns the 3's ground-truth box per frame, in frame pixels (x1, y1 exclusive): the pasted patch,
+    MNIST128's ground truth (docs/method.md), here 56 x 56."""
+    digits, labels = mnist_digits
+    three, seven = digits[np.flatnonzero(labels == 3)[5]], digits[np.flatnonzero(labels == 7)[5]]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (size, size))
+    boxes = []
+    for t in range(frames):
+        canvas = np.zeros((size, size), np.uint8)
+        x, y = int(8 + t * (size - 72) / frames), int(size / 2 - 28 + (size / 2 - 30) * np.sin(t / 12))
+        big = cv2.resize((three * 255).astype(np.uint8), (56, 56), interpolation=cv2.INTER_NEAREST)
+        canvas[y : y + 56, x : x + 56] = big
+        boxes.append(np.array([x, y, x + 56, y + 56], dtype=float))
+        sx, sy = size - 64 - x // 2, 8 + t % 40
+        if abs(sx - x) > 70 or abs(sy - y) > 70:
+            canvas[sy : sy + 56, sx : sx + 56] = np.maximum(
+                canvas[sy : sy + 56, sx : sx + 56], cv2.resize((seven * 255).astype(np.uint8), (56, 56)))
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return boxes
+
+
+def frame_count(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    return count
+
+
+def feed(server: MjpegServer, stop: threading.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        frame = np.zeros((128, 128, 3), np.uint8)
+        cv2.putText(frame, str(i % 10), (40, 90), cv2.FONT_HERSHEY_SIMPLEX, 2, (255, 255, 255), 4)
+        server.write(frame)
+        i += 1
+        time.sleep(0.02)
+
