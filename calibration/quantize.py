@@ -79,8 +79,8 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
     if method not in CALIBRATION_METHODS:
         raise ConfigError(f"calibration method must be one of {CALIBRATION_METHODS}, got {method!r}")
     model_path = Path(model_path)
-    output = writable_file(output or model_path.with_name(model_path.stem + ".int8.onnx"), "-o")  # before calibrating
     fp32 = _load_checked(model_path)
+    output = writable_file(output or model_path.with_name(model_path.stem + ".int8.onnx"), "-o")  # before calibrating
     info = read_onnx_metadata(fp32, str(model_path))
     if info.extra.get("precision") == "int8":
         raise ModelError(f"{model_path} is already INT8-quantized; quantize the FP32 export instead")

@@ -128,6 +128,7 @@ class ImageSource:
         self.paths, self.flip, self.fps = paths, flip, fps
         self.stats = SourceStats()
         self.position = 0
+        self.first_error = ""
 
     def read(self, timeout: float | None = None) -> Frame | None:
         while self.position < len(self.paths):
@@ -138,10 +139,15 @@ class ImageSource:
             except DataError as error:  # one bad file in a folder of frames: count it, say it once, go on
                 self.stats.bad += 1
                 if self.stats.bad == 1:
-                    print(f"edge_app: skipping unreadable images; first: {error}", file=sys.stderr, flush=True)
+                    self.first_error = str(error)
+                    if len(self.paths) > 1:
+                        print(f"edge_app: skipping unreadable images; first: {error}", file=sys.stderr, flush=True)
                 continue
             self.stats.frames += 1
             return Frame(_apply_flip(image, self.flip), self.position - 1, (self.position - 1) / self.fps)
+        if self.stats.frames == 0:  # nothing at all could be read: that is bad input, not a finished run
+            raise SourceError(self.first_error if len(self.paths) == 1 else
+                              f"none of the {len(self.paths)} images could be read; first: {self.first_error}")
         return None
 
     def close(self) -> None:

@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> int:
+        missing = [m for m in [args.reference, *args.models] if not Path(m).is_file()]
+        if missing:  # before the outputs are checked: they must not be made for nothing
+            raise NotFoundError(f"no such model file: {', '.join(missing)}")
         json_target = writable_file(args.json, "--json") if args.json else None  # before the work, not after
         if args.keep:
             writable_folder(args.keep, "--keep", create=True)

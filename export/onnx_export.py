@@ -75,8 +75,8 @@ def export_onnx(checkpoint: str | Path, output: str | Path | None = None, *, sim
                 dynamo: bool = True) -> Path:
     """Write the ONNX model next to the checkpoint (or to `output`) and return its path."""
     checkpoint = Path(checkpoint)
+    model, payload = load_model(checkpoint)  # the input first: a missing checkpoint must not create folders
     output = writable_file(output or checkpoint.with_suffix(".onnx"), "-o")
-    model, payload = load_model(checkpoint)
     info = ModelInfo.from_checkpoint_parts(payload["config"], payload["deploy"])
     train_config = payload["extra"].get("train_config", {})
     info.extra["trained_on"] = {key: train_config.get(key) for key in TRAINED_ON_KEYS}  # eval-cam's, quantize-int8's default

@@ -16,7 +16,7 @@ from typing import Callable
 
 from .errors import WriteError
 
-__all__ = ["writable_file", "writable_folder", "replace_atomically", "write_text_atomic", "write_bytes_atomic"]
+__all__ = ["writable_file", "writable_folder", "creatable_folder", "replace_atomically", "write_text_atomic", "write_bytes_atomic"]
 
 
 def _probe(folder: Path, option: str) -> None:
@@ -44,6 +44,20 @@ def writable_folder(path: str | Path, option: str, *, create: bool = True) -> Pa
         except OSError as error:
             raise WriteError(f"{option} {folder}: cannot create the folder ({error.strerror or error})") from error
     _probe(folder, option)
+    return folder
+
+
+def creatable_folder(path: str | Path, option: str) -> Path:
+    """Check that `path` could be made and written, without making it: a folder that already exists is
+    probed, a missing one is checked at its nearest existing ancestor. For tools that make their
+    output folder only once their inputs are known to be good (train-cam --out)."""
+    folder = Path(path).expanduser()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise WriteError(f"{option} {folder}: {existing} is a file, not a folder")
+    _probe(existing, option)
     return folder
 
 

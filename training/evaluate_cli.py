@@ -20,7 +20,7 @@ from runtime.model_info import TRAINED_ON_KEYS, ModelInfo
 from .data.mnist128 import DEFAULT_GT_BOX, GT_BOXES
 from .data.registry import DATASET_HELP, load_splits
 from runtime.cli import EXIT_OUTPUT_FAILED, min_max, number, run_cli
-from runtime.errors import DataError, WriteError
+from runtime.errors import DataError, NotFoundError, WriteError
 from runtime.output_paths import writable_file, writable_folder, write_text_atomic
 
 __all__ = ["evaluate_model", "load_for_eval", "main"]
@@ -124,6 +124,8 @@ def evaluate_model(
     `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone.
     The data defaults as in `splits_for_model`."""
     model = load_for_eval(model_path, batch_size=batch_size, device=device, progress=progress)
+    if tune and write_ratio:  # r is stored into the model's own file: say now if that cannot be written
+        writable_folder(Path(model_path).parent, "--tune-ratio (stores r next to the model)")
     info = model.info
     sizes = {split: limit} if limit else {}
     if tune and (tune_limit or limit):
@@ -241,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def work() -> int:
+        if not Path(args.model).is_file():  # before the outputs are checked: they must not be made for nothing
+            raise NotFoundError(f"{args.model}: no such model file")
         json_target = writable_file(args.json, "--json") if args.json else None  # before the evaluation, not after
         if args.save_vis:
             writable_folder(args.save_vis, "--save-vis")

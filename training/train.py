@@ -28,7 +28,7 @@ from .data.registry import load_splits
 from .model import ModelConfig, build_model, default_normalisation
 from .predict import TorchSplit, collate, localizer_params, predict
 from runtime.errors import ConfigError, DeviceError
-from runtime.output_paths import writable_folder
+from runtime.output_paths import creatable_folder
 
 __all__ = ["TrainConfig", "train", "select_device", "flush_denormals"]
 
@@ -216,7 +216,7 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
     ckpt_path = out / "ckpt.pt"
     _check_run_folder(config, ckpt_path)
     if main:
-        writable_folder(out, "--out")  # before loading data and building the model, not at the first checkpoint
+        creatable_folder(out, "--out")  # before loading data and building the model, not at the first checkpoint
     splits = load_splits(config.dataset, seed=config.seed, input_size=config.input_size, positive=config.positive,
                          objects=tuple(config.objects), mnist_dir=config.mnist_dir, sizes=config.limits or None,
                          mnist_box=config.mnist_box)

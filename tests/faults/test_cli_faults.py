@@ -227,18 +227,19 @@ def test_bad_numbers_are_refused_by_name_in_every_tool(main, argv, words, capsys
 
 
 @pytest.mark.parametrize("main, argv", [
-    (train_cli, ["--dataset", "folder:/nonexistent/birds"]),
-    (eval_cli, ["/nonexistent/ckpt.pt"]),
-    (export_cli, ["/nonexistent/ckpt.pt"]),
-    (quantize_cli, ["/nonexistent/model.onnx"]),
-    (build_cli, ["/nonexistent/model.onnx", "--backend", "onnxruntime"]),
-    (compare_cli, ["/nonexistent/model.onnx", "/nonexistent/other.onnx"]),
-    (edge_cli, ["--model", "/nonexistent/model.onnx", "--source", "0"]),
+    (train_cli, ["--dataset", "folder:MISSING/birds", "--out", "MISSING/run"]),
+    (eval_cli, ["MISSING/ckpt.pt", "--json", "MISSING/out/m.json"]),
+    (export_cli, ["MISSING/ckpt.pt"]),
+    (quantize_cli, ["MISSING/model.onnx"]),
+    (build_cli, ["MISSING/model.onnx", "--backend", "onnxruntime"]),
+    (compare_cli, ["MISSING/model.onnx", "MISSING/other.onnx", "--json", "MISSING/r.json"]),
+    (edge_cli, ["--model", "MISSING/model.onnx", "--source", "0", "--json", "MISSING/d.jsonl"]),
 ])
-def test_a_missing_input_is_one_line_and_exit_2_in_every_tool(main, argv, capsys, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # train-cam's default --out must not land in the repository
-    assert main(argv) == 2
-    assert "/nonexistent/" in one_line_error(capsys.readouterr().err, _prog(main))
+def test_a_missing_input_is_one_line_and_exit_2_in_every_tool(main, argv, capsys, tmp_path):
+    missing = tmp_path / "missing"
+    assert main([a.replace("MISSING", str(missing)) for a in argv]) == 2
+    assert str(missing) in one_line_error(capsys.readouterr().err, _prog(main))
+    assert not missing.exists()  # no output folder was made for an input that is not there
 
 
 def _prog(main) -> str:

