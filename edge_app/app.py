@@ -17,6 +17,8 @@ from typing import Callable
 
 from runtime.localizer import Localizer
 
+from runtime.confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU
+
 from .outputs import JsonLines, OutputError, open_output, refuse_clashing_paths
 from .overlay import OVERLAYS, annotate
 from .sources import DEFAULT_STALL_TIMEOUT, SourceLost, open_source
@@ -38,7 +40,9 @@ class AppConfig:
     fps: int | None = None
     flip: str = "none"
     resize_mode: str | None = None  # resize | letterbox (default: the model's)
-    min_score: float | None = None
+    min_score: float | None = None  # also hide boxes whose raw CAM peak is below this
+    min_confidence: float | None = DEFAULT_MIN_CONFIDENCE  # boxes below this P(present) of the instance are dropped
+    overlap_iou: float | None = DEFAULT_OVERLAP_IOU  # one class per object: of overlapping boxes, the most confident
     max_frames: int | None = None
     summary_every: float = 10.0  # seconds between log summaries
     reconnect_timeout: float | None = 30.0  # give up on a lost live source after this long
@@ -102,7 +106,8 @@ class EdgeApp:
         self.config = config
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self.localizer = model if isinstance(model, Localizer) else Localizer(
-            model, resize_mode=config.resize_mode, min_score=config.min_score, **backend_options)
+            model, resize_mode=config.resize_mode, min_score=config.min_score, min_confidence=config.min_confidence,
+            overlap_iou=config.overlap_iou, **backend_options)
         self._stop = threading.Event()
         self.stopped_by = "end of source"
 

@@ -6,6 +6,7 @@ import json
 import sys
 
 from runtime.cli import EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, number, run_cli
+from runtime.confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU
 from runtime.errors import ConfigError
 
 from .app import AppConfig, EdgeApp
@@ -52,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", default="none", choices=["none", "horizontal", "vertical", "rotate-180", "clockwise",
                                                        "counterclockwise"])
     p.add_argument("--resize", choices=["resize", "letterbox"], help="how frames fit the network (default: the model's)")
-    p.add_argument("--min-score", type=number(float), help="hide detections whose peak CAM value is below this")
+    p.add_argument("--conf", type=number(float, minimum=0), default=DEFAULT_MIN_CONFIDENCE,
+                   help="keep boxes whose confidence, P(present) of the instance from the model's own output layer, "
+                   "is at least this (default: %(default)s; 0 keeps every peak above t_c, the paper's rule)")
+    p.add_argument("--overlap-iou", type=number(float, minimum=0), default=DEFAULT_OVERLAP_IOU,
+                   help="of boxes of different classes overlapping by this IoU, keep the most confident "
+                   "(default: %(default)s; 0 keeps all)")
+    p.add_argument("--min-score", type=number(float), help="also hide detections whose peak CAM value is below this")
     p.add_argument("--max-frames", type=number(int, minimum=0), help="stop after this many frames")
     p.add_argument("--http-host", default="127.0.0.1", help="bind address for http:// outputs given without a host")
     p.add_argument("--reconnect-timeout", type=number(float, minimum=0), default=30.0, help="give up on a lost live source after this many "
@@ -73,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--headless and a display:// output contradict each other")
         config = AppConfig(source=args.source, outputs=args.output, json=args.json, overlay=args.overlay,
                            width=args.width, height=args.height, fps=args.fps, flip=args.flip, resize_mode=args.resize,
-                           min_score=args.min_score, max_frames=args.max_frames, summary_every=args.summary_every,
+                           min_score=args.min_score, min_confidence=args.conf or None,
+                           overlap_iou=args.overlap_iou or None, max_frames=args.max_frames, summary_every=args.summary_every,
                            reconnect_timeout=args.reconnect_timeout or None, http_host=args.http_host,
                            stall_timeout=args.stall_timeout)
         options = {"threads": args.threads} if args.threads and args.model.endswith(".onnx") else {}

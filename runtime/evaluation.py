@@ -10,8 +10,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .metrics import classification_ap, extent_ap, max_box_acc_rf, max_box_acc_v2, pinpoint_ap
-from .postprocess import LocalizerParams, localize_batch
+from .confidence import BoxPolicy, ClassifierHead
+from .metrics import box_iou, classification_ap, extent_ap, max_box_acc_rf, max_box_acc_v2, pinpoint_ap
+from .postprocess import Detection, LocalizerParams, localize_batch
 from .scores import pin_points
 from .errors import DataError
 
@@ -42,30 +43,67 @@ def _mean(values: np.ndarray) -> float:
 
 def evaluate(
     predictions: Predictions, params: LocalizerParams, *, tolerance: float = 0.0, method: str = "fast",
-    with_maxboxacc: bool = False,
+    with_maxboxacc: bool = False, head: ClassifierHead | None = None, policy: BoxPolicy = BoxPolicy(),
 ) -> dict:
-    """Classification, pin-pointing and extent AP (mean over classes, and per class) as fractions."""
+    """Classification, pin-pointing and extent AP (mean over classes, and per class) as fractions,
+    and the box census (wrong-class boxes, boxes per image, missed objects).
+
+    With the model's `head`, boxes get their confidence and are ranked and kept as `policy` says;
+    without it (or with policy.scoring "peak"), they are ranked by their CAM peak, as in the paper."""
     num_classes = predictions.scores.shape[1]
     detections = localize_batch(predictions.cams, params, method)
+    if head is not None:
+        detections = [policy.apply(d, cam, head, params.chain, params.floor) for d, cam in zip(detections, predictions.cams)]
+    ranked = [policy.ranking(d) for d in detections] if head is not None else detections
     points = pin_points(predictions.cams, params.chain)
     result = {
         "images": int(len(predictions.scores)),
         "classification_ap": classification_ap(predictions.scores, predictions.labels),
         "pinpoint_ap": pinpoint_ap(predictions.scores, points, predictions.boxes, tolerance),
-        "extent_ap": extent_ap(detections, predictions.boxes, num_classes),
-        "extent_ap_11pt": extent_ap(detections, predictions.boxes, num_classes, interpolation="11"),
+        "extent_ap": extent_ap(ranked, predictions.boxes, num_classes),
+        "extent_ap_11pt": extent_ap(ranked, predictions.boxes, num_classes, interpolation="11"),
     }
     summary = {f"{k}_mean": _mean(v) for k, v in result.items() if k != "images"}
     result = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in result.items()}
     result.update(summary)
     result["ratio"] = float(params.ratio)
-    result["detections_per_image"] = float(np.mean([len(d) for d in detections])) if detections else 0.0
+    result["scoring"] = policy.scoring if head is not None else "peak"
+    result.update(box_census(detections, predictions.boxes))
     if with_maxboxacc:
         # MaxBoxAccV2 is wsolevaluation's, to the number; MaxBoxAccRF is our receptive-field-aligned variant.
         result.update(max_box_acc_v2(list(predictions.cams), predictions.boxes, params.input_size))
         result.update(max_box_acc_rf(list(predictions.cams), predictions.boxes, params.input_size, params.chain))
     result["_detections"] = detections
     return result
+
+
+def box_census(detections: list[list[Detection]], truth: list) -> dict:
+    """What the boxes are, counted: per image the boxes and, over all boxes, the share whose best
+    overlapping object is of another class (`wrong_class_rate`) or that overlap no object at all
+    (`background_rate`); `missed_rate`: objects no box of their class covers at IoU >= 0.5."""
+    boxes = wrong = background = objects = missed = 0
+    for found, gt in zip(detections, truth):
+        gt = np.asarray(gt, dtype=np.float64).reshape(-1, 5)
+        objects += len(gt)
+        boxes += len(found)
+        if not found:
+            missed += len(gt)
+            continue
+        iou = box_iou(np.array([d.box for d in found]), gt[:, 1:]) if len(gt) else np.zeros((len(found), 0))
+        for k, det in enumerate(found):
+            if iou.shape[1] == 0 or iou[k].max() <= 0:
+                background += 1
+            elif int(gt[iou[k].argmax(), 0]) != det.class_index:
+                wrong += 1
+        classes = np.array([d.class_index for d in found])
+        for j, obj in enumerate(gt):
+            own = classes == int(obj[0])
+            if not own.any() or iou[own, j].max() < 0.5:
+                missed += 1
+    images = max(1, len(detections))
+    return {"detections_per_image": boxes / images, "boxes": boxes, "objects": objects,
+            "wrong_class_rate": wrong / boxes if boxes else 0.0, "background_rate": background / boxes if boxes else 0.0,
+            "missed_rate": missed / objects if objects else 0.0}
 
 
 def tune_ratio(

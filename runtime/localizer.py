@@ -5,16 +5,16 @@ What the camera app and anyone embedding spamcam call. Boxes come back in the fr
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .backends import Backend, open_backend
+from .confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU, BoxPolicy
 from .postprocess import Detection, localize
 from .preprocess import Transform, preprocess
-from .scores import class_probabilities, pool_cams
 
 __all__ = ["Localizer", "FrameResult"]
 
@@ -37,14 +37,20 @@ class Localizer:
     """`Localizer("model.onnx")(frame)` -> FrameResult. Frames are BGR or grey uint8 (OpenCV's)."""
 
     def __init__(self, model: str | Path | Backend, *, resize_mode: str | None = None, ratio: float | None = None,
-                 min_score: float | None = None, method: str = "fast", **backend_options) -> None:
+                 min_score: float | None = None, min_confidence: float | None = DEFAULT_MIN_CONFIDENCE,
+                 overlap_iou: float | None = DEFAULT_OVERLAP_IOU, method: str = "fast", **backend_options) -> None:
+        """`min_confidence`: keep boxes whose instance P(present) reaches it (None: every peak above t_c,
+        the paper's rule); `overlap_iou`: of boxes of different classes overlapping this much, keep the
+        most confident (None: keep all); `min_score`: also drop boxes whose raw CAM peak is below it."""
         self.backend = open_backend(model, **backend_options) if isinstance(model, (str, Path)) else model
         self.info = self.backend.info
         self.resize_mode = resize_mode or self.info.resize_mode
         self.params = self.info.localizer_params()
+        self.head = self.info.classifier_head()
         if ratio is not None:
             self.params.ratio = float(ratio)
         self.min_score = min_score
+        self.policy = BoxPolicy(min_confidence=min_confidence, overlap_iou=overlap_iou)
         self.method = method
 
     @property
@@ -54,6 +60,13 @@ class Localizer:
     def __call__(self, frame: np.ndarray) -> FrameResult:
         return self.process_batch([frame])[0]
 
+    def detect(self, cam: np.ndarray) -> list[Detection]:
+        """One image's CAMs (C, N, M) -> boxes in network-input pixels, with confidences, gated."""
+        detections = localize(cam, self.params, self.method)
+        if self.min_score is not None:
+            detections = [d for d in detections if d.score >= self.min_score]
+        return self.policy.apply(detections, cam, self.head, self.params.chain, self.params.floor)
+
     def process_batch(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
         start = time.perf_counter()
         pairs = [preprocess(f, tuple(self.info.input_size), self.info.in_channels, self.resize_mode) for f in frames]
@@ -61,15 +74,12 @@ class Localizer:
         prepared = time.perf_counter()
         cams = self.backend.infer(batch)
         inferred = time.perf_counter()
-        pooled = pool_cams(cams, self.info.pooling, self.info.spam_kernels)
-        scores = class_probabilities(pooled, self.info.slopes, self.info.intercepts)
+        scores = self.head.probabilities(cams)
         results = []
         for cam, score, (_, transform) in zip(cams, scores, pairs):
-            detections = localize(cam, self.params, self.method)
-            if self.min_score is not None:
-                detections = [d for d in detections if d.score >= self.min_score]
+            detections = self.detect(cam)
             boxes = transform.boxes_to_frame(np.array([d.box for d in detections]).reshape(-1, 4))
-            mapped = [Detection(d.class_index, d.score, tuple(float(v) for v in b)) for d, b in zip(detections, boxes)]
+            mapped = [replace(d, box=tuple(float(v) for v in b)) for d, b in zip(detections, boxes)]
             results.append(FrameResult(mapped, score, cam, transform))
         done = time.perf_counter()
         per_frame = 1000.0 / len(frames)

@@ -11,6 +11,9 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
+from .confidence import ClassifierHead
 from .geometry import cam_size, validate_chain
 from .postprocess import LocalizerParams
 from .preprocess import RESIZE_MODES
@@ -56,6 +59,11 @@ class ModelInfo:
                    geometry=[list(l) for l in config.geometry], input_size=list(config.input_size),
                    in_channels=config.in_channels, ratio=float(config.ratio), flood_floor=float(config.flood_floor),
                    backbone=config.backbone)
+
+    def classifier_head(self) -> ClassifierHead:
+        """The pooling and output affine that turn this model's CAMs into P(present) (box confidence)."""
+        return ClassifierHead(self.pooling, tuple(self.spam_kernels), np.asarray(self.slopes, dtype=np.float64),
+                              np.asarray(self.intercepts, dtype=np.float64))
 
     def localizer_params(self) -> LocalizerParams:
         return LocalizerParams(self.thresholds, validate_chain(self.geometry), tuple(self.input_size), self.ratio,

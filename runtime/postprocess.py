@@ -37,12 +37,15 @@ _SQUARE = np.ones((3, 3), dtype=np.uint8)
 @dataclass(frozen=True)
 class Detection:
     class_index: int
-    score: float  # the highest CAM peak inside the box
+    score: float  # the highest CAM peak inside the box (the paper's box score)
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 (x1, y1 exclusive)
+    confidence: float | None = None  # P(present) of this instance, in [0, 1] (runtime/confidence.py)
 
     def to_dict(self, classes: Sequence[str] | None = None) -> dict:
         out = {"class_index": self.class_index, "score": round(float(self.score), 6),
                "box": [round(float(v), 2) for v in self.box]}
+        if self.confidence is not None:
+            out["confidence"] = round(float(self.confidence), 6)
         if classes is not None:
             out["class"] = classes[self.class_index]
         return out

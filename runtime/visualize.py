@@ -108,7 +108,10 @@ def draw_detections(canvas: np.ndarray, detections, classes: Sequence[str], gt_b
             colour = GREEN if len(own) and box_iou(np.asarray(det.box)[None], own).max() >= iou_threshold else RED
         box = tuple(int(round(v)) for v in det.box)
         cv2.rectangle(canvas, box[:2], (max(box[0], box[2] - 1), max(box[1], box[3] - 1)), colour, thickness)
-        value = f"{confidences[k]:.2f}" if confidences is not None else f"{det.score:.1f}"
+        if confidences is not None:
+            value = f"{confidences[k]:.2f}"
+        else:  # the box's own confidence where it has one, else the paper's raw peak
+            value = f"{det.confidence:.2f}" if det.confidence is not None else f"{det.score:.1f}"
         label = f"{classes[det.class_index]} {value}"
         (w, h), base = cv2.getTextSize(label, _FONT, font_scale, 1)
         x, y = _place_label((w + 2, h + base + 2), box, taken, (canvas.shape[1], canvas.shape[0]))

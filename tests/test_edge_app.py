@@ -40,6 +40,7 @@ def test_detections_match_moving_digits_and_video_has_every_frame(model, mnist_d
         threes = [d["box"] for d in record["detections"] if d["class"] == "3"]
         hits += bool(threes) and box_iou(np.array(threes), box[None]).max() >= 0.5
         assert set(record["latency_ms"]) == {"preprocess", "inference", "postprocess"}
+        assert all(0.5 <= d["confidence"] <= 1 for d in record["detections"])  # each box's own P(present), gated
     assert hits >= 0.7 * len(truth), f"only {hits}/{len(truth)} frames localized the 3"  # "most frames"
     assert frame_count(out) == len(truth)
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .backbones import BACKBONES
 from runtime.cli import min_max, number, run_cli
-from .data.mnist128 import GT_BOXES
+from runtime.errors import ConfigError
+
+from .backbones import BACKBONES
+from .data.mnist128 import GT_BOXES, parse_positive
 from .data.registry import DATASET_HELP
 from .pooling import POOLING_MODES, parse_kernels
 from .train import TrainConfig, train
@@ -36,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--mnist-box", default=d.mnist_box, choices=GT_BOXES,
                       help="MNIST128 ground truth for validation and r: the pasted 28x28 patch (default) or the "
                       "digit's tight ink box")
-    data.add_argument("--positive", type=number(int, minimum=0), default=d.positive, help="MNIST128's positive digit (default: 3)")
+    data.add_argument("--positive", type=_positive, default=d.positive, metavar="DIGIT|all",
+                      help="MNIST128's positive digit (default: 3), or 'all': every digit its own class, the "
+                      "multi-class set (use with --objects 1,3)")
     data.add_argument("--objects", type=min_max, default=(1, 1), metavar="MIN,MAX", help="MIN,MAX digits per MNIST128 canvas (default: 1,1)")
     data.add_argument("--limit", action="append", type=_split_limit, default=[], metavar="SPLIT=N",
                       help="cap a split's size, e.g. --limit train=2000 (repeatable)")
@@ -76,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tolerance", type=number(float, minimum=0), default=d.tolerance, help="pin-pointing tolerance in pixels")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _positive(text: str) -> int | str:
+    try:
+        return parse_positive(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--positive takes ")) from None
 
 
 def _split_limit(text: str) -> tuple[str, int]:

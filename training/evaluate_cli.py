@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from runtime.confidence import SCORINGS, BoxPolicy
 from runtime.evaluation import DEFAULT_RATIOS, Predictions, evaluate, tune_ratio
 from runtime.model_info import TRAINED_ON_KEYS, ModelInfo
 
-from .data.mnist128 import DEFAULT_GT_BOX, GT_BOXES
+from .data.mnist128 import ALL_DIGITS, DEFAULT_GT_BOX, GT_BOXES
 from .data.registry import DATASET_HELP, load_splits
 from runtime.cli import EXIT_OUTPUT_FAILED, min_max, number, run_cli
 from runtime.errors import DataError, NotFoundError, WriteError
@@ -92,6 +93,13 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     raise DataError(f"the data has {image.shape[0]} channels, the model takes {channels}")
 
 
+def _mnist_positive(classes: list[str]) -> int | str:
+    """MNIST128's task as the model's own classes say it: one digit, or all ten (the multi-class set)."""
+    if list(classes) == [str(d) for d in range(10)]:
+        return ALL_DIGITS
+    return int(classes[0]) if len(classes) == 1 and str(classes[0]).isdigit() else 3
+
+
 def splits_for_model(model: EvaluatedModel, dataset: str | None = None, *, sizes: dict[str, int] | None = None,
                      mnist_dir: str | None = None, seed: int | None = None, objects: tuple[int, int] | None = None,
                      mnist_box: str = DEFAULT_GT_BOX):
@@ -107,7 +115,8 @@ def splits_for_model(model: EvaluatedModel, dataset: str | None = None, *, sizes
     seed = 0 if seed is None else int(seed)
     info = model.info
     splits = load_splits(dataset, seed=seed, input_size=tuple(info.input_size), channels=info.in_channels,
-                         mnist_dir=mnist_dir, sizes=sizes, objects=tuple(objects or (1, 1)), mnist_box=mnist_box)
+                         mnist_dir=mnist_dir, sizes=sizes, objects=tuple(objects or (1, 1)), mnist_box=mnist_box,
+                         positive=_mnist_positive(info.classes))
     if list(splits.classes) != list(info.classes):
         raise DataError(f"the model's classes {info.classes} differ from the dataset's {splits.classes}")
     return splits, seed
@@ -119,6 +128,7 @@ def evaluate_model(
     maxboxacc: bool = False, mnist_dir: str | None = None, seed: int | None = None, objects: tuple[int, int] | None = None,
     save_vis: str | None = None, vis_count: int = 16, batch_size: int = 32, device: str = "auto",
     write_ratio: bool = True, tune_limit: int | None = None, progress: bool = True, mnist_box: str = DEFAULT_GT_BOX,
+    scoring: str = "confidence", min_confidence: float | None = None, overlap_iou: float | None = None,
 ) -> dict[str, Any]:
     """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it).
     `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone.
@@ -143,7 +153,9 @@ def evaluate_model(
         info.ratio = params.ratio = float(ratio)
     data = getattr(splits, split)
     predictions = model.predict(data)
-    result = evaluate(predictions, params, tolerance=tolerance, method=method, with_maxboxacc=maxboxacc)
+    policy = BoxPolicy(scoring=scoring, min_confidence=min_confidence, overlap_iou=overlap_iou)
+    result = evaluate(predictions, params, tolerance=tolerance, method=method, with_maxboxacc=maxboxacc,
+                      head=info.classifier_head(), policy=policy)
     detections = result.pop("_detections")
     if save_vis:  # a picture that cannot be written must not cost the metrics: say it, keep them
         result["pictures_written"], result["pictures_error"] = _save_pictures(
@@ -182,14 +194,13 @@ def _save_pictures(folder: Path, data, predictions: Predictions, detections, inf
     try:
         writable_folder(folder, "--save-vis")
         for i in order:
-            confidences = [float(predictions.scores[i, d.class_index]) for d in detections[i]]
             tile = render_example(data[i].image, predictions.cams[i], detections[i], params, info.classes,  # re-read:
-                                  gt_boxes=predictions.boxes[i], confidences=confidences, scale=scale)  # no images kept
+                                  gt_boxes=predictions.boxes[i], scale=scale)  # no images kept
             write_png(folder / f"{i:05d}.png", tile)
             tiles.append(tile)
         if tiles:
             write_png(folder / "contact_sheet.png",
-                      contact_sheet(tiles, columns=min(6, len(tiles)), caption=legend(scale, "P(present) of the image")))
+                      contact_sheet(tiles, columns=min(6, len(tiles)), caption=legend(scale, "box confidence (P(present) of the instance)")))
     except WriteError as error:
         return len(tiles), str(error)
     return len(tiles) + bool(tiles), None
@@ -205,6 +216,13 @@ def format_table(result: dict[str, Any]) -> str:
     if "MaxBoxAccV2" in result:
         lines.append(f"MaxBoxAccV2 {100 * result['MaxBoxAccV2']:.1f}  (" + ", ".join(
             f"{k.split('@')[1]}: {100 * v:.1f}" for k, v in result.items() if k.startswith("MaxBoxAcc@")) + ")")
+    lines.append(f"boxes ranked by {result.get('scoring', 'peak')}: {result['detections_per_image']:.2f} per image; "
+                 f"{100 * result['wrong_class_rate']:.1f}% on an object of another class, "
+                 f"{100 * result['background_rate']:.1f}% on no object; {100 * result['missed_rate']:.1f}% of "
+                 f"{result['objects']} objects missed")
+    if len(result["classes"]) > 1:  # per class: which classes carry the mean, which drag it down
+        lines.append("extent AP per class: " + ", ".join(
+            f"{name} {100 * ap:.1f}" for name, ap in zip(result["classes"], result["extent_ap"])))
     lines.append(f"{result['images']} images ({result['dataset']}, {result['split']} split, seed {result.get('seed', 0)}), "
                  f"r = {result['ratio']:g}")
     return "\n".join(lines)
@@ -228,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=number(float, above=0), help="evaluate with this r instead of the stored one")
     p.add_argument("--tolerance", type=number(float, minimum=0), default=0.0, help="pin-pointing tolerance in pixels (18 for VOC)")
     p.add_argument("--method", default="fast", choices=["fast", "reference"], help="post-processing implementation")
+    p.add_argument("--score", default="confidence", choices=SCORINGS,
+                   help="rank boxes by their confidence, P(present) of the instance (default), or by the raw CAM peak "
+                   "(the paper's, for Table 1)")
+    p.add_argument("--conf", type=number(float, minimum=0), metavar="C",
+                   help="keep only boxes of confidence >= C (default: all; edge_app keeps >= 0.5)")
+    p.add_argument("--overlap-iou", type=number(float, above=0), metavar="IOU",
+                   help="of boxes of different classes overlapping by IoU >= IOU, keep the most confident")
     p.add_argument("--maxboxacc", action="store_true", help="also compute MaxBoxAccV2 (Choe et al. 2020)")
     p.add_argument("--json", help="write all metrics to this JSON file")
     p.add_argument("--save-vis", metavar="DIR", help="write pictures: CAM heat map, back-projected area, boxes "
@@ -252,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                                 tune=args.tune_ratio, ratio=args.ratio, tolerance=args.tolerance, method=args.method,
                                 maxboxacc=args.maxboxacc, mnist_dir=args.mnist_dir, seed=args.seed, objects=args.objects,
                                 save_vis=args.save_vis, vis_count=args.vis_count, batch_size=args.batch_size,
-                                device=args.device, mnist_box=args.mnist_box, progress=not args.no_progress)
+                                device=args.device, mnist_box=args.mnist_box, progress=not args.no_progress,
+                                scoring=args.score, min_confidence=args.conf, overlap_iou=args.overlap_iou)
         print(format_table(result))
         if args.tune_ratio:
             print(f"eval-cam: r = {result['ratio']:g} chosen on the validation split and stored in {args.model}")

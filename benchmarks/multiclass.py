@@ -1,0 +1,147 @@
+"""Multi-class MNIST128: all ten digits as classes, 1-3 non-overlapping digits per canvas.
+
+A benchmark nobody tuned spamcam for (issue 11): GMP, GAP and SPAM on LeNet, same data and schedule as
+benchmarks/table1.py, over several seeds. r is tuned on the validation split; the test split is scored
+three ways from the same CAMs:
+- peak:       boxes ranked by their raw CAM peak, every box kept (the paper's protocol);
+- confidence: ranked by the box's confidence, P(present) of the instance (runtime/confidence.py);
+- deployed:   confidence ranking, boxes below 0.5 dropped and one class per object (edge_app's defaults).
+Each reports classification / pin-pointing / extent AP (patch ground truth), MaxBoxAccV2, the share of
+boxes on an object of another class, boxes per image and missed objects. Prints mean +- sd over seeds.
+
+    python benchmarks/multiclass.py [--seeds 0,1,2,3,4] [--epochs 8] [--jobs 2] [--runs runs/multiclass]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+POOLINGS = ("gmp", "gap", "spam")
+OBJECTS = (1, 3)
+VAL_FOR_TUNING = 1000
+TEST_CANVASES = 3000  # of the 10,000 test digits' canvases: the scoring, not the training, sets the wall time
+SCORINGS = {"peak": None, "confidence": {}, "deployed": {"min_confidence": 0.5, "overlap_iou": 0.5}}
+COLUMNS = ("classification_ap_mean", "pinpoint_ap_mean", "extent_ap_mean", "MaxBoxAccV2", "wrong_class_rate",
+           "detections_per_image", "missed_rate")
+
+
+def train_and_score(pooling: str, seed: int, runs: str, schedule: dict, mnist_dir: str, test_canvases: int,
+                    maxboxacc: bool) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from runtime.confidence import BoxPolicy
+    from runtime.evaluation import RatioTuningError, evaluate, tune_ratio
+    from training.checkpoint import load_model
+    from training.data.registry import load_splits
+    from training.predict import localizer_params, predict
+    from training.train import TrainConfig, flush_denormals, train
+
+    started = time.time()
+    out = Path(runs) / f"{pooling}_s{seed}"
+    record = train(TrainConfig(dataset="mnist128", positive="all", objects=OBJECTS, pooling=pooling, seed=seed,
+                               out=str(out), progress=False, overwrite=True, mnist_dir=mnist_dir,
+                               limits={"val": 1000}, **schedule))
+    model, _ = load_model(record["checkpoint"])
+    splits = load_splits("mnist128", positive="all", objects=OBJECTS, seed=seed, mnist_dir=mnist_dir,
+                         sizes={"val": VAL_FOR_TUNING, "test": test_canvases})
+    with flush_denormals():
+        val, test = predict(model, splits.val)[0], predict(model, splits.test)[0]
+    params = localizer_params(model)
+    try:
+        params = replace(params, ratio=tune_ratio(val, params)[0])
+    except RatioTuningError:
+        pass
+    from runtime.model_info import ModelInfo
+    from training.checkpoint import deploy_info
+
+    head = ModelInfo.from_checkpoint_parts(model.config, deploy_info(model)).classifier_head()
+    result = {"pooling": pooling, "seed": seed, "ratio": params.ratio, "checkpoint": record["checkpoint"]}
+    for name, policy in SCORINGS.items():
+        metrics = evaluate(test, params, head=None if policy is None else head,
+                           policy=BoxPolicy(**(policy or {})), with_maxboxacc=maxboxacc and name == "confidence")
+        result[name] = {k: float(metrics[k]) for k in COLUMNS if k in metrics}
+        result[name]["extent_ap_per_class"] = [float(v) for v in metrics["extent_ap"]]
+    result["minutes"] = round((time.time() - started) / 60, 2)
+    print(f"multiclass: {pooling} seed {seed} in {result['minutes']:.1f} min: extent AP peak "
+          f"{100 * result['peak']['extent_ap_mean']:.1f}, confidence {100 * result['confidence']['extent_ap_mean']:.1f}, "
+          f"deployed {100 * result['deployed']['extent_ap_mean']:.1f}; wrong-class boxes peak "
+          f"{100 * result['peak']['wrong_class_rate']:.1f}% -> deployed {100 * result['deployed']['wrong_class_rate']:.1f}%",
+          flush=True)
+    return result
+
+
+def mean_sd(values, scale: float = 100.0) -> str:
+    values = scale * np.asarray(values, dtype=np.float64)
+    return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
+
+
+def table(results: list[dict]) -> str:
+    header = ("| pooling | scoring | classification | pin-pointing | extent (patch) | MaxBoxAccV2 | wrong-class boxes % "
+              "| boxes / image | missed objects % |")
+    lines = [header, "|" + " --- |" * 9]
+    for pooling in POOLINGS:
+        runs = [r for r in results if r["pooling"] == pooling]
+        if not runs:
+            continue
+        for scoring in SCORINGS:
+            cells = []
+            for column in COLUMNS:
+                values = [r[scoring][column] for r in runs if column in r[scoring]]
+                cells.append("" if not values else mean_sd(values, 1.0 if column == "detections_per_image" else 100.0))
+            lines.append(f"| {pooling.upper()} | {scoring} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--poolings", default=",".join(POOLINGS))
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epoch-samples", type=int, default=14000)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--warmup-epochs", type=float, default=0.5)
+    parser.add_argument("--output-lr-scale", type=float, default=10.0)
+    parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    parser.add_argument("--test-canvases", type=int, default=TEST_CANVASES)
+    parser.add_argument("--maxboxacc", action="store_true", help="also MaxBoxAccV2 (minutes per model on 2 cores)")
+    parser.add_argument("--runs", default="runs/multiclass")
+    args = parser.parse_args()
+    import torch
+
+    from training.data.mnist_source import fetch_full_mnist
+
+    mnist_dir = str(fetch_full_mnist())
+    schedule = {"epochs": args.epochs, "epoch_samples": args.epoch_samples, "lr": args.lr,
+                "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs,
+                "output_lr_scale": args.output_lr_scale}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    poolings = args.poolings.split(",")
+    started = time.time()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(train_and_score, p, s, args.runs, schedule, mnist_dir, args.test_canvases,
+                               args.maxboxacc) for s in seeds for p in poolings]
+        results = [f.result() for f in futures]
+    minutes = (time.time() - started) / 60
+    text = table(results)
+    print(f"\nMulti-class MNIST128 (10 classes, 1-3 digits), mean ± sd over seeds {args.seeds}\n{text}")
+    summary = {"schedule": schedule, "seeds": seeds, "minutes": round(minutes, 1), "torch": torch.__version__,
+               "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores, {args.jobs} jobs x 1 thread",
+               "results": results, "table": text}
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    (Path(args.runs) / "multiclass.json").write_text(json.dumps(summary, indent=2, default=float))
+    print(f"multiclass: {minutes:.1f} minutes; results in {Path(args.runs) / 'multiclass.json'}")
+
+
+if __name__ == "__main__":
+    main()

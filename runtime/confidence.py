@@ -1,0 +1,135 @@
+"""Box confidence in [0, 1] from the model's own output layer, and gating by it (docs/method.md).
+
+The paper scores a box by its highest CAM peak: an unbounded activation, not comparable across
+classes or models, and one that can clear t_c on images the classifier itself calls negative. Here a
+box's confidence is P(present) *of its instance*: the model's pooling and output affine applied to the
+class map with every other activated cell of that class set to the flood floor — "what the classifier
+would say if this object were alone in the image".
+
+- With one object in the image it equals the image-level P(present), so boxes of a class the model
+  calls absent get a confidence below 0.5, and `min_confidence=0.5` is class gating.
+- GMP models give sigma(a_c * peak + b_c): the paper's "peak > t_c" rule is exactly confidence > 0.5.
+- Every pooling is non-decreasing in each CAM value, so the confidence is monotone in the instance's
+  own evidence and blind to the other instances' (two birds each get their own number).
+
+`suppress_overlaps` resolves one object claimed by several classes: of boxes of different classes
+that overlap by IoU >= `iou`, only the most confident is kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from .geometry import Chain, rf_centre
+from .metrics import box_iou
+from .postprocess import Detection
+from .scores import class_probabilities, pool_cams
+
+__all__ = ["DEFAULT_MIN_CONFIDENCE", "DEFAULT_OVERLAP_IOU", "BoxPolicy", "DEPLOYED", "ClassifierHead", "instance_confidences", "with_confidence", "gate", "suppress_overlaps", "SCORINGS"]
+
+SCORINGS = ("confidence", "peak")  # what boxes are ranked by: ours, or the paper's raw CAM peak
+# Deployed defaults (Localizer, edge_app): the output layer's own decision boundary, which for GMP is
+# exactly the paper's "peak above t_c"; and one class per object.
+DEFAULT_MIN_CONFIDENCE = 0.5
+DEFAULT_OVERLAP_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class ClassifierHead:
+    """The part of the training graph a CAM-only model drops: pooling + per-class affine + softmax."""
+
+    pooling: str
+    kernels: tuple
+    slopes: np.ndarray  # (C,) a_c
+    intercepts: np.ndarray  # (C,) b_c
+
+    def probabilities(self, cams: np.ndarray) -> np.ndarray:
+        """(..., C, N, M) -> (..., C) P(present)."""
+        pooled = pool_cams(cams, self.pooling, self.kernels)
+        return class_probabilities(pooled, self.slopes, self.intercepts)
+
+
+def _cells_inside(box: Sequence[float], centres_x: np.ndarray, centres_y: np.ndarray) -> np.ndarray:
+    """(N, M) bool: CAM cells whose receptive-field centre lies inside the box."""
+    x0, y0, x1, y1 = box
+    inside_x = (centres_x >= x0) & (centres_x <= x1)
+    inside_y = (centres_y >= y0) & (centres_y <= y1)
+    return inside_y[:, None] & inside_x[None, :]
+
+
+def instance_confidences(cams: np.ndarray, detections: Sequence[Detection], head: ClassifierHead, chain: Chain,
+                         floor: float = 0.0) -> np.ndarray:
+    """One image's CAMs (C, N, M) and its detections (network-input coordinates) -> (K,) confidences."""
+    cams = np.asarray(cams, dtype=np.float64)
+    if not detections:
+        return np.zeros(0)
+    n, m = cams.shape[-2:]
+    centres_x = rf_centre(chain, np.arange(m)) + 0.5  # pixel-edge coordinates, as boxes are
+    centres_y = rf_centre(chain, np.arange(n)) + 0.5
+    masked = []
+    for det in detections:
+        cam = cams[det.class_index]
+        others = (cam > floor) & ~_cells_inside(det.box, centres_x, centres_y)
+        masked.append(np.where(others, floor, cam))
+    pooled = pool_cams(np.stack(masked), head.pooling, head.kernels)  # (K,)
+    classes = np.array([d.class_index for d in detections])
+    return class_probabilities(pooled, head.slopes[classes], head.intercepts[classes])
+
+
+@dataclass(frozen=True)
+class BoxPolicy:
+    """What becomes of Algorithm 1's boxes: how they are ranked, which are kept. One definition for
+    the Localizer (deployment: gated) and eval-cam (ranked, nothing dropped unless asked)."""
+
+    scoring: str = "confidence"  # rank by instance P(present), or "peak" (the paper's, for Table 1)
+    min_confidence: float | None = None  # drop boxes below this confidence
+    overlap_iou: float | None = None  # of different-class boxes overlapping this much, keep the most confident
+
+    def __post_init__(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+
+    def apply(self, detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead, chain: Chain,
+              floor: float = 0.0) -> list[Detection]:
+        detections = with_confidence(detections, cams, head, chain, floor)
+        return suppress_overlaps(gate(detections, self.min_confidence), self.overlap_iou)
+
+    def ranking(self, detections: Sequence[Detection]) -> list[Detection]:
+        """The detections with `score` set to what they are ranked by (for AP)."""
+        if self.scoring == "peak":
+            return list(detections)
+        return [replace(d, score=float(d.confidence)) for d in detections]
+
+
+DEPLOYED = BoxPolicy(min_confidence=DEFAULT_MIN_CONFIDENCE, overlap_iou=DEFAULT_OVERLAP_IOU)
+
+
+def with_confidence(detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead, chain: Chain,
+                    floor: float = 0.0) -> list[Detection]:
+    confidences = instance_confidences(cams, detections, head, chain, floor)
+    return [replace(d, confidence=float(c)) for d, c in zip(detections, confidences)]
+
+
+def gate(detections: Sequence[Detection], min_confidence: float | None) -> list[Detection]:
+    """Keep the boxes whose confidence reaches `min_confidence` (None keeps all)."""
+    if min_confidence is None:
+        return list(detections)
+    return [d for d in detections if d.confidence is not None and d.confidence >= min_confidence]
+
+
+def suppress_overlaps(detections: Sequence[Detection], iou: float | None = 0.5) -> list[Detection]:
+    """Across classes, of boxes overlapping by IoU >= `iou`, keep only the most confident (None: keep all).
+    Boxes of one class never suppress each other: Algorithm 1 already separated them."""
+    if iou is None or len(detections) < 2:
+        return list(detections)
+    order = sorted(range(len(detections)), key=lambda i: -(detections[i].confidence or 0.0))
+    boxes = np.array([detections[i].box for i in order], dtype=np.float64)
+    overlaps = box_iou(boxes, boxes)
+    kept: list[int] = []
+    for rank, index in enumerate(order):
+        cls = detections[index].class_index
+        if all(detections[order[k]].class_index == cls or overlaps[rank, k] < iou for k in kept):
+            kept.append(rank)
+    return [detections[order[k]] for k in kept]

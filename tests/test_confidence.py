@@ -1,0 +1,167 @@
+"""Box confidence (P(present) of the instance), gating, one class per object, the box census, the
+multi-class MNIST128 and the at-chance detector: closed-form checks on CAMs built by hand, and the
+generator's own output."""
+import numpy as np
+import pytest
+
+from runtime.confidence import BoxPolicy, ClassifierHead, gate, instance_confidences, suppress_overlaps, with_confidence
+from runtime.evaluation import box_census
+from runtime.postprocess import Detection, LocalizerParams, localize
+from runtime.scores import class_probabilities, pool_cams
+
+CHAIN = [[4, 4, 0]]  # one 4x4 stride-4 layer: CAM cell (i, j) covers input pixels [4j, 4j+4)
+SIZE = (64, 64)  # a 16x16 CAM
+
+
+def _head(pooling, classes=2, slope=2.0, intercept=-3.0):
+    return ClassifierHead(pooling, (1, 2, 5, "N"), np.full(classes, slope), np.full(classes, intercept))
+
+
+def _cams(classes=2):
+    cams = np.full((classes, 16, 16), -1.0)
+    cams[0, 2:5, 2:5] = 3.0  # instance A of class 0, top left
+    cams[0, 10:13, 10:13] = 2.0  # instance B of class 0, bottom right
+    return cams
+
+
+BOX_A = (8.0, 8.0, 20.0, 20.0)
+BOX_B = (40.0, 40.0, 52.0, 52.0)
+
+
+@pytest.mark.parametrize("pooling", ["gmp", "gap", "spam"])
+def test_confidence_is_in_0_1_and_monotone_in_its_own_evidence_only(pooling):
+    head, cams = _head(pooling), _cams()
+    dets = [Detection(0, 3.0, BOX_A), Detection(0, 2.0, BOX_B)]
+    base = instance_confidences(cams, dets, head, CHAIN)
+    assert ((base >= 0) & (base <= 1)).all()
+    stronger = cams.copy()
+    stronger[0, 3, 3] = 6.0  # more evidence inside A
+    raised = instance_confidences(stronger, dets, head, CHAIN)
+    assert raised[0] > base[0] and raised[1] == pytest.approx(base[1])  # B does not see A's evidence
+    weaker = cams.copy()
+    weaker[0, 10:13, 10:13] = 1.0  # less evidence inside B
+    lowered = instance_confidences(weaker, dets, head, CHAIN)
+    assert lowered[1] < base[1] and lowered[0] == pytest.approx(base[0])
+
+
+@pytest.mark.parametrize("pooling", ["gmp", "gap", "spam"])
+def test_a_lone_instance_gets_the_image_level_probability(pooling):
+    head, cams = _head(pooling), _cams()
+    cams[0, 10:13, 10:13] = -1.0  # only A is left
+    (confidence,) = instance_confidences(cams, [Detection(0, 3.0, BOX_A)], head, CHAIN)
+    image = class_probabilities(pool_cams(cams[:1], pooling, head.kernels), head.slopes[:1], head.intercepts[:1])
+    assert confidence == pytest.approx(float(image[0]))
+
+
+def test_for_gmp_confidence_above_one_half_is_the_papers_peak_above_t_c():
+    head = _head("gmp")
+    threshold = -head.intercepts[0] / head.slopes[0]  # t_c = 1.5
+    for peak in (1.0, 1.49, 1.51, 4.0):
+        cams = np.full((1, 16, 16), -1.0)
+        cams[0, 3, 3] = peak
+        (confidence,) = instance_confidences(cams, [Detection(0, peak, BOX_A)], _head("gmp", 1), CHAIN)
+        assert (confidence > 0.5) == (peak > threshold)
+
+
+def test_gating_drops_the_boxes_of_a_class_the_model_calls_absent():
+    head = _head("spam", slope=2.0, intercept=-4.0)  # t_c = 2 on the pooled (SPAM) score
+    cams = np.full((2, 16, 16), -1.0)
+    cams[0, 2:6, 2:6] = 5.0  # class 0: a clear object
+    cams[1, 9, 9] = 2.5  # class 1: one cell above t_c, but SPAM's pooled score stays far below it
+    params = LocalizerParams([2.0, 2.0], CHAIN, SIZE)
+    found = localize(cams, params)
+    assert sorted({d.class_index for d in found}) == [0, 1]  # the paper's rule keeps both
+    kept = gate(with_confidence(found, cams, head, CHAIN), 0.5)
+    assert [d.class_index for d in kept] == [0]
+    assert all(0 <= d.confidence <= 1 for d in with_confidence(found, cams, head, CHAIN))
+
+
+def test_one_object_claimed_by_two_classes_keeps_the_more_confident_class_only():
+    a = Detection(0, 3.0, (10.0, 10.0, 40.0, 40.0), confidence=0.9)
+    b = Detection(1, 9.0, (12.0, 11.0, 41.0, 40.0), confidence=0.6)  # same object, another class
+    c = Detection(0, 2.0, (11.0, 12.0, 39.0, 41.0), confidence=0.4)  # same class: never suppressed here
+    far = Detection(1, 1.0, (50.0, 50.0, 60.0, 60.0), confidence=0.3)
+    kept = suppress_overlaps([b, a, c, far], iou=0.5)
+    assert sorted((d.class_index, d.confidence) for d in kept) == [(0, 0.4), (0, 0.9), (1, 0.3)]
+    assert len(suppress_overlaps([a, b], iou=None)) == 2
+
+
+def test_the_policy_ranks_by_confidence_or_by_peak():
+    dets = [Detection(0, 9.0, BOX_A, confidence=0.2), Detection(0, 1.0, BOX_B, confidence=0.8)]
+    assert [d.score for d in BoxPolicy().ranking(dets)] == [0.2, 0.8]
+    assert [d.score for d in BoxPolicy(scoring="peak").ranking(dets)] == [9.0, 1.0]
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        BoxPolicy(scoring="area")
+
+
+def test_the_box_census_counts_wrong_class_background_and_missed():
+    truth = [np.array([[0, 0, 0, 10, 10], [1, 20, 20, 30, 30]], float), np.zeros((0, 5))]
+    found = [[Detection(0, 1.0, (0, 0, 10, 10)),  # right class, right place
+              Detection(0, 1.0, (20, 20, 30, 30)),  # on the class-1 object: wrong class
+              Detection(1, 1.0, (40, 40, 50, 50))],  # on nothing
+             [Detection(1, 1.0, (0, 0, 5, 5))]]  # on an image without objects
+    census = box_census(found, truth)
+    assert census["boxes"] == 4 and census["objects"] == 2
+    assert census["wrong_class_rate"] == pytest.approx(1 / 4) and census["background_rate"] == pytest.approx(2 / 4)
+    assert census["missed_rate"] == pytest.approx(1 / 2)  # the class-1 object has no box of its class
+    assert census["detections_per_image"] == pytest.approx(2.0)
+
+
+def test_multi_class_mnist128_is_deterministic_with_labels_that_match_its_boxes():
+    from training.data.registry import load_splits
+
+    def draw(seed):
+        splits = load_splits("embedded", positive="all", objects=(1, 3), seed=seed, sizes={"train": 40, "val": 8, "test": 40})
+        return splits, [splits.test[i] for i in range(40)]
+
+    splits, samples = draw(5)
+    again = draw(5)[1]
+    other = draw(6)[1]
+    assert splits.classes == [str(d) for d in range(10)]
+    counts = []
+    for sample, twin in zip(samples, again):
+        assert np.array_equal(sample.image, twin.image) and np.array_equal(sample.boxes, twin.boxes)
+        boxes = sample.boxes
+        counts.append(len(boxes))
+        assert 1 <= len(boxes) <= 3
+        assert set(np.flatnonzero(sample.labels)) == set(boxes[:, 0].astype(int))  # a label per boxed class
+        assert ((boxes[:, 3] - boxes[:, 1]) == 28).all() and ((boxes[:, 4] - boxes[:, 2]) == 28).all()  # the patch
+        assert (boxes[:, 1:] >= 0).all() and (boxes[:, 1:] <= 128).all()
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):  # objects never overlap
+                a, b = boxes[i, 1:], boxes[j, 1:]
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+        ink = sample.image[0]
+        for cls, x0, y0, x1, y1 in boxes.astype(int):
+            assert ink[y0:y1, x0:x1].max() > 0  # a digit is drawn inside its box
+    assert len(set(counts)) > 1  # 1, 2 and 3 objects all occur
+    assert any(not np.array_equal(a.image, b.image) for a, b in zip(samples, other))
+
+
+def test_a_run_that_learned_nothing_is_reported():
+    from training.train import at_chance, prior_loss
+
+    labels = np.zeros((1000, 2))
+    labels[:100, 0] = 1  # 10 % positives in class 0, 50 % in class 1
+    labels[::2, 1] = 1
+    entropy = float(np.mean([-(p * np.log(p) + (1 - p) * np.log(1 - p)) for p in (0.1, 0.5)]))
+    assert prior_loss(labels) == pytest.approx(entropy)
+    record = {"epoch": 3, "val_loss": entropy, "chance_loss": entropy}
+    assert at_chance(record)
+    assert not at_chance(record | {"val_loss": 0.5 * entropy})  # it learned something
+    assert not at_chance(record | {"epoch": 1})  # the first epoch is allowed to start there
+
+
+def test_a_deliberately_collapsed_training_run_says_so(tmp_path, capsys):
+    """A learning rate of 1e-9 leaves the model where it started: at the class-prior loss."""
+    from training.cli import main as train_cli
+
+    args = ["--dataset", "embedded", "--epochs", "2", "--lr", "1e-9", "--warmup-epochs", "0", "--limit", "train=256",
+            "--limit", "val=128", "--out", str(tmp_path / "dead"), "--no-progress"]
+    assert train_cli(args) == 0
+    out = capsys.readouterr().out
+    assert "after 2 epochs the validation loss" in out and "has learned nothing" in out
+    alive = ["--dataset", "embedded", "--epochs", "2", "--limit", "train=2000", "--limit", "val=128",
+             "--out", str(tmp_path / "alive"), "--no-progress"]
+    assert train_cli(alive) == 0
+    assert "learned nothing" not in capsys.readouterr().out
