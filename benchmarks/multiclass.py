@@ -42,7 +42,7 @@ def train_and_score(pooling: str, seed: int, runs: str, schedule: dict, mnist_di
     from runtime.evaluation import RatioTuningError, evaluate, tune_ratio
     from training.checkpoint import load_model
     from training.data.registry import load_splits
-    from training.predict import localizer_params, predict
+    from training.predict import classifier_head, localizer_params, predict
     from training.train import TrainConfig, flush_denormals, train
 
     started = time.time()
@@ -60,10 +60,7 @@ def train_and_score(pooling: str, seed: int, runs: str, schedule: dict, mnist_di
         params = replace(params, ratio=tune_ratio(val, params)[0])
     except RatioTuningError:
         pass
-    from runtime.model_info import ModelInfo
-    from training.checkpoint import deploy_info
-
-    head = ModelInfo.from_checkpoint_parts(model.config, deploy_info(model)).classifier_head()
+    head = classifier_head(model)
     result = {"pooling": pooling, "seed": seed, "ratio": params.ratio, "checkpoint": record["checkpoint"]}
     for name, policy in SCORINGS.items():
         metrics = evaluate(test, params, head=None if policy is None else head,
@@ -115,7 +112,16 @@ def main() -> None:
     parser.add_argument("--test-canvases", type=int, default=TEST_CANVASES)
     parser.add_argument("--maxboxacc", action="store_true", help="also MaxBoxAccV2 (minutes per model on 2 cores)")
     parser.add_argument("--runs", default="runs/multiclass")
+    parser.add_argument("--table-from", nargs="+", metavar="JSON",
+                        help="only print the table of earlier runs' multiclass.json files, merged")
     args = parser.parse_args()
+    if args.table_from:
+        merged = [json.loads(Path(f).read_text()) for f in args.table_from]
+        results = [r for m in merged for r in m["results"]]
+        seeds = sorted({r["seed"] for r in results})
+        print(f"Multi-class MNIST128 (10 classes, 1-3 digits), mean ± sd over seeds {seeds}; "
+              f"{sum(m['minutes'] for m in merged):.1f} minutes in all\n{table(results)}")
+        return
     import torch
 
     from training.data.mnist_source import fetch_full_mnist

@@ -29,7 +29,7 @@ import numpy as np
 from _runs import VAL_FOR_TUNING
 
 VAL_DURING_TRAINING = 1000  # validation canvases per epoch (progress only); r is tuned on _runs.VAL_FOR_TUNING
-PAPER = {"gmp": (99.8, 98.9, 69.5), "gap": (99.4, 82.3, 79.1), "spam": (99.9, 95.8, 95.8)}  # PAPER-NOTES, Table 1
+PAPER = {"gmp": (99.8, 98.9, 69.5), "gap": (99.4, 82.3, 79.1), "spam": (99.9, 95.8, 95.8)}  # the paper's Table 1, for comparison only
 POOLINGS = ("gmp", "gap", "spam")
 BOXES = ("patch", "ink")  # the decided ground truth first, the ink box beside it
 METRICS = ("classification_ap_mean", "pinpoint_ap_mean", "extent_ap_mean", "extent_ap_11pt_mean", "MaxBoxAccV2",

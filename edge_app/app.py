@@ -1,6 +1,6 @@
 """The camera loop: source -> Localizer -> overlay -> outputs + JSON lines, with statistics.
 
-`EdgeApp(model, source, outputs).run()` is the whole application; the CLI only parses arguments.
+`EdgeApp(model, AppConfig(source=..., outputs=[...])).run()` is the whole application; the CLI only parses arguments.
 Ctrl-C and SIGTERM stop the loop after the current frame, and every output is closed in `finally`,
 so nothing already produced is lost. Per-frame state is never accumulated: memory stays flat.
 """

@@ -114,7 +114,7 @@ def tune_ratio(
 
     Raises RatioTuningError, and chooses nothing, when the split holds fewer than MIN_OBJECTS_TO_TUNE
     ground-truth objects or when no r localizes a single one: storing a value chosen there would
-    silently ruin a working model (PAPER-NOTES, "Tuning r")."""
+    silently ruin a working model (docs/method.md, "Inference")."""
     objects = sum(len(np.asarray(b).reshape(-1, 5)) for b in predictions.boxes)
     if objects < MIN_OBJECTS_TO_TUNE:
         raise RatioTuningError(

@@ -61,7 +61,7 @@ def backproject(chain: Chain, coords: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def apply_ratio(lo: np.ndarray, hi: np.ndarray, ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric resize by r (PAPER-NOTES §Inference 3): r > 0 shrinks, r < 0 grows; w = hi - lo before."""
+    """Symmetric resize by r (docs/method.md, "Inference" 3): r > 0 shrinks, r < 0 grows; w = hi - lo before."""
     if ratio == 0:
         return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     width = np.asarray(hi, dtype=np.float64) - lo

@@ -1,4 +1,4 @@
-"""Localization metrics in numpy (PAPER-NOTES "Metrics"): classification AP, pin-pointing AP, extent
+"""Localization metrics in numpy (docs/method.md, "Metrics"): classification AP, pin-pointing AP, extent
 AP (VOC, 11-point and all-point), MaxBoxAccV2 (clovaai/wsolevaluation's, to the number) and its
 receptive-field-aligned variant MaxBoxAccRF.
 

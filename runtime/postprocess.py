@@ -1,4 +1,4 @@
-"""CAMs -> boxes (paper §3.1.1, Fig. 4, Algorithm 1; PAPER-NOTES "Inference").
+"""CAMs -> boxes (paper §3.1.1, Fig. 4, Algorithm 1; docs/method.md "Inference").
 
 Per class map: peaks above t_c -> flood-filled "mountains" (non-increasing paths, value > floor) ->
 each mountain pixel's receptive field by fast back-projection, resized by r -> the union of those

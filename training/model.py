@@ -1,5 +1,5 @@
 """The CAM network: backbone -> 1x1 CAM conv (one map per class) -> global pooling -> per-class
-two-way softmax (paper Fig. 3; PAPER-NOTES "Model").
+two-way softmax (paper Fig. 3; docs/method.md "Training graph").
 
 The network takes images in [0, 1] and normalises them itself, so the exported graph carries its
 normalisation and no runtime can forget it.
@@ -35,7 +35,7 @@ class ModelConfig:
     std: list[float] = field(default_factory=lambda: [1.0])
     geometry: list[list[int]] = field(default_factory=list)  # (k, s, p) input -> CAM, filled by build_model
     ratio: float = 0.0  # Algorithm 1's r; tuned on validation data by eval-cam --tune-ratio
-    flood_floor: float = 0.0  # mountains stop at activations <= this (PAPER-NOTES: "activated" pixels)
+    flood_floor: float = 0.0  # mountains stop at activations <= this (docs/method.md: "activated" pixels)
     pretrained: str = "none"
 
     def validate(self) -> "ModelConfig":

@@ -1,4 +1,4 @@
-"""Global pooling of class activation maps: GMP, GAP and SPAM (paper §3.2, PAPER-NOTES "Model").
+"""Global pooling of class activation maps: GMP, GAP and SPAM (paper §3.2, docs/method.md "Training graph").
 
 The pooling decides how the image-level loss spreads its gradient over the CAM, and so what the CAM
 learns to cover: GMP trains one discriminative pixel, GAP the whole map, SPAM a region around the max.

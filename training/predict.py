@@ -5,7 +5,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from runtime.confidence import ClassifierHead
 from runtime.evaluation import Predictions
+from runtime.model_info import ModelInfo
 from runtime.postprocess import LocalizerParams
 
 from .model import CamNet
@@ -44,6 +46,13 @@ def localizer_params(model: CamNet) -> LocalizerParams:
     config = model.config
     return LocalizerParams(model.thresholds(), config.geometry, tuple(config.input_size), config.ratio,
                            config.flood_floor)
+
+
+def classifier_head(model: CamNet) -> ClassifierHead:
+    """The model's pooling and output affine in numpy, for box confidences (runtime/confidence.py)."""
+    from .checkpoint import deploy_info
+
+    return ModelInfo.from_checkpoint_parts(model.config, deploy_info(model)).classifier_head()
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data.mnist128 import DEFAULT_GT_BOX
 from .data.registry import load_splits
 from .model import ModelConfig, build_model, default_normalisation
-from .predict import TorchSplit, collate, localizer_params, predict
+from .predict import TorchSplit, classifier_head, collate, localizer_params, predict
 from runtime.errors import ConfigError, DeviceError
 from runtime.output_paths import creatable_folder
 
@@ -316,7 +316,8 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
         model.config.ratio, _ = tune_ratio(predictions, localizer_params(model))
     except RatioTuningError as error:
         refusal = str(error)
-    metrics = evaluate(predictions, localizer_params(model), tolerance=config.tolerance)
+    metrics = evaluate(predictions, localizer_params(model), tolerance=config.tolerance,
+                       head=classifier_head(model))  # ranked by confidence, as eval-cam ranks by default
     chance = prior_loss(predictions.labels)
     return {
         "epoch": epoch + 1,
