@@ -18,7 +18,7 @@ import json
 import os
 import platform
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
 
@@ -134,18 +134,25 @@ def main() -> None:
     poolings = args.poolings.split(",")
     started = time.time()
     os.environ["OMP_NUM_THREADS"] = "1"
+    results: list[dict] = []
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+
+    def save() -> str:  # after every finished model: an interrupted benchmark keeps what it measured
+        text = table(results)
+        summary = {"schedule": schedule, "seeds": seeds, "minutes": round((time.time() - started) / 60, 1),
+                   "torch": torch.__version__, "results": results, "table": text,
+                   "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores, {args.jobs} jobs x 1 thread"}
+        (Path(args.runs) / "multiclass.json").write_text(json.dumps(summary, indent=2, default=float))
+        return text
+
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(train_and_score, p, s, args.runs, schedule, mnist_dir, args.test_canvases,
                                args.maxboxacc) for s in seeds for p in poolings]
-        results = [f.result() for f in futures]
+        for future in as_completed(futures):
+            results.append(future.result())
+            text = save()
     minutes = (time.time() - started) / 60
-    text = table(results)
     print(f"\nMulti-class MNIST128 (10 classes, 1-3 digits), mean ± sd over seeds {args.seeds}\n{text}")
-    summary = {"schedule": schedule, "seeds": seeds, "minutes": round(minutes, 1), "torch": torch.__version__,
-               "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores, {args.jobs} jobs x 1 thread",
-               "results": results, "table": text}
-    Path(args.runs).mkdir(parents=True, exist_ok=True)
-    (Path(args.runs) / "multiclass.json").write_text(json.dumps(summary, indent=2, default=float))
     print(f"multiclass: {minutes:.1f} minutes; results in {Path(args.runs) / 'multiclass.json'}")
 
 

@@ -130,7 +130,8 @@ def compare_backends(reference: str | Path, models: list[str | Path] | None = No
     """Compare every model against the reference on the same images; returns the report as a dict
     (rows in the order given, the reference first). Without `models`, the reference must be a
     checkpoint and the deployed forms are made into `work` (a temporary folder when None)."""
-    from training.evaluate_cli import load_for_eval, splits_for_model, to_channels
+    from runtime.preprocess import chw_with_channels
+    from training.evaluate_cli import load_for_eval, splits_for_model
 
     reference = Path(reference)
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,7 +168,7 @@ def compare_backends(reference: str | Path, models: list[str | Path] | None = No
                 row.cam_sqnr = cam_sqnr(base_predictions.cams, predictions.cams)
                 row.boxes = box_agreement(base_detections, detections, list(base.info.classes))
             if row.precision == "int8" and path.suffix == ".onnx" and fp32_onnx is not None:
-                images = np.stack([to_channels(data[i].image, model.info.in_channels)
+                images = np.stack([chw_with_channels(data[i].image, model.info.in_channels)
                                    for i in range(min(LAYER_IMAGES, len(data)))]).astype(np.float32)
                 row.layers = [layer.to_dict() for layer in layer_errors(fp32_onnx, path, images)]
             rows.append(row)

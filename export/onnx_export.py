@@ -19,6 +19,7 @@ import torch
 
 from runtime.cli import EXIT_CHECK_FAILED, number, run_cli
 from runtime.output_paths import replace_atomically, writable_file
+from runtime.preprocess import chw_with_channels
 from runtime.model_info import TRAINED_ON_KEYS, ModelInfo, read_onnx_metadata, write_onnx_metadata
 from training.checkpoint import load_model
 
@@ -115,11 +116,8 @@ def _verification_images(info: ModelInfo, dataset: str | None, count: int) -> np
 
     splits = load_splits(dataset or "embedded", input_size=tuple(info.input_size), channels=info.in_channels,
                          sizes={"test": count})
-    images = [splits.test[i].image for i in range(min(count, len(splits.test)))]
-    batch = np.stack(images).astype(np.float32)
-    if batch.shape[1] != info.in_channels:
-        batch = np.repeat(batch, info.in_channels, axis=1)
-    return batch
+    images = [chw_with_channels(splits.test[i].image, info.in_channels) for i in range(min(count, len(splits.test)))]
+    return np.stack(images).astype(np.float32)
 
 
 EXAMPLES = """examples:

@@ -14,7 +14,7 @@ import numpy as np
 from .backends import Backend, open_backend
 from .confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU, BoxPolicy
 from .postprocess import Detection, localize
-from .preprocess import Transform, preprocess
+from .preprocess import Transform, to_input_array
 
 __all__ = ["Localizer", "FrameResult"]
 
@@ -69,14 +69,14 @@ class Localizer:
 
     def process_batch(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
         start = time.perf_counter()
-        pairs = [preprocess(f, tuple(self.info.input_size), self.info.in_channels, self.resize_mode) for f in frames]
-        batch = np.stack([p[0] for p in pairs])
+        batch, transforms = to_input_array(list(frames), tuple(self.info.input_size), self.info.in_channels,
+                                           self.resize_mode)
         prepared = time.perf_counter()
         cams = self.backend.infer(batch)
         inferred = time.perf_counter()
         scores = self.head.probabilities(cams)
         results = []
-        for cam, score, (_, transform) in zip(cams, scores, pairs):
+        for cam, score, transform in zip(cams, scores, transforms):
             detections = self.detect(cam)
             boxes = transform.boxes_to_frame(np.array([d.box for d in detections]).reshape(-1, 4))
             mapped = [replace(d, box=tuple(float(v) for v in b)) for d, b in zip(detections, boxes)]

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["RESIZE_MODES", "Transform", "preprocess", "to_input_array"]
+from .errors import DataError
+
+__all__ = ["RESIZE_MODES", "Transform", "preprocess", "chw_with_channels", "to_input_array"]
 
 RESIZE_MODES = ("resize", "letterbox")
 
@@ -106,6 +108,16 @@ def _to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     if channels == 3:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     raise ValueError(f"models take 1 or 3 input channels, got {channels}")
+
+
+def chw_with_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A (C, H, W) image with the model's channel count: grey repeated for an RGB model (MNIST-style
+    data on a torchvision backbone); any other mismatch is an error."""
+    if image.shape[0] == channels:
+        return image
+    if image.shape[0] == 1:
+        return np.repeat(image, channels, axis=0)
+    raise DataError(f"the data has {image.shape[0]} channels, the model takes {channels}")
 
 
 def to_input_array(frames: list[np.ndarray], input_size, channels: int, mode: str = "resize"):

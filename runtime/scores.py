@@ -12,10 +12,12 @@ import numpy as np
 
 from .geometry import Chain, rf_centre
 
-__all__ = ["pool_cams", "class_probabilities", "pin_points"]
+__all__ = ["POOLINGS", "DEFAULT_SPAM_KERNELS", "pool_cams", "class_probabilities", "pin_points"]
 
 
 POOLINGS = ("gmp", "gap", "spam")  # the global poolings a model can be trained with (training.pooling)
+# SPAM's pyramid (paper §4.1): 1x1, 2x2, 5x5 windows and the whole map ("N").
+DEFAULT_SPAM_KERNELS = (1, 2, 5, "N")
 
 
 def _window_means(cams: np.ndarray, kh: int, kw: int) -> np.ndarray:
@@ -26,7 +28,7 @@ def _window_means(cams: np.ndarray, kh: int, kw: int) -> np.ndarray:
     return sums / (kh * kw)
 
 
-def pool_cams(cams: np.ndarray, mode: str, kernels: Sequence = (1, 2, 5, "N")) -> np.ndarray:
+def pool_cams(cams: np.ndarray, mode: str, kernels: Sequence = DEFAULT_SPAM_KERNELS) -> np.ndarray:
     """(..., N, M) -> (...): GMP, GAP or SPAM, matching training.pooling exactly."""
     cams = np.asarray(cams, dtype=np.float64)
     if mode == "gmp":

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from runtime.confidence import SCORINGS, BoxPolicy
+from runtime.preprocess import chw_with_channels
 from runtime.evaluation import DEFAULT_RATIOS, Predictions, evaluate, tune_ratio
 from runtime.model_info import TRAINED_ON_KEYS, ModelInfo
 
@@ -72,7 +73,7 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         cams, labels, boxes = [], [], []
         for start in tqdm(range(0, len(split), batch_size), desc="predict", leave=False, disable=not progress):
             samples = [split[i] for i in range(start, min(start + batch_size, len(split)))]
-            batch = np.stack([to_channels(s.image, backend.info.in_channels) for s in samples])
+            batch = np.stack([chw_with_channels(s.image, backend.info.in_channels) for s in samples])
             cams.append(backend.infer(batch))
             labels += [s.labels for s in samples]
             boxes += [s.boxes for s in samples]
@@ -82,15 +83,6 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
         return Predictions(cams, scores, np.stack(labels), boxes)
 
     return EvaluatedModel(path, backend.info, run, backend.info.trained_on)
-
-
-def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """A dataset image (C, H, W) with the model's channel count: grey repeated for RGB models."""
-    if image.shape[0] == channels:
-        return image
-    if image.shape[0] == 1:
-        return np.repeat(image, channels, axis=0)
-    raise DataError(f"the data has {image.shape[0]} channels, the model takes {channels}")
 
 
 def _mnist_positive(classes: list[str]) -> int | str:

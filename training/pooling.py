@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from runtime.errors import ConfigError
+from runtime.scores import DEFAULT_SPAM_KERNELS, POOLINGS
 
 __all__ = [
     "POOLING_MODES",
@@ -25,11 +26,9 @@ __all__ = [
     "GlobalCamPool",
 ]
 
-POOLING_MODES = ("gmp", "gap", "spam")
+POOLING_MODES = POOLINGS  # defined once, in runtime/ (a deployed model re-applies the same pooling)
 
 KernelSpec = Union[int, str]
-# The paper's pyramid (§4.1): 1x1, 2x2, 5x5 and the whole map ("N").
-DEFAULT_SPAM_KERNELS: tuple[KernelSpec, ...] = (1, 2, 5, "N")
 
 
 def parse_kernels(spec: str | Sequence[KernelSpec]) -> tuple[KernelSpec, ...]:

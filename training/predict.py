@@ -11,7 +11,7 @@ from runtime.model_info import ModelInfo
 from runtime.postprocess import LocalizerParams
 
 from .model import CamNet
-from runtime.errors import DataError
+from runtime.preprocess import chw_with_channels
 
 __all__ = ["TorchSplit", "collate", "predict", "localizer_params"]
 
@@ -28,12 +28,7 @@ class TorchSplit(Dataset):
 
     def __getitem__(self, index: int):
         sample = self.split[index]
-        image = torch.from_numpy(sample.image)
-        if image.shape[0] != self.channels:
-            if image.shape[0] == 1:
-                image = image.expand(self.channels, -1, -1).contiguous()  # grey data, RGB backbone
-            else:
-                raise DataError(f"the data has {image.shape[0]} channels, the model takes {self.channels}")
+        image = torch.from_numpy(chw_with_channels(sample.image, self.channels))  # grey data, RGB backbone: repeated
         return image, torch.from_numpy(sample.labels), sample.boxes
 
 
@@ -42,17 +37,21 @@ def collate(batch):
     return torch.stack(images), torch.stack(labels), list(boxes)
 
 
+def model_info(model: CamNet) -> ModelInfo:
+    """What a deployed copy of this model would carry (runtime.model_info): one source for its
+    post-processing parameters and classifier head, in training and in deployment alike."""
+    from .checkpoint import deploy_info
+
+    return ModelInfo.from_checkpoint_parts(model.config, deploy_info(model))
+
+
 def localizer_params(model: CamNet) -> LocalizerParams:
-    config = model.config
-    return LocalizerParams(model.thresholds(), config.geometry, tuple(config.input_size), config.ratio,
-                           config.flood_floor)
+    return model_info(model).localizer_params()
 
 
 def classifier_head(model: CamNet) -> ClassifierHead:
     """The model's pooling and output affine in numpy, for box confidences (runtime/confidence.py)."""
-    from .checkpoint import deploy_info
-
-    return ModelInfo.from_checkpoint_parts(model.config, deploy_info(model)).classifier_head()
+    return model_info(model).classifier_head()
 
 
 @torch.no_grad()
