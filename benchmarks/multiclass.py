@@ -81,17 +81,21 @@ def mean_sd(values, scale: float = 100.0) -> str:
     return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
 
 
+HEADINGS = {"classification_ap_mean": "classification", "pinpoint_ap_mean": "pin-pointing",
+            "extent_ap_mean": "extent (patch)", "MaxBoxAccV2": "MaxBoxAccV2", "wrong_class_rate": "wrong-class boxes %",
+            "detections_per_image": "boxes / image", "missed_rate": "missed objects %"}
+
+
 def table(results: list[dict]) -> str:
-    header = ("| pooling | scoring | classification | pin-pointing | extent (patch) | MaxBoxAccV2 | wrong-class boxes % "
-              "| boxes / image | missed objects % |")
-    lines = [header, "|" + " --- |" * 9]
+    columns = [c for c in COLUMNS if any(c in r[s] for r in results for s in SCORINGS)]  # MaxBoxAccV2 is optional
+    lines = ["| pooling | scoring | " + " | ".join(HEADINGS[c] for c in columns) + " |", "|" + " --- |" * (2 + len(columns))]
     for pooling in POOLINGS:
         runs = [r for r in results if r["pooling"] == pooling]
         if not runs:
             continue
         for scoring in SCORINGS:
             cells = []
-            for column in COLUMNS:
+            for column in columns:
                 values = [r[scoring][column] for r in runs if column in r[scoring]]
                 cells.append("" if not values else mean_sd(values, 1.0 if column == "detections_per_image" else 100.0))
             lines.append(f"| {pooling.upper()} | {scoring} | " + " | ".join(cells) + " |")

@@ -20,7 +20,7 @@ from .preprocess import RESIZE_MODES
 from .scores import POOLINGS
 from .errors import ModelError, NotFoundError
 
-__all__ = ["METADATA_KEY", "VERSION", "TRAINED_ON_KEYS", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata",
+__all__ = ["METADATA_KEY", "VERSION", "TRAINED_ON_KEYS", "ModelInfo", "MetadataError", "write_onnx_metadata", "read_onnx_metadata", "info_from_metadata",
            "load_onnx"]
 
 METADATA_KEY = "spamcam"
@@ -196,10 +196,16 @@ def load_onnx(path) -> Any:
     return model
 
 
+def info_from_metadata(metadata: dict[str, str], source: str = "model") -> ModelInfo:
+    """spamcam's metadata from an ONNX model's key/value metadata (however it was read: onnx or ONNX
+    Runtime); MetadataError when it has none."""
+    if METADATA_KEY not in metadata:
+        raise MetadataError(f"{source}: an ONNX model without spamcam metadata (no '{METADATA_KEY}' key). Export it "
+                            "with `export-onnx ckpt.pt`; a foreign model lacks the thresholds and geometry "
+                            "localization needs.")
+    return ModelInfo.from_json(metadata[METADATA_KEY], source)
+
+
 def read_onnx_metadata(model, source: str = "model") -> ModelInfo:
     """spamcam's metadata from an onnx.ModelProto; MetadataError when it has none."""
-    for prop in model.metadata_props:
-        if prop.key == METADATA_KEY:
-            return ModelInfo.from_json(prop.value, source)
-    raise MetadataError(f"{source}: an ONNX model without spamcam metadata (no '{METADATA_KEY}' key); export it with "
-                        "`export-onnx ckpt.pt`")
+    return info_from_metadata({prop.key: prop.value for prop in model.metadata_props}, source)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..model_info import METADATA_KEY, MetadataError, ModelInfo
+from ..model_info import info_from_metadata
 from ..errors import DeviceError, ModelError
 
 __all__ = ["OnnxRuntimeBackend", "PREFERRED_PROVIDERS"]
@@ -47,12 +47,7 @@ class OnnxRuntimeBackend:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
         except Exception as error:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
             raise ModelError(f"{path}: ONNX Runtime cannot load this model ({error})") from error
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in metadata:
-            raise MetadataError(f"{path}: an ONNX model without spamcam metadata (no '{METADATA_KEY}' key). "
-                                "Export it with `export-onnx ckpt.pt`; a foreign model lacks the thresholds and geometry "
-                                "localization needs.")
-        self.info = ModelInfo.from_json(metadata[METADATA_KEY], str(path))
+        self.info = info_from_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
 
