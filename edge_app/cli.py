@@ -8,10 +8,11 @@ import sys
 from runtime.cli import EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, number, run_cli
 from runtime.confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU
 from runtime.errors import ConfigError
+from runtime.preprocess import RESIZE_MODES
 
 from .app import AppConfig, EdgeApp
 from .overlay import OVERLAYS
-from .sources import DEFAULT_STALL_TIMEOUT
+from .sources import DEFAULT_STALL_TIMEOUT, FLIPS
 
 EXAMPLES = """sources (--source):  csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path | http://host/stream.mjpg |
                      video.mp4 | image.jpg | folder/
@@ -50,9 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=number(int, minimum=1), help="capture width (cameras)")
     p.add_argument("--height", type=number(int, minimum=1), help="capture height (cameras)")
     p.add_argument("--fps", type=number(int, minimum=1), help="capture frame rate (cameras)")
-    p.add_argument("--flip", default="none", choices=["none", "horizontal", "vertical", "rotate-180", "clockwise",
-                                                       "counterclockwise"])
-    p.add_argument("--resize", choices=["resize", "letterbox"], help="how frames fit the network (default: the model's)")
+    p.add_argument("--flip", default="none", choices=FLIPS)
+    p.add_argument("--resize", choices=RESIZE_MODES, help="how frames fit the network (default: the model's)")
     p.add_argument("--conf", type=number(float, minimum=0), default=DEFAULT_MIN_CONFIDENCE,
                    help="keep boxes whose confidence, P(present) of the instance from the model's own output layer, "
                    "is at least this (default: %(default)s; 0 keeps every peak above t_c, the paper's rule)")

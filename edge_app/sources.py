@@ -68,6 +68,7 @@ def csi_pipeline(sensor: int, width: int, height: int, fps: int, flip: int) -> s
 
 
 _FLIPS = {"none": 0, "counterclockwise": 1, "rotate-180": 2, "clockwise": 3, "horizontal": 4, "vertical": 6}
+FLIPS = tuple(_FLIPS)  # the --flip choices
 
 
 def _apply_flip(image: np.ndarray, flip: str) -> np.ndarray:
