@@ -67,7 +67,7 @@ def main() -> int:
     from export.build_engine import build_onnxruntime_model, build_tensorrt_engine
     from export.onnx_export import export_onnx, verify_onnx
     from training.data.registry import load_splits
-    from training.evaluate_cli import evaluate_model, format_table
+    from training.evaluate import evaluate_model, format_table
     from training.train import TrainConfig, train
 
     step("1/5 train-cam: SPAM-CAM on embedded digits (image-level labels only)")

@@ -65,7 +65,7 @@ def accuracy_row(checkpoint: str, work: Path) -> dict:
     from export.build_engine import build_onnxruntime_model
     from export.onnx_export import export_onnx
     from runtime.model_info import read_onnx_metadata
-    from training.evaluate_cli import evaluate_model
+    from training.evaluate import evaluate_model
     import onnx
 
     fp32 = export_onnx(checkpoint, work / "trained.onnx")

@@ -131,7 +131,7 @@ def compare_backends(reference: str | Path, models: list[str | Path] | None = No
     (rows in the order given, the reference first). Without `models`, the reference must be a
     checkpoint and the deployed forms are made into `work` (a temporary folder when None)."""
     from runtime.preprocess import chw_with_channels
-    from training.evaluate_cli import load_for_eval, splits_for_model
+    from training.evaluate import load_for_eval, splits_for_model
 
     reference = Path(reference)
     with tempfile.TemporaryDirectory() as tmp:

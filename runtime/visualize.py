@@ -186,3 +186,27 @@ def legend(scale: tuple[float, float], what_confidence: str) -> str:
     return (f"heat: CAM of the strongest class, blue 0 .. red {scale[1]:.3g} (one scale for all pictures); "
             "yellow outline: back-projected area\n"
             f"magenta: ground truth; green / red: predicted box that hits (IoU >= 0.5) / misses; label: class, {what_confidence}")
+
+
+def write_pictures(folder: Path, images: Sequence[np.ndarray], cams: np.ndarray, detections, gt_boxes, labels,
+                   params, classes: Sequence[str], count: int) -> tuple[int, str | None]:
+    """One PNG per example and a contact sheet of them all, every heat map on one fixed scale; the
+    images that contain a class first. Returns how many were written and, when writing stopped (a full
+    disk, a read-only folder), why: a picture that cannot be written must not cost the caller's results."""
+    from .output_paths import writable_folder
+
+    scale = heat_scale(cams)
+    order = sorted(range(len(labels)), key=lambda i: -float(np.asarray(labels[i]).sum()))[:count]
+    tiles = []
+    try:
+        writable_folder(folder, "--save-vis")
+        for i in order:
+            tile = render_example(images[i], cams[i], detections[i], params, classes, gt_boxes=gt_boxes[i], scale=scale)
+            write_png(folder / f"{i:05d}.png", tile)
+            tiles.append(tile)
+        if tiles:
+            write_png(folder / "contact_sheet.png",
+                      contact_sheet(tiles, columns=min(6, len(tiles)), caption=legend(scale, "box confidence (P(present) of the instance)")))
+    except WriteError as error:
+        return len(tiles), str(error)
+    return len(tiles) + bool(tiles), None

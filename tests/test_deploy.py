@@ -14,7 +14,7 @@ from runtime.localizer import Localizer
 from runtime.model_info import MetadataError, read_onnx_metadata, write_onnx_metadata
 from training.checkpoint import load_model
 from training.data.registry import load_splits
-from training.evaluate_cli import evaluate_model
+from training.evaluate import evaluate_model
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,8 @@ import pytest
 
 from training.checkpoint import load_model, save_checkpoint
 from training.cli import main as train_cli
-from training.evaluate_cli import evaluate_model, main as eval_cli
+from training.evaluate import evaluate_model
+from training.evaluate_cli import main as eval_cli
 
 pytestmark = pytest.mark.slow
 

@@ -81,7 +81,7 @@ def test_csv_lists_and_errors(tmp_path):
 @pytest.mark.slow
 def test_train_and_evaluate_on_a_voc_directory(tmp_path):
     from training.cli import main as train_cli
-    from training.evaluate_cli import evaluate_model
+    from training.evaluate import evaluate_model
 
     _voc(tmp_path / "voc", 60)
     out = tmp_path / "run"
