@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -54,11 +54,11 @@ class ModelInfo:
 
     @classmethod
     def from_checkpoint_parts(cls, config, deploy: dict[str, Any]) -> "ModelInfo":
-        return cls(classes=list(config.classes), thresholds=list(deploy["thresholds"]), slopes=list(deploy["slopes"]),
-                   intercepts=list(deploy["intercepts"]), pooling=config.pooling, spam_kernels=list(config.spam_kernels),
-                   geometry=[list(l) for l in config.geometry], input_size=list(config.input_size),
-                   in_channels=config.in_channels, ratio=float(config.ratio), flood_floor=float(config.flood_floor),
-                   backbone=config.backbone)
+        """From a checkpoint's ModelConfig (any dataclass) and deploy section: every field the two share
+        is taken by name, so a field added to both travels without being typed here again."""
+        shared = {f.name for f in fields(cls)} & set(asdict(config))
+        values = {name: value for name, value in asdict(config).items() if name in shared}  # deep copies
+        return cls(**values, **{key: list(deploy[key]) for key in ("thresholds", "slopes", "intercepts")})
 
     def classifier_head(self) -> ClassifierHead:
         """The pooling and output affine that turn this model's CAMs into P(present) (box confidence)."""
