@@ -64,18 +64,17 @@ def _torchvision_features(name: str, weights: str | None) -> nn.Module:
 class BackboneSpec:
     build: Callable[[int, str | None], nn.Module]
     native_channels: int  # input channels the architecture (and its ImageNet weights) expects
-    default_input: int  # a sensible square input size, used by the CLI when none is given
     note: str
 
 
 BACKBONES: dict[str, BackboneSpec] = {
-    "lenet": BackboneSpec(lambda c, w: lenet5_features(c), 1, 128, "LeNet-5 C1-C5 (paper's MNIST128 model)"),
-    "lenet_s4": BackboneSpec(lambda c, w: lenet5_features(c, with_c5=False), 1, 128, "LeNet-5 C1-S4, 16 px field"),
-    "vgg16": BackboneSpec(lambda c, w: _torchvision_features("vgg16", w), 3, 512, "paper's VOC model"),
-    "resnet18": BackboneSpec(lambda c, w: _torchvision_features("resnet18", w), 3, 448, ""),
-    "resnet50": BackboneSpec(lambda c, w: _torchvision_features("resnet50", w), 3, 448, ""),
+    "lenet": BackboneSpec(lambda c, w: lenet5_features(c), 1, "LeNet-5 C1-C5 (paper's MNIST128 model)"),
+    "lenet_s4": BackboneSpec(lambda c, w: lenet5_features(c, with_c5=False), 1, "LeNet-5 C1-S4, 16 px field"),
+    "vgg16": BackboneSpec(lambda c, w: _torchvision_features("vgg16", w), 3, "paper's VOC model"),
+    "resnet18": BackboneSpec(lambda c, w: _torchvision_features("resnet18", w), 3, ""),
+    "resnet50": BackboneSpec(lambda c, w: _torchvision_features("resnet50", w), 3, ""),
     "mobilenet_v3_large": BackboneSpec(
-        lambda c, w: _torchvision_features("mobilenet_v3_large", w), 3, 320, "for edge devices"
+        lambda c, w: _torchvision_features("mobilenet_v3_large", w), 3, "for edge devices"
     ),
 }
 
