@@ -22,12 +22,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import ConfigError
 from .geometry import Chain, rf_centre
 from .metrics import box_iou
 from .postprocess import Detection
 from .scores import class_probabilities, pool_cams
 
-__all__ = ["DEFAULT_MIN_CONFIDENCE", "DEFAULT_OVERLAP_IOU", "BoxPolicy", "DEPLOYED", "ClassifierHead", "instance_confidences", "with_confidence", "gate", "suppress_overlaps", "SCORINGS"]
+__all__ = ["DEFAULT_MIN_CONFIDENCE", "DEFAULT_OVERLAP_IOU", "BoxPolicy", "ClassifierHead", "instance_confidences", "with_confidence", "gate", "suppress_overlaps", "SCORINGS"]
 
 SCORINGS = ("confidence", "peak")  # what boxes are ranked by: ours, or the paper's raw CAM peak
 # Deployed defaults (Localizer, edge_app): the output layer's own decision boundary, which for GMP is
@@ -89,7 +90,7 @@ class BoxPolicy:
 
     def __post_init__(self) -> None:
         if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
+            raise ConfigError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
 
     def apply(self, detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead, chain: Chain,
               floor: float = 0.0) -> list[Detection]:
@@ -101,9 +102,6 @@ class BoxPolicy:
         if self.scoring == "peak":
             return list(detections)
         return [replace(d, score=float(d.confidence)) for d in detections]
-
-
-DEPLOYED = BoxPolicy(min_confidence=DEFAULT_MIN_CONFIDENCE, overlap_iou=DEFAULT_OVERLAP_IOU)
 
 
 def with_confidence(detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead, chain: Chain,
