@@ -354,8 +354,8 @@ def at_chance(record: dict) -> bool:
 def _chance_warning(record: dict) -> str:
     return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is no better "
             f"than always answering each class's frequency ({record['chance_loss']:.4f}): the model has learned "
-            "nothing, and its CAMs will give no boxes. Try another --seed, a learning rate 3x lower or higher "
-            "(--lr), or more --warmup-epochs; see docs/method.md, 'Training that fails'")
+            "almost nothing so far, and such CAMs give few or no right boxes. Try another --seed, a learning rate "
+            "3x lower or higher (--lr), or more --warmup-epochs; see docs/method.md, 'Training that fails'")
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
