@@ -44,6 +44,15 @@ def test_sigint_mid_run_leaves_playable_video_and_complete_json(model, mnist_dig
     assert frame_count(out) == len(lines)  # the container was finalised: every written frame plays
 
 
+def _start(app: EdgeApp):
+    """Run the app on a thread; its log lines and, once it ends, its summary are collected."""
+    logs, result = [], {}
+    app.log = logs.append
+    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
+    thread.start()
+    return thread, result, logs
+
+
 def test_live_source_that_disappears_is_reopened_then_given_up(model, tmp_path):
     server = MjpegServer("127.0.0.1", 0)
     port = server.address[1]
@@ -52,11 +61,7 @@ def test_live_source_that_disappears_is_reopened_then_given_up(model, tmp_path):
     out = tmp_path / "live.mp4"
     app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{port}/stream.mjpg", outputs=[str(out)],
                                    json=str(tmp_path / "live.jsonl"), reconnect_timeout=6.0))
-    logs = []
-    app.log = logs.append
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
-    thread.start()
+    thread, result, logs = _start(app)
     time.sleep(3)
     stop.set()
     server.close()  # the camera goes away ...
@@ -84,11 +89,7 @@ def test_a_stream_that_stays_open_but_silent_is_noticed_within_the_stall_timeout
     threading.Thread(target=feed, args=(server, stop), daemon=True).start()
     app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{server.address[1]}/stream.mjpg", stall_timeout=1.0,
                                    reconnect_timeout=3.0, summary_every=0.5))
-    logs = []
-    app.log = logs.append
-    result = {}
-    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
-    thread.start()
+    thread, result, logs = _start(app)
     time.sleep(2.5)
     stop.set()  # silent from now on, connection kept open
     stalled_at = time.monotonic()
