@@ -66,6 +66,8 @@ def writable_file(path: str | Path, option: str) -> Path:
     target = Path(path).expanduser()
     if target.is_dir():
         raise WriteError(f"{option} {target}: is a folder; give a file name")
+    if target.exists() and not target.is_file():  # /dev/full, a FIFO: the atomic rename would replace the node
+        raise WriteError(f"{option} {target}: is not a regular file (a device or a pipe); give a file name")
     writable_folder(target.parent, option)
     return target
 

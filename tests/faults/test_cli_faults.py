@@ -20,7 +20,7 @@ from export.compare_backends import build_parser as compare_parser
 from export.compare_backends import main as compare_cli
 from export.onnx_export import main as export_cli
 from runtime.cli import run_cli
-from runtime.errors import ConfigError, SpamcamError
+from runtime.errors import ConfigError, SpamcamError, WriteError
 from training.cli import main as train_cli
 from training.data.fetch import main as fetch_cli
 from training.evaluate_cli import main as eval_cli
@@ -285,3 +285,16 @@ def test_eval_cam_errors(tmp_path, capsys):
     (tmp_path / "x.pt").write_bytes(b"garbage")
     assert eval_cli([str(tmp_path / "x.pt")]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_an_output_that_is_a_device_or_a_pipe_is_refused(tmp_path):
+    """The atomic rename would replace the node itself (as root, /dev/full became a regular file)."""
+    from runtime.output_paths import writable_file
+
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    for special in (fifo, Path("/dev/full")):
+        if special.exists():
+            with pytest.raises(WriteError, match="is not a regular file"):
+                writable_file(special, "-o")
+    assert fifo.exists() and not fifo.is_file()  # untouched
