@@ -11,7 +11,6 @@ Given only a checkpoint, it makes those forms itself in a work folder (`--keep D
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from calibration.options import add_calibration_arguments
 from calibration.quantize import DEFAULT_CALIB_METHOD, DEFAULT_CALIB_SAMPLES
 from runtime.cli import number, run_cli
 from runtime.evaluation import Predictions, evaluate
-from runtime.output_paths import writable_file, writable_folder, write_text_atomic
+from runtime.output_paths import json_destination, writable_folder, write_json_report
 from runtime.metrics import box_iou
 from runtime.errors import ConfigError, ModelError, NotFoundError
 
@@ -239,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--limit", type=number(int, minimum=0), default=500, help="images compared (default: %(default)s; 0 = all)")
     parser.add_argument("--keep", metavar="DIR", help="keep the models made from a checkpoint in DIR")
-    parser.add_argument("--json", help="write the report to this JSON file")
+    parser.add_argument("--json", help="write the report to this JSON file (- : standard output, the table then goes to stderr)")
     parser.add_argument("--no-progress", action="store_true")
     add_calibration_arguments(parser)
     return parser
@@ -252,17 +251,17 @@ def main(argv: list[str] | None = None) -> int:
         missing = [m for m in [args.reference, *args.models] if not Path(m).is_file()]
         if missing:  # before the outputs are checked: they must not be made for nothing
             raise NotFoundError(f"no such model file: {', '.join(missing)}")
-        json_target = writable_file(args.json, "--json") if args.json else None  # before the work, not after
+        json_target = json_destination(args.json)  # checked before the work, not after
+        say = sys.stderr if json_target == "-" else sys.stdout  # --json -: standard output holds the JSON alone
         if args.keep:
             writable_folder(args.keep, "--keep", create=True)
         report = compare_backends(args.reference, args.models, dataset=args.dataset, split=args.split,
                                   limit=args.limit or None, work=args.keep, calibration=args.calib,
                                   calib_samples=args.calib_samples, calib_method=args.calib_method,
                                   progress=not args.no_progress)
-        print(format_report(report))
+        print(format_report(report), file=say)
         if json_target:
-            write_text_atomic(json_target, json.dumps(report, indent=2, default=float))
-            print(f"compare-backends: report written to {json_target}")
+            print(f"compare-backends: report written to {write_json_report(json_target, report)}", file=say)
         return 0
 
     return run_cli("compare-backends", work, interrupted="no report was written")

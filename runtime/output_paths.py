@@ -16,7 +16,7 @@ from typing import Callable
 
 from .errors import WriteError
 
-__all__ = ["writable_file", "writable_folder", "creatable_folder", "replace_atomically", "write_text_atomic", "write_bytes_atomic"]
+__all__ = ["json_destination", "write_json_report", "writable_file", "writable_folder", "creatable_folder", "replace_atomically", "write_text_atomic", "write_bytes_atomic"]
 
 
 def _probe(folder: Path, option: str) -> None:
@@ -93,6 +93,26 @@ def replace_atomically(path: str | Path, write: Callable[[Path], object]) -> Pat
         temporary.unlink(missing_ok=True)
         raise
     return target
+
+
+def json_destination(value: str | None, option: str = "--json") -> Path | str | None:
+    """A --json option: None (not asked), "-" (standard output), or a checked writable file."""
+    if value is None or value == "-":
+        return value
+    return writable_file(value, option)
+
+
+def write_json_report(destination: Path | str, data) -> str:
+    """The report as JSON to `destination` ("-": standard output, one document); says where it went."""
+    import json
+    import sys
+
+    text = json.dumps(data, indent=2, default=float)
+    if destination == "-":
+        print(text, file=sys.stdout, flush=True)
+        return "standard output"
+    write_text_atomic(destination, text)
+    return str(destination)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -3,14 +3,13 @@ engine, on MNIST128, the embedded digits or an image-level/VOC dataset."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from runtime.cli import EXIT_OUTPUT_FAILED, min_max, number, run_cli
 from runtime.confidence import SCORINGS
 from runtime.errors import NotFoundError
-from runtime.output_paths import writable_file, writable_folder, write_text_atomic
+from runtime.output_paths import json_destination, writable_folder, write_json_report
 
 from .data.mnist128 import DEFAULT_GT_BOX, GT_BOXES
 from .data.registry import DATASET_HELP
@@ -53,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlap-iou", type=number(float, above=0), metavar="IOU",
                    help="of boxes of different classes overlapping by IoU >= IOU, keep the most confident")
     p.add_argument("--maxboxacc", action="store_true", help="also compute MaxBoxAccV2 (Choe et al. 2020)")
-    p.add_argument("--json", help="write all metrics to this JSON file")
+    p.add_argument("--json", help="write all metrics to this JSON file (- : standard output, the table then goes to stderr)")
     p.add_argument("--save-vis", metavar="DIR", help="write pictures: CAM heat map, back-projected area, boxes "
                    "(green = matches ground truth, red = not)")
     p.add_argument("--vis-count", type=number(int, minimum=1), default=16, help="pictures --save-vis writes")
@@ -69,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         if not Path(args.model).is_file():  # before the outputs are checked: they must not be made for nothing
             raise NotFoundError(f"{args.model}: no such model file")
-        json_target = writable_file(args.json, "--json") if args.json else None  # before the evaluation, not after
+        json_target = json_destination(args.json)  # checked before the evaluation, not after
+        say = sys.stderr if json_target == "-" else sys.stdout  # --json -: standard output holds the JSON alone
         if args.save_vis:
             writable_folder(args.save_vis, "--save-vis")
         result = evaluate_model(args.model, dataset=args.dataset, split=args.split, limit=args.limit,
@@ -78,14 +78,13 @@ def main(argv: list[str] | None = None) -> int:
                                 save_vis=args.save_vis, vis_count=args.vis_count, batch_size=args.batch_size,
                                 device=args.device, mnist_box=args.mnist_box, progress=not args.no_progress,
                                 scoring=args.score, min_confidence=args.conf, overlap_iou=args.overlap_iou)
-        print(format_table(result))
+        print(format_table(result), file=say)
         if args.tune_ratio:
-            print(f"eval-cam: r = {result['ratio']:g} chosen on the validation split and stored in {args.model}")
+            print(f"eval-cam: r = {result['ratio']:g} chosen on the validation split and stored in {args.model}", file=say)
         if json_target:
-            write_text_atomic(json_target, json.dumps(result, indent=2, default=float))
-            print(f"eval-cam: metrics written to {json_target}")
+            print(f"eval-cam: metrics written to {write_json_report(json_target, result)}", file=say)
         if args.save_vis:
-            print(f"eval-cam: {result['pictures_written']} pictures written to {args.save_vis}")
+            print(f"eval-cam: {result['pictures_written']} pictures written to {args.save_vis}", file=say)
             if result["pictures_error"]:
                 print(f"eval-cam: error: the pictures stopped there: {result['pictures_error']}", file=sys.stderr)
                 return EXIT_OUTPUT_FAILED

@@ -298,3 +298,11 @@ def test_an_output_that_is_a_device_or_a_pipe_is_refused(tmp_path):
             with pytest.raises(WriteError, match="is not a regular file"):
                 writable_file(special, "-o")
     assert fifo.exists() and not fifo.is_file()  # untouched
+
+
+@pytest.mark.slow
+def test_json_to_standard_output_is_one_document_and_the_table_goes_to_stderr(mnist128_checkpoint, capsys):
+    assert eval_cli([str(mnist128_checkpoint["checkpoint"]), "--limit", "20", "--json", "-", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["images"] == 20  # nothing but the JSON on stdout
+    assert "Classification" in captured.err and not Path("-").exists()
