@@ -7,7 +7,8 @@ left 3.4 MB with 0 decodable frames. So:
   most the last second (measured: 595 of 600 frames decodable after SIGKILL).
   Without PyAV they fall back to OpenCV's plain MP4, with a warning saying so.
 - `.mkv` (OpenCV, MPEG-4 Part 2): Matroska clusters are self-contained, so it survives a kill without
-  PyAV (measured: 616 of 690 frames decodable after SIGKILL).
+  PyAV, less the last few seconds that OpenCV's writer still buffers (measured after SIGKILL: 616 of
+  690 frames decodable, and 169 of 222).
 - `.avi` (OpenCV, MJPEG): for tools that want one JPEG per frame; its index is also written on close.
 
 Every writer stops *before* the disk is full (`VIDEO_RESERVE_BYTES` left), so that it can still be

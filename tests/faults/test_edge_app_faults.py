@@ -235,7 +235,8 @@ def test_a_video_on_a_filling_disk_stops_in_time_and_stays_playable(model, mnist
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_a_killed_run_leaves_a_video_that_plays_up_to_the_kill(model, mnist_digits, tmp_path, suffix):
     """kill -9 (or a power cut) gives no chance to write an index: a plain MP4 then held 0 playable
-    frames of 3.4 MB. Fragmented MP4 (PyAV) and Matroska keep everything but the last second."""
+    frames of 3.4 MB. Fragmented MP4 (PyAV, packets flushed) keeps all but about the last second;
+    Matroska through OpenCV all but what its writer still buffered (a few seconds)."""
     if suffix == ".mp4":
         pytest.importorskip("av", reason="fragmented MP4 needs PyAV: pip install 'spamcam[video]'")
     video = tmp_path / "long.mp4"
@@ -253,7 +254,8 @@ def test_a_killed_run_leaves_a_video_that_plays_up_to_the_kill(model, mnist_digi
     processed = jsonl.read_text().count("\n")
     assert 200 <= processed < 1500, "the run ended before it could be killed mid-way"
     playable = frame_count(out)
-    assert playable >= processed - 2 * 25  # at most the last fragment or cluster (about a second at 25 FPS) lost
+    lost_at_most = {".mp4": 2 * 25, ".mkv": 5 * 25}[suffix]  # 25 FPS: a one-second fragment; OpenCV's buffer
+    assert playable > 0 and playable >= processed - lost_at_most, (playable, processed)
     # a plain MP4 (OpenCV) killed the same way holds nothing playable: what the fragmenting is for
     if suffix == ".mp4":
         plain = tmp_path / "plain.mp4"
