@@ -16,6 +16,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from runtime.cli import silence_stdout
 from runtime.errors import WriteError
 from runtime.output_paths import writable_folder
 
@@ -45,12 +46,10 @@ class ImageFolderOutput:
 
     def __init__(self, folder: Path) -> None:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / ".spamcam-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as error:
-            raise OutputError(f"{folder}: cannot write frames there ({write_failure(folder, error)})") from error
+            writable_folder(folder, "--output")
+        except WriteError as error:
+            reason = write_failure(folder, error.__cause__) if error.__cause__ else str(error)  # a file in the way
+            raise OutputError(f"{folder}: cannot write frames there ({reason})") from error
         self.folder, self.frames = folder, 0
 
     def write(self, image: np.ndarray) -> None:
@@ -188,10 +187,7 @@ class JsonLines:
                 sys.stdout.write(line.decode())
                 sys.stdout.flush()
             except (BrokenPipeError, OSError) as error:  # `edge_app --json - | head`: the reader went away
-                try:  # so that Python's own flush at exit does not print a traceback either
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                except (OSError, ValueError):
-                    pass
+                silence_stdout()  # so that Python's own flush at exit does not print a traceback either
                 raise OutputError(f"--json -: standard output was closed ({error.strerror or error}) after "
                                   f"{self.records} lines") from error
             self.records += 1

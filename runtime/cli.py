@@ -28,7 +28,7 @@ from typing import Callable
 
 from runtime.errors import SpamcamError
 
-__all__ = ["run_cli", "number", "min_max", "describe_os_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_SOURCE_LOST", "EXIT_OUTPUT_FAILED",
+__all__ = ["run_cli", "number", "min_max", "silence_stdout", "describe_os_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_SOURCE_LOST", "EXIT_OUTPUT_FAILED",
            "EXIT_CHECK_FAILED", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_BROKEN_PIPE"]
 
 EXIT_USAGE = 2
@@ -87,7 +87,7 @@ def run_cli(prog: str, work: Callable[[], int | None], *, interrupted: str = "no
         _say(f"{prog}: error: {error}")
         return EXIT_USAGE
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return EXIT_BROKEN_PIPE
     except OSError as error:
         _say(f"{prog}: error: {describe_os_error(error)}")
@@ -143,7 +143,7 @@ def _say(message: str) -> None:
         pass
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """After a reader closed stdout, point it at /dev/null so that Python's exit flush does not fail again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
