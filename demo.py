@@ -64,7 +64,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     from edge_app.app import AppConfig, EdgeApp
-    from export.build_engine import build_onnxruntime_model, build_tensorrt_engine
+    from engines.onnxruntime_model import build_onnxruntime_model
+    from engines.tensorrt_engine import build_tensorrt_engine
     from export.onnx_export import export_onnx, verify_onnx
     from training.data.registry import load_splits
     from training.evaluate import evaluate_model, format_table

@@ -41,7 +41,8 @@ def random_model(name: str, work: Path) -> Path:
 
 def speed_row(name: str, fp32: Path, work: Path, seconds: float, calibration: str) -> dict:
     from calibration.quantize import quantize_int8
-    from export.build_engine import build_onnxruntime_model, median_ms, ort_optimized
+    from engines.onnxruntime_model import build_onnxruntime_model, ort_optimized
+    from engines.timing import median_ms
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
     from runtime.model_info import read_onnx_metadata
     import onnx
@@ -62,7 +63,7 @@ def speed_row(name: str, fp32: Path, work: Path, seconds: float, calibration: st
 
 
 def accuracy_row(checkpoint: str, work: Path) -> dict:
-    from export.build_engine import build_onnxruntime_model
+    from engines.onnxruntime_model import build_onnxruntime_model
     from export.onnx_export import export_onnx
     from runtime.model_info import read_onnx_metadata
     from training.evaluate import evaluate_model

@@ -101,7 +101,7 @@ def tensorrt_runners(fp32: Path, int8: Path, work: Path, name: str) -> dict:
     except ImportError:
         print("  (TensorRT not installed: no TensorRT rows)")
         return {}
-    from export.build_engine import build_tensorrt_engine
+    from engines.tensorrt_engine import build_tensorrt_engine
     from runtime.backends.tensorrt_backend import TensorRTBackend
 
     out = {}

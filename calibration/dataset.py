@@ -77,11 +77,11 @@ def calibration_images(source: str | Path, info: ModelInfo, count: int = 256,
     path = Path(text).expanduser()
     if path.is_dir():
         images = list(_folder_images(path, info, count))
-    elif text.split(":", 1)[0] in ("mnist128", "embedded", "voc", "folder", "csv"):
+    elif is_dataset_spec(text):
         images = list(_dataset_images(text, info, count, mnist_dir))
     elif path.exists():
         raise CalibrationError(f"{path} is a file; give a folder of calibration images or a dataset spec")
     else:
         raise CalibrationError(f"calibration set {text!r} not found: give an existing folder of images or a dataset "
-                               "spec (mnist128, embedded, voc:PATH, folder:PATH, csv:PATH)")
+                               f"spec ({DATASET_SPECS})")
     return images

@@ -1,29 +1,29 @@
 """The calibration options, defined once for every tool that calibrates (quantize-int8, build-engine,
-compare-backends), so that the same thing has the same name and default everywhere."""
+compare-backends), so that the same thing has the same name and default everywhere: a mixin for
+their configs (runtime/config_cli.py generates the options from it)."""
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 
 from runtime.cli import number
+from runtime.config_cli import option
+from training.data.registry import DATASET_SPECS
 
 from .quantize import CALIBRATION_METHODS, DEFAULT_CALIB_METHOD, DEFAULT_CALIB_SAMPLES
 
-__all__ = ["add_calibration_arguments"]
+__all__ = ["CalibrationOptions", "CALIBRATION_GROUP"]
 
-CALIB_HELP = ("calibration images: a folder, or a dataset spec (mnist128, embedded, voc:PATH, folder:PATH, csv:PATH); "
+CALIB_HELP = (f"calibration images: a folder, or a dataset spec ({DATASET_SPECS}); "
               "default: the dataset the model was trained on, as export-onnx recorded it")
 
 
-def add_calibration_arguments(parser: argparse.ArgumentParser, *, old_names: bool = False) -> None:
-    """--calib, --calib-samples, --calib-method; `old_names` also accepts quantize-int8's earlier
-    --samples/--method (hidden from --help) so that existing scripts keep working."""
-    group = parser.add_argument_group("calibration (INT8)")
-    group.add_argument("--calib", metavar="DATA", help=CALIB_HELP)
-    group.add_argument("--calib-samples", type=number(int, minimum=1), default=DEFAULT_CALIB_SAMPLES, metavar="N",
-                       help="calibration images (default: %(default)s)")
-    group.add_argument("--calib-method", default=DEFAULT_CALIB_METHOD, choices=CALIBRATION_METHODS,
-                       help="how activation ranges are chosen (default: %(default)s)")
-    if old_names:
-        group.add_argument("--samples", dest="calib_samples", type=number(int, minimum=1), default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        group.add_argument("--method", dest="calib_method", choices=CALIBRATION_METHODS, default=argparse.SUPPRESS,
-                           help=argparse.SUPPRESS)
+@dataclass(kw_only=True)
+class CalibrationOptions:
+    calib: str | None = option(None, CALIB_HELP, metavar="DATA")
+    calib_samples: int = option(DEFAULT_CALIB_SAMPLES, "calibration images", type=number(int, minimum=1), metavar="N",
+                                old_flags=("--samples",))  # quantize-int8's earlier name
+    calib_method: str = option(DEFAULT_CALIB_METHOD, "how activation ranges are chosen", choices=CALIBRATION_METHODS,
+                               old_flags=("--method",))
+
+
+CALIBRATION_GROUP = ("calibration (INT8)", CalibrationOptions)

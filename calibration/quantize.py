@@ -89,7 +89,7 @@ def quantize_int8(model_path: str | Path, output: str | Path | None = None, *, c
         mnist_dir = mnist_dir or info.trained_on["mnist_dir"]
         if not calibration:
             raise CalibrationError(f"{model_path} does not record the dataset it was trained on; give --calib: a "
-                                   "folder of frames like those it will see, or a dataset spec (mnist128, voc:PATH, ...)")
+                                   "folder of frames like those it will see, or a dataset spec (mnist128, voc:PATH, ...: see --help)")
         origin = "the dataset the model was trained on"
     else:
         origin = "--calib"

@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Callable
 
 
-from runtime.localizer import Localizer
-
+from runtime.cli import number
+from runtime.config_cli import option
 from runtime.confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU
+from runtime.errors import ConfigError
+from runtime.localizer import Localizer
+from runtime.preprocess import RESIZE_MODES
 
 from .outputs import JsonLines, OutputError, open_output, refuse_clashing_paths
 from .overlay import OVERLAYS, annotate
-from .sources import DEFAULT_STALL_TIMEOUT, SourceLost, open_source
-from runtime.errors import ConfigError
+from .sources import DEFAULT_STALL_TIMEOUT, FLIPS, SourceLost, open_source
 
 __all__ = ["EdgeApp", "AppConfig", "RunSummary"]
 
@@ -31,24 +33,44 @@ STAGES = ("capture", "preprocess", "inference", "postprocess", "output")
 
 @dataclass
 class AppConfig:
-    source: str
-    outputs: list[str] = field(default_factory=list)  # display://0, out.mp4, frames/, http://127.0.0.1:8080
-    json: str | None = None  # a file, or "-" for stdout
-    overlay: str = "boxes"  # boxes | heatmap | area
-    width: int | None = None
-    height: int | None = None
-    fps: int | None = None
-    flip: str = "none"
-    resize_mode: str | None = None  # resize | letterbox (default: the model's)
-    min_score: float | None = None  # also hide boxes whose raw CAM peak is below this
-    min_confidence: float | None = DEFAULT_MIN_CONFIDENCE  # boxes below this P(present) of the instance are dropped
-    overlap_iou: float | None = DEFAULT_OVERLAP_IOU  # one class per object: of overlapping boxes, the most confident
-    max_frames: int | None = None
-    summary_every: float = 10.0  # seconds between log summaries
-    reconnect_timeout: float | None = 30.0  # give up on a lost live source after this long
-    stall_timeout: float = DEFAULT_STALL_TIMEOUT  # an open stream silent this long counts as lost
-    http_host: str = "127.0.0.1"  # where an http:// output without a host binds
-    output_fps: float | None = None  # video files from live sources (default: the source's)
+    """What the app reads, how it localizes and where results go; edge_app's options are generated
+    from these fields (runtime/config_cli.py). 0 for --conf, --overlap-iou and --reconnect-timeout
+    means "off", here as on the command line."""
+
+    source: str = option(help="input URI (edge_app --help lists them)", required=True, metavar="URI")
+    outputs: list[str] = option(help="output URI, repeatable (edge_app --help lists them)", factory=list, flags=("--output",),
+                                action="append", metavar="URI")
+    json: str | None = option(None, "JSON lines per frame to this file, or - for stdout", metavar="FILE")
+    overlay: str = option("boxes", "draw boxes only, or also the CAM heat map / back-projected area", choices=OVERLAYS)
+    width: int | None = option(None, "capture width (cameras)", type=number(int, minimum=1))
+    height: int | None = option(None, "capture height (cameras)", type=number(int, minimum=1))
+    fps: int | None = option(None, "capture frame rate (cameras)", type=number(int, minimum=1))
+    flip: str = option("none", "", choices=FLIPS)
+    resize_mode: str | None = option(None, "how frames fit the network (default: the model's)", flags=("--resize",),
+                                     choices=RESIZE_MODES)
+    min_confidence: float | None = option(
+        DEFAULT_MIN_CONFIDENCE, "keep boxes whose confidence, P(present) of the instance from the model's own output "
+        "layer, is at least this (0 keeps every peak above t_c, the paper's rule)", flags=("--conf",),
+        type=number(float, minimum=0), metavar="C")
+    overlap_iou: float | None = option(DEFAULT_OVERLAP_IOU, "of boxes of different classes overlapping by this IoU, "
+                                       "keep the most confident (0 keeps all)", type=number(float, minimum=0),
+                                       metavar="IOU")
+    min_score: float | None = option(None, "also hide detections whose peak CAM value is below this", type=number(float))
+    max_frames: int | None = option(None, "stop after this many frames", type=number(int, minimum=0))
+    http_host: str = option("127.0.0.1", "bind address for http:// outputs given without a host")
+    reconnect_timeout: float | None = option(30.0, "give up on a lost live source after this many seconds (0: never)",
+                                             type=number(float, minimum=0))
+    stall_timeout: float = option(DEFAULT_STALL_TIMEOUT, "seconds an open stream may send nothing before it counts as "
+                                  "lost and is reconnected", type=number(float, above=0))
+    summary_every: float = option(10.0, "seconds between log summaries", type=number(float, above=0))
+    output_fps: float | None = option(None, "frame rate of video files from live sources (default: the source's)",
+                                      type=number(float, above=0))
+
+    def __post_init__(self) -> None:
+        self.outputs = list(self.outputs or [])
+        self.min_confidence = self.min_confidence or None
+        self.overlap_iou = self.overlap_iou or None
+        self.reconnect_timeout = self.reconnect_timeout or None
 
 
 @dataclass

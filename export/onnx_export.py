@@ -8,9 +8,9 @@ one versioned key (runtime.model_info), so no downstream tool re-types them by h
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ import onnx
 import torch
 
 from runtime.cli import EXIT_CHECK_FAILED, number, run_cli
+from runtime.config_cli import command_parser, option, parse_command
 from runtime.output_paths import replace_atomically, writable_file
 from runtime.preprocess import chw_with_channels
 from runtime.model_info import TRAINED_ON_KEYS, ModelInfo, read_onnx_metadata, write_onnx_metadata
@@ -126,27 +127,37 @@ EXAMPLES = """examples:
   python -c "import onnx; print(onnx.load('model.onnx').metadata_props)"   # what travels with it
 
 The graph's input is NCHW float32 in [0, 1] (normalisation is inside); batch, height and width are
-dynamic. The output is the CAMs (B, C, N, M); pooling and softmax are training-only.
+dynamic. The output is the CAMs (B, C, N, M); pooling and softmax are training-only. Next to the
+model it writes MODEL.onnx.config.yaml, the options it ran with (export-onnx --config reads it).
 """
 
 
+@dataclass(kw_only=True)
+class ExportCommand:
+    """export-onnx's options."""
+
+    checkpoint: str = option(help="ckpt.pt written by train-cam", positional=True)
+    output: str | None = option(None, "ONNX file (default: next to the checkpoint, .onnx)", flags=("-o", "--output"))
+    verify: bool = option(False, "compare ONNX Runtime with PyTorch on real images")
+    verify_images: int = option(16, "real images --verify runs", type=number(int, minimum=1))
+    verify_tolerance: float = option(1e-4, "max abs difference --verify accepts", type=number(float, minimum=0),
+                                     old_flags=("--tolerance",))
+    dataset: str | None = option(None, "images for --verify (default: the training dataset)")
+    simplify: bool = option(True, "skip the exporter's graph optimisation", switch="--no-simplify")
+    legacy: bool = option(False, "use the TorchScript exporter instead of dynamo")
+
+
+def build_parser():
+    return command_parser(ExportCommand, prog="export-onnx", description="Export a spamcam checkpoint to a CAM-only "
+                          "ONNX model with its metadata.", epilog=EXAMPLES)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="export-onnx", description="Export a spamcam checkpoint to a CAM-only "
-                                     "ONNX model with its metadata.", epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", help="ckpt.pt written by train-cam")
-    parser.add_argument("-o", "--output", help="ONNX file (default: next to the checkpoint, .onnx)")
-    parser.add_argument("--verify", action="store_true", help="compare ONNX Runtime with PyTorch on real images")
-    parser.add_argument("--verify-images", type=number(int, minimum=1), default=16, help="real images --verify runs")
-    parser.add_argument("--verify-tolerance", "--tolerance", dest="verify_tolerance", type=number(float, minimum=0),
-                        default=1e-4, help="max abs difference --verify accepts (default: %(default)g)")
-    parser.add_argument("--dataset", help="images for --verify (default: the training dataset)")
-    parser.add_argument("--no-simplify", action="store_true", help="skip the exporter's graph optimisation")
-    parser.add_argument("--legacy", action="store_true", help="use the TorchScript exporter instead of dynamo")
-    args = parser.parse_args(argv)
+    command = parse_command(build_parser(), argv)
+    args = command.config
 
     def work() -> int:
-        path = export_onnx(args.checkpoint, args.output, simplify=not args.no_simplify, dynamo=not args.legacy)
+        path = export_onnx(args.checkpoint, args.output, simplify=args.simplify, dynamo=not args.legacy)
         info = read_onnx_metadata(onnx.load(str(path)), str(path))
         print(f"export-onnx: wrote {path} ({path.stat().st_size / 1e6:.2f} MB; classes {info.classes}; "
               f"input {info.in_channels}x{info.input_size[0]}x{info.input_size[1]}, dynamic batch/size)")
@@ -158,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(tolerance {args.verify_tolerance:g}) {verdict}")
             if difference > args.verify_tolerance:
                 return EXIT_CHECK_FAILED
+        command.save_beside(path)
         return 0
 
     return run_cli("export-onnx", work, interrupted="no model was written")

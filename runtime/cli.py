@@ -24,11 +24,11 @@ import math
 import os
 import signal
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 from runtime.errors import SpamcamError
 
-__all__ = ["run_cli", "number", "min_max", "silence_stdout", "describe_os_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_SOURCE_LOST", "EXIT_OUTPUT_FAILED",
+__all__ = ["run_cli", "number", "min_max", "BadValue", "checked", "silence_stdout", "describe_os_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_SOURCE_LOST", "EXIT_OUTPUT_FAILED",
            "EXIT_CHECK_FAILED", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_BROKEN_PIPE"]
 
 EXIT_USAGE = 2
@@ -107,32 +107,57 @@ def run_cli(prog: str, work: Callable[[], int | None], *, interrupted: str = "no
         _restore_sigterm(previous)
 
 
+class BadValue(argparse.ArgumentTypeError, ValueError):
+    """An option value refused in plain words; a ValueError too, so that a bad value in a `--config`
+    file is reported by its key like a bad option on the command line (runtime/config_cli.py)."""
+
+
 def number(kind: type, *, minimum: float | None = None, above: float | None = None):
-    """An argparse type: a finite number of `kind`, at least `minimum` / above `above`, refused in plain
-    words otherwise (`--max-frames -5`, `--min-score nan`, `--reconnect-timeout -1` used to be accepted)."""
-    def parse(text: str):
+    """An option type: a finite number of `kind`, at least `minimum` / above `above`, refused in plain
+    words otherwise (`--max-frames -5`, `--min-score nan`, `--reconnect-timeout -1` used to be accepted).
+    Takes the text of a command line or a number from a config file (`epochs: 8`; `epochs: 7.5` is not
+    an integer)."""
+    def parse(text):
+        if isinstance(text, bool) or (kind is int and isinstance(text, float) and not text.is_integer()):
+            raise BadValue(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
         try:
             value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        except (TypeError, ValueError):
+            raise BadValue(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+            raise BadValue(f"{text!r} is not a finite number")
         if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is below {minimum:g}")
+            raise BadValue(f"{text} is below {minimum:g}")
         if above is not None and value <= above:
-            raise argparse.ArgumentTypeError(f"{text} must be above {above:g}")
+            raise BadValue(f"{text} must be above {above:g}")
         return value
     return parse
 
 
-def min_max(text: str) -> tuple[int, int]:
-    """An argparse type for MIN,MAX counts (e.g. `--objects 1,3`): two integers, 1 <= MIN <= MAX."""
+def checked(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An option type from a parser that raises a ValueError (a `ConfigError`) with its own words,
+    which argparse would otherwise replace by "invalid value"."""
+    def option_type(value):
+        try:
+            return parse(value)
+        except BadValue:
+            raise
+        except ValueError as error:
+            raise BadValue(str(error)) from None
+    option_type.__name__ = getattr(parse, "__name__", "value")
+    return option_type
+
+
+def min_max(text) -> tuple[int, int]:
+    """An option type for MIN,MAX counts (e.g. `--objects 1,3`, or `[1, 3]` in a config file): two
+    integers, 1 <= MIN <= MAX."""
     try:
-        low, high = (int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not MIN,MAX (two integers, e.g. 1,3)") from None
+        parts = text.split(",") if isinstance(text, str) else list(text)
+        low, high = (int(part) for part in parts)
+    except (TypeError, ValueError):
+        raise BadValue(f"{text!r} is not MIN,MAX (two integers, e.g. 1,3)") from None
     if not 1 <= low <= high:
-        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= MIN <= MAX")
+        raise BadValue(f"{text!r}: need 1 <= MIN <= MAX")
     return low, high
 
 

@@ -9,7 +9,7 @@ import pytest
 from onnx import numpy_helper
 
 from calibration.quantize import quantize_int8
-from export.compare_backends import SQNR_FLOOR, box_agreement, cam_sqnr, compare_backends, main as compare_cli
+from engines.compare_backends import SQNR_FLOOR, box_agreement, cam_sqnr, compare_backends, main as compare_cli
 from export.onnx_export import export_onnx
 from runtime.model_info import read_onnx_metadata
 from runtime.postprocess import Detection

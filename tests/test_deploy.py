@@ -7,7 +7,8 @@ import pytest
 
 from calibration.dataset import CalibrationError, calibration_images
 from calibration.quantize import check_tensorrt_rules, quantize_int8
-from export.build_engine import build_onnxruntime_model, main as build_cli
+from engines.build_engine import main as build_cli
+from engines.onnxruntime_model import build_onnxruntime_model
 from export.onnx_export import main as export_cli, verify_onnx
 from runtime.backends import open_backend, store_ratio
 from runtime.localizer import Localizer

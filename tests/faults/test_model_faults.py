@@ -10,7 +10,7 @@ import pytest
 from calibration.cli import main as quantize_cli
 from calibration.dataset import CalibrationError, calibration_images
 from calibration.quantize import quantize_int8
-from export.build_engine import main as build_cli
+from engines.build_engine import main as build_cli
 from runtime.backends import open_backend
 from runtime.model_info import MetadataError, read_onnx_metadata
 

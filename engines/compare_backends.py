@@ -10,7 +10,6 @@ Given only a checkpoint, it makes those forms itself in a work folder (`--keep D
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import tempfile
@@ -23,13 +22,15 @@ import numpy as np
 
 from calibration.layer_error import CAM_SQNR_FLOOR, WEIGHT_SQNR_FLOOR, format_layer_errors, layer_errors
 from calibration.layer_error import sqnr_db as cam_sqnr
-from calibration.options import add_calibration_arguments
+from calibration.options import CALIBRATION_GROUP, CalibrationOptions
 from calibration.quantize import DEFAULT_CALIB_METHOD, DEFAULT_CALIB_SAMPLES
 from runtime.cli import number, run_cli
+from runtime.config_cli import command_parser, option, parse_command
 from runtime.evaluation import Predictions, evaluate
 from runtime.output_paths import json_destination, writable_folder, write_json_report
 from runtime.metrics import box_iou
 from runtime.errors import ConfigError, ModelError, NotFoundError
+from training.data.split_plan import SPLITS
 
 __all__ = ["compare_backends", "cam_sqnr", "box_agreement", "SQNR_FLOOR", "main"]
 
@@ -107,8 +108,10 @@ def make_variants(checkpoint: Path, folder: Path, *, calibration: str | None = N
     FP16 engine, all made from the checkpoint into `folder`."""
     from calibration.quantize import quantize_int8
 
-    from .build_engine import build_onnxruntime_model, build_tensorrt_engine
-    from .onnx_export import export_onnx
+    from export.onnx_export import export_onnx
+
+    from .onnxruntime_model import build_onnxruntime_model
+    from .tensorrt_engine import build_tensorrt_engine
 
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(checkpoint, folder / "model.onnx")
@@ -226,26 +229,36 @@ EXAMPLES = """examples:
   compare-backends model.onnx model.int8.onnx --limit 2000  # FP32 ONNX as the reference
 
 A flagged INT8 layer can be kept in float: quantize-int8 model.onnx --exclude NODE, or --exclude-worst K.
+Next to --json FILE it writes FILE.config.yaml (and into --keep DIR a config.yaml): the options it ran
+with, for --config.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compare-backends", description=__doc__.split("\n\n")[0], epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("reference", help="ckpt.pt (PyTorch) or an FP32 model.onnx: what the others are compared with")
-    parser.add_argument("models", nargs="*", help="deployed models (.onnx, .engine); none: made from the checkpoint")
-    parser.add_argument("--dataset", help="default: the dataset the reference was trained on")
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
-    parser.add_argument("--limit", type=number(int, minimum=0), default=500, help="images compared (default: %(default)s; 0 = all)")
-    parser.add_argument("--keep", metavar="DIR", help="keep the models made from a checkpoint in DIR")
-    parser.add_argument("--json", help="write the report to this JSON file (- : standard output, the table then goes to stderr)")
-    parser.add_argument("--no-progress", action="store_true")
-    add_calibration_arguments(parser)
-    return parser
+@dataclass(kw_only=True)
+class CompareCommand(CalibrationOptions):
+    """compare-backends' options."""
+
+    reference: str = option(help="ckpt.pt (PyTorch) or an FP32 model.onnx: what the others are compared with",
+                            positional=True)
+    models: list[str] = option(help="deployed models (.onnx, .engine); none: made from the checkpoint", factory=list,
+                               positional=True, nargs="*")
+    dataset: str | None = option(None, "default: the dataset the reference was trained on")
+    split: str = option("test", "", choices=SPLITS)
+    limit: int = option(500, "images compared (0 = all)", type=number(int, minimum=0))
+    keep: str | None = option(None, "keep the models made from a checkpoint in DIR", metavar="DIR")
+    json: str | None = option(None, "write the report to this JSON file (- : standard output, the table then goes to "
+                              "stderr)")
+    progress: bool = option(True, "no progress bar", switch="--no-progress")
+
+
+def build_parser():
+    return command_parser(CompareCommand, prog="compare-backends", description=__doc__.split("\n\n")[0],
+                          epilog=EXAMPLES, groups=[CALIBRATION_GROUP])
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    command = parse_command(build_parser(), argv)
+    args = command.config
 
     def work() -> int:
         missing = [m for m in [args.reference, *args.models] if not Path(m).is_file()]
@@ -258,10 +271,15 @@ def main(argv: list[str] | None = None) -> int:
         report = compare_backends(args.reference, args.models, dataset=args.dataset, split=args.split,
                                   limit=args.limit or None, work=args.keep, calibration=args.calib,
                                   calib_samples=args.calib_samples, calib_method=args.calib_method,
-                                  progress=not args.no_progress)
+                                  progress=args.progress)
         print(format_report(report), file=say)
         if json_target:
-            print(f"compare-backends: report written to {write_json_report(json_target, report)}", file=say)
+            written = write_json_report(json_target, report)
+            print(f"compare-backends: report written to {written}", file=say)
+            if json_target != "-":
+                command.save_beside(written)
+        if args.keep:
+            command.save_beside(args.keep, folder=True)
         return 0
 
     return run_cli("compare-backends", work, interrupted="no report was written")
