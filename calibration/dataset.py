@@ -16,6 +16,7 @@ from runtime.model_info import ModelInfo
 from runtime.preprocess import preprocess
 from runtime.errors import DataError
 from runtime.images import IMAGE_SUFFIXES, is_image_file, read_image
+from training.data.registry import DATASET_SPECS, is_dataset_spec, load_splits  # numpy-only: no torch needed
 
 __all__ = ["CalibrationError", "calibration_images", "IMAGE_SUFFIXES"]
 
@@ -52,8 +53,6 @@ def _folder_images(folder: Path, info: ModelInfo, count: int) -> Iterator[np.nda
 
 
 def _dataset_images(spec: str, info: ModelInfo, count: int, mnist_dir: str | None) -> Iterator[np.ndarray]:
-    from training.data.registry import load_splits  # numpy-only modules: no torch needed
-
     # Calibrate on the training split: the test split stays unseen for the accuracy check.
     splits = load_splits(spec, input_size=tuple(info.input_size), channels=info.in_channels, mnist_dir=mnist_dir,
                          sizes={"train": count})

@@ -27,7 +27,7 @@ from calibration.quantize import DEFAULT_CALIB_METHOD, DEFAULT_CALIB_SAMPLES
 from runtime.cli import number, run_cli
 from runtime.config_cli import command_parser, option, parse_command
 from runtime.evaluation import Predictions, evaluate
-from runtime.output_paths import json_destination, writable_folder, write_json_report
+from runtime.output_paths import json_destination, writable_folder
 from runtime.metrics import box_iou
 from runtime.errors import ConfigError, ModelError, NotFoundError
 from training.data.split_plan import SPLITS
@@ -274,10 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                                   progress=args.progress)
         print(format_report(report), file=say)
         if json_target:
-            written = write_json_report(json_target, report)
-            print(f"compare-backends: report written to {written}", file=say)
-            if json_target != "-":
-                command.save_beside(written)
+            print(f"compare-backends: report written to {command.write_json(json_target, report)}", file=say)
         if args.keep:
             command.save_beside(args.keep, folder=True)
         return 0

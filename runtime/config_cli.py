@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from runtime.errors import ConfigError, SpamcamError
+from runtime.errors import SpamcamError
 
 __all__ = ["option", "MergeDict", "command_parser", "parse_command", "Command", "config_yaml", "config_path_beside", "CONFIG_FILE_NAME"]
 
@@ -100,7 +100,7 @@ def command_parser(config_class: type, *, prog: str, description: str, epilog: s
     `groups` lists (title, mixin dataclass) pairs whose fields `--help` shows under that title (the
     shared dataset, calibration and model-file options); other fields are listed as options."""
     parser = _Parser(prog=prog, description=description, epilog=epilog, formatter_class=_HelpFormatter,
-                            print_config=None, exit_on_error=True)
+                     print_config=None, exit_on_error=True)
     parser.add_argument("--config", action=ActionConfigFile, metavar="FILE",
                         help="read the options from this YAML or JSON file, with the keys --print-config "
                         "shows; options after it override it")
@@ -147,7 +147,7 @@ def _argument(field: dataclasses.Field, cli: _Cli, hint: Any) -> tuple[list[str]
         kwargs["default"] = None if default is MISSING else default
         if cli.required:
             kwargs["required"] = True
-    if _is_bool(hint):
+    if hint is bool:
         if cli.switch:
             flags = [cli.switch]
             kwargs["action"] = "store_false"
@@ -180,10 +180,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(str(v) for v in value)
     return str(value)
-
-
-def _is_bool(hint: Any) -> bool:
-    return hint is bool
 
 
 def _plain_type(hint: Any) -> Callable[[Any], Any]:
@@ -234,6 +230,15 @@ class Command:
         path = config_path_beside(output, folder=folder)
         write_text_atomic(path, self.yaml)
         return path
+
+    def write_json(self, target: str, report: dict) -> str | Path:
+        """A JSON report to `target` (a file, or "-" for standard output) and, beside a file, this config."""
+        from runtime.output_paths import write_json_report
+
+        written = write_json_report(target, report)
+        if target != "-":
+            self.save_beside(written)
+        return written
 
 
 def config_path_beside(output: str | Path, *, folder: bool = False) -> Path:
@@ -292,9 +297,3 @@ def _with_current_names(argv: list[str], old_names: dict[str, str]) -> list[str]
         name, equals, value = arg.partition("=")
         renamed.append(old_names[name] + equals + value if name in old_names else arg)
     return renamed
-
-
-def require(condition: bool, message: str) -> None:
-    """For a config's `__post_init__`: refuse a combination of values in plain words."""
-    if not condition:
-        raise ConfigError(message)

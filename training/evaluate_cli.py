@@ -9,7 +9,7 @@ from pathlib import Path
 from runtime.cli import EXIT_OUTPUT_FAILED, run_cli
 from runtime.config_cli import command_parser, option, parse_command
 from runtime.errors import NotFoundError
-from runtime.output_paths import json_destination, writable_folder, write_json_report
+from runtime.output_paths import json_destination, writable_folder
 
 from .data.options import MNIST128_GROUP
 from .evaluate import EvalConfig, evaluate_model, format_table, load_for_eval  # noqa: F401 (re-exported: the API used to live here)
@@ -61,10 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tune:
             print(f"eval-cam: r = {result['ratio']:g} chosen on the validation split and stored in {args.model}", file=say)
         if json_target:
-            written = write_json_report(json_target, result)
-            print(f"eval-cam: metrics written to {written}", file=say)
-            if json_target != "-":
-                command.save_beside(written)
+            print(f"eval-cam: metrics written to {command.write_json(json_target, result)}", file=say)
         if args.save_vis:
             print(f"eval-cam: {result['pictures_written']} pictures written to {args.save_vis}", file=say)
             if result["pictures_error"]:

@@ -52,9 +52,9 @@ def split_counts(value) -> dict[str, int]:
     return counts
 
 
-def kernel_spec(value) -> str:
-    """SPAM's pyramid as text ("1,2,5,N"; a list in a config file), each size checked."""
-    return ",".join(str(k) for k in parse_kernels(value))
+def kernel_list(value) -> list:
+    """SPAM's pyramid from "1,2,5,N" (the command line) or [1, 2, 5, N] (a config file), each size checked."""
+    return list(parse_kernels(value))
 
 
 def _input_side(value) -> int:
@@ -81,8 +81,8 @@ class TrainConfig(Mnist128Options):
     # model
     backbone: str = option("lenet", "", choices=list(BACKBONES), group="model")
     pooling: str = option("spam", "", choices=POOLINGS, group="model")
-    spam_kernels: str = option(",".join(str(k) for k in DEFAULT_SPAM_KERNELS), "SPAM pyramid, 'N' = whole map",
-                               type=kernel_spec, group="model")
+    spam_kernels: list[Any] = option(help="SPAM pyramid, 'N' = whole map", factory=lambda: list(DEFAULT_SPAM_KERNELS),
+                                     type=kernel_list, metavar="K,K,...", group="model")
     input_size: list[int] | None = option(None, "H [W]; default: the dataset's (128 for MNIST128)", type=_input_side,
                                           nargs="+", metavar="PX", group="model")
     pretrained: str = option("none", "ImageNet weights from torchvision (needs the network or torch's cache)",
@@ -248,7 +248,7 @@ def _model_config(config: TrainConfig, splits) -> ModelConfig:
     mean, std = default_normalisation(config.backbone, in_channels)
     size = list(config.input_size or splits.input_size)
     return ModelConfig(backbone=config.backbone, classes=list(splits.classes), pooling=config.pooling,
-                       spam_kernels=config.spam_kernels.split(","), input_size=size, in_channels=in_channels,
+                       spam_kernels=kernel_list(config.spam_kernels), input_size=size, in_channels=in_channels,
                        mean=mean, std=std, pretrained=config.pretrained).validate()
 
 
