@@ -1,17 +1,24 @@
 """End-to-end edge_app speed on this CPU: a 640x480 video through the whole loop (decode, pre-process,
-inference, post-process, overlay + video encode), for LeNet@128 and MobileNetV3@320 models.
+inference, post-process, overlay + video encode), for LeNet@128 and MobileNetV3@320 models; then what
+tracking, events and clips cost, and whether memory stays flat over a long run.
 
-    python benchmarks/edge_app.py [--frames 300]
+    python benchmarks/edge_app.py [--frames 300] [--long-frames 10000]
 
-Models have random weights (speed only) and are run through ONNX Runtime FP32, and INT8 for LeNet.
-Prints one markdown table of FPS and per-stage milliseconds per frame.
+The first table's models have random weights (speed only) and run through ONNX Runtime FP32, and
+INT8 for LeNet. The events table uses a LeNet trained for a minute on the embedded digits, so that
+the video's drawn 3s really come and go as tracks and events: boxes only (--no-track) against
+tracking, and against tracking + events (event log, snapshots, H.264 clips, and MQTT to a local
+mosquitto where one is installed), all in the same run. The memory row runs a live MJPEG feed of the
+video for --long-frames frames with everything on and samples the process's resident memory.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -35,9 +42,116 @@ def make_video(path: Path, frames: int) -> None:
     writer.release()
 
 
+def rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def trained_lenet(work: Path) -> Path:
+    from export.onnx_export import export_onnx
+    from training.train import TrainConfig, train
+
+    record = train(TrainConfig(dataset="embedded", epochs=2, limits={"train": 3000, "val": 300}, out=str(work / "run"),
+                               progress=False))
+    return export_onnx(record["checkpoint"], work / "trained.onnx")
+
+
+def start_broker(work: Path):
+    """mosquitto on a free loopback port, or None where it is not installed."""
+    import shutil
+    import socket
+    import subprocess
+
+    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    if binary is None:
+        return None, None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (work / "mosquitto.conf").write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    process = subprocess.Popen([binary, "-c", str(work / "mosquitto.conf")], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return process, f"mqtt://127.0.0.1:{port}"
+
+
+def events_rows(video: Path, work: Path, repeats: int = 3) -> tuple[list, str]:
+    """Boxes only vs tracking vs tracking + events + clips, interleaved `repeats` times; median FPS."""
+    from edge_app.app import AppConfig, EdgeApp
+
+    model = trained_lenet(work)
+    broker, url = start_broker(work)
+    everything = dict(event_log=str(work / "events.jsonl"), snapshots=str(work / "snaps"), clips=str(work / "clips"),
+                      clip_pre=2.0, clip_post=2.0, **({"mqtt": url} if url else {}))
+    setups = {"boxes only (--no-track)": dict(track=False), "tracking": {},
+              "tracking + events + snapshots + clips" + (" + MQTT" if url else ""): everything}
+    fps = {name: [] for name in setups}
+    events = {}
+    try:
+        EdgeApp(model, AppConfig(source=str(video), max_frames=100), log=lambda _m: None).run()  # warm-up
+        for _ in range(repeats):
+            for name, settings in setups.items():
+                summary = EdgeApp(model, AppConfig(source=str(video), **settings), log=lambda _m: None).run()
+                fps[name].append(summary.fps)
+                events[name] = summary.events.get("events", {})
+    finally:
+        if broker is not None:
+            broker.terminate()
+    base = float(np.median(fps["boxes only (--no-track)"]))
+    rows = [(name, float(np.median(v)), float(np.median(v)) / base, events[name]) for name, v in fps.items()]
+    return rows, model
+
+
+def memory_row(model: Path, video: Path, work: Path, frames: int) -> tuple[int, float, float, float]:
+    """Resident memory after the first 10% of `frames` and at the end, everything on, a live feed."""
+    import threading
+
+    from edge_app.app import AppConfig, EdgeApp
+    from edge_app.outputs import MjpegServer
+
+    server, stop = MjpegServer("127.0.0.1", 0), threading.Event()
+
+    def feed():
+        while not stop.is_set():
+            capture = cv2.VideoCapture(str(video))
+            while not stop.is_set():
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                server.write(frame)
+                time.sleep(0.004)
+
+    threading.Thread(target=feed, daemon=True).start()
+    broker, url = start_broker(work)
+    samples = []
+    app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{server.address[1]}/stream.mjpg", max_frames=frames,
+                                   event_log=str(work / "long.jsonl"), snapshots=str(work / "long_snaps"),
+                                   clips=str(work / "long_clips"), retain_count=20, **({"mqtt": url} if url else {})),
+                  log=lambda _m: None)
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.5):
+            samples.append(rss_mb())
+
+    threading.Thread(target=sample, daemon=True).start()
+    try:
+        summary = app.run()
+    finally:
+        done.set()
+        stop.set()
+        server.close()
+        if broker is not None:
+            broker.terminate()
+    early = samples[max(0, len(samples) // 10)] if samples else float("nan")
+    return summary.frames, early, samples[-1] if samples else float("nan"), max(samples, default=float("nan"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--long-frames", type=int, default=10000, help="frames of the memory run (0: skip it)")
+    parser.add_argument("--only-events", action="store_true", help="skip the first table")
     args = parser.parse_args()
     import torch
 
@@ -52,7 +166,8 @@ def main() -> None:
         work = Path(tmp)
         video = work / "input.mp4"
         make_video(video, args.frames)
-        for name, size, int8 in (("lenet", 128, False), ("lenet", 128, True), ("mobilenet_v3_large", 320, False)):
+        for name, size, int8 in () if args.only_events else (("lenet", 128, False), ("lenet", 128, True),
+                                                               ("mobilenet_v3_large", 320, False)):
             channels = 1 if name == "lenet" else 3
             mean, std = default_normalisation(name, channels)
             torch.manual_seed(0)
@@ -71,12 +186,23 @@ def main() -> None:
                 label = f"{name}@{size} {'INT8' if int8 else 'FP32'}"
                 rows.append((label, "overlay + mp4" if with_output else "JSON only", summary.fps,
                              *(summary.stage_ms[s] for s in STAGES)))
+        event_table, model = events_rows(video, work)
+        memory = memory_row(model, video, work, args.long_frames) if args.long_frames else None
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads; 640x480 video, {args.frames} frames; "
           "ONNX Runtime CPU")
     print("| model | outputs | FPS | capture ms | preprocess ms | inference ms | postprocess ms | output ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | " + " | ".join(f"{v:.2f}" for v in r[3:]) + " |")
+    print("\nLeNet@128 FP32 trained on the embedded digits, JSON lines only; median of 3 interleaved runs")
+    print("| setup | FPS | vs boxes only | events |")
+    print("| --- | --- | --- | --- |")
+    for name, fps, ratio, events in event_table:
+        print(f"| {name} | {fps:.1f} | {ratio:.2f} | {events or '-'} |")
+    if memory:
+        frames, early, last, peak = memory
+        print(f"\nmemory, everything on, live MJPEG feed: {frames} frames; resident {early:.0f} MB after the first "
+              f"10% of the run, {last:.0f} MB at the end (peak {peak:.0f} MB)")
 
 
 if __name__ == "__main__":

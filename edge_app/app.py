@@ -19,9 +19,13 @@ from runtime.cli import number
 from runtime.config_cli import option
 from runtime.confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU
 from runtime.errors import ConfigError
+from runtime.events import DEFAULT_UPDATE_INTERVAL, parse_zone
 from runtime.localizer import Localizer
 from runtime.preprocess import RESIZE_MODES
+from runtime.tracking import DEFAULT_DROP_FRAMES, DEFAULT_MIN_FRAMES, DEFAULT_TRACK_IOU, MATCHINGS
 
+from .clips import DEFAULT_MAX_SECONDS, DEFAULT_POST_SECONDS, DEFAULT_PRE_SECONDS
+from .event_pipeline import EventPipeline
 from .outputs import JsonLines, OutputError, open_output, refuse_clashing_paths
 from .overlay import OVERLAYS, annotate
 from .sources import DEFAULT_STALL_TIMEOUT, FLIPS, SourceLost, open_source
@@ -29,6 +33,12 @@ from .sources import DEFAULT_STALL_TIMEOUT, FLIPS, SourceLost, open_source
 __all__ = ["EdgeApp", "AppConfig", "RunSummary"]
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "output")
+
+
+def zone_text(value) -> str:
+    """A zone as NAME:X,Y X,Y X,Y, from the command line or {name, points} in a config file; checked."""
+    zone = parse_zone(value)
+    return f"{zone.name}:" + " ".join(f"{x:g},{y:g}" for x, y in zone.points)
 
 
 @dataclass
@@ -65,12 +75,67 @@ class AppConfig:
     summary_every: float = option(10.0, "seconds between log summaries", type=number(float, above=0))
     output_fps: float | None = option(None, "frame rate of video files from live sources (default: the source's)",
                                       type=number(float, above=0))
+    # tracking (runtime/tracking.py)
+    track: bool = option(True, "no tracking (JSON lines then carry no track_id; events need tracking)",
+                         switch="--no-track", group="tracking")
+    track_iou: float = option(DEFAULT_TRACK_IOU, "a box continues the track of its class it overlaps by this IoU",
+                              type=number(float, above=0), group="tracking")
+    track_min_frames: int = option(DEFAULT_MIN_FRAMES, "frames in a row before a track gets an ID (filters "
+                                   "one-frame false positives)", type=number(int, minimum=1), group="tracking")
+    track_drop_frames: int = option(DEFAULT_DROP_FRAMES, "frames without a match before a track ends",
+                                    type=number(int, minimum=0), group="tracking")
+    track_matching: str = option("greedy", "greedy (jetson-inference's) or hungarian (needs scipy)", choices=MATCHINGS,
+                                 group="tracking")
+    # events (runtime/events.py, edge_app/sinks.py)
+    camera: str = option("camera", "this camera's name in events, MQTT topics and file names", group="events")
+    zones: list[str] = option(help="a zone, NAME:X,Y X,Y X,Y (frame pixels; repeatable): events say which they "
+                              "entered", factory=list, flags=("--zone",), action="append", type=zone_text,
+                              metavar="ZONE", group="events")
+    update_interval: float = option(DEFAULT_UPDATE_INTERVAL, "seconds between an event's update messages",
+                                    type=number(float, minimum=0), group="events")
+    event_log: str | None = option(None, "the events as JSON lines in this file", metavar="FILE", group="events")
+    webhooks: list[str] = option(help="POST each event's JSON to this URL (repeatable; retried, never blocking)",
+                                 factory=list, flags=("--webhook",), action="append", metavar="URL", group="events")
+    mqtt: str | None = option(None, "publish events to this broker: mqtt://[USER:PASS@]HOST[:PORT], mqtts:// for TLS",
+                              metavar="URL", group="MQTT")
+    mqtt_prefix: str = option("spamcam", "topic prefix: PREFIX/events, PREFIX/CAMERA/CLASS, PREFIX/available",
+                              group="MQTT")
+    mqtt_qos: int = option(1, "", choices=[0, 1, 2], type=number(int, minimum=0), group="MQTT")
+    mqtt_client_id: str = option("", "client ID (default: spamcam-CAMERA)", group="MQTT")
+    mqtt_ca: str | None = option(None, "TLS: the broker's CA certificate (default: the system's)", metavar="FILE",
+                                 group="MQTT")
+    mqtt_cert: str | None = option(None, "TLS: client certificate", metavar="FILE", group="MQTT")
+    mqtt_key: str | None = option(None, "TLS: client key", metavar="FILE", group="MQTT")
+    mqtt_insecure: bool = option(False, "TLS without checking the broker's certificate (testing only)", group="MQTT")
+    snapshots: str | None = option(None, "write each event's best frame here as JPEG: box, CAM heat map and "
+                                   "back-projected area", metavar="DIR", group="snapshots and clips")
+    clips: str | None = option(None, "write an H.264 MP4 clip of each event here", metavar="DIR",
+                               group="snapshots and clips")
+    clip_pre: float = option(DEFAULT_PRE_SECONDS, "seconds of video before the event", type=number(float, minimum=0),
+                             group="snapshots and clips")
+    clip_post: float = option(DEFAULT_POST_SECONDS, "seconds of video after the event", type=number(float, minimum=0),
+                              group="snapshots and clips")
+    clip_max: float = option(DEFAULT_MAX_SECONDS, "longest clip, seconds", type=number(float, above=0),
+                             group="snapshots and clips")
+    retain_count: int = option(0, "keep at most this many snapshots and clips each (0: no limit)",
+                               type=number(int, minimum=0), group="snapshots and clips")
+    retain_days: float = option(0.0, "delete snapshots and clips older than this (0: never)",
+                                type=number(float, minimum=0), group="snapshots and clips")
+    retain_mb: float = option(0.0, "keep each folder under this size (0: no limit)", type=number(float, minimum=0),
+                              group="snapshots and clips")
+
+    @property
+    def events_enabled(self) -> bool:
+        return bool(self.mqtt or self.webhooks or self.event_log or self.snapshots or self.clips)
 
     def __post_init__(self) -> None:
         self.outputs = list(self.outputs or [])
         self.min_confidence = self.min_confidence or None
         self.overlap_iou = self.overlap_iou or None
         self.reconnect_timeout = self.reconnect_timeout or None
+        self.zones, self.webhooks = list(self.zones or []), list(self.webhooks or [])
+        if self.events_enabled and not self.track:
+            raise ConfigError("events (--mqtt, --webhook, --event-log, --snapshots, --clips) need tracking: drop --no-track")
 
 
 @dataclass
@@ -85,6 +150,7 @@ class RunSummary:
     stopped_by: str = "end of source"
     outputs: list[str] = field(default_factory=list)
     failed_outputs: dict[str, str] = field(default_factory=dict)  # output -> why it stopped being written
+    events: dict = field(default_factory=dict)  # events sent by type, and each sink's, clips' and snapshots' counts
 
     @property
     def fps(self) -> float:
@@ -94,7 +160,8 @@ class RunSummary:
         return {"frames": self.frames, "fps": round(self.fps, 2), "detections": self.detections,
                 "dropped": self.dropped, "bad_frames": self.bad, "reconnects": self.reconnects,
                 "seconds": round(self.seconds, 3), "stage_ms": {k: round(v, 3) for k, v in self.stage_ms.items()},
-                "stopped_by": self.stopped_by, "outputs": self.outputs, "failed_outputs": self.failed_outputs}
+                "stopped_by": self.stopped_by, "outputs": self.outputs, "failed_outputs": self.failed_outputs,
+                **({"events": self.events} if self.events else {})}
 
 
 class _Meter:
@@ -176,7 +243,7 @@ class EdgeApp:
         refuse_clashing_paths(config.source, config.outputs, config.json)
         source = open_source(config.source, width=config.width, height=config.height, fps=config.fps, flip=config.flip,
                              give_up_after=config.reconnect_timeout, log=self.log, stall_timeout=config.stall_timeout)
-        outputs, json_lines = [], None
+        outputs, json_lines, pipeline = [], None, None
         previous = self._install_signals()
         summary = RunSummary()
         meter = _Meter()
@@ -191,6 +258,8 @@ class EdgeApp:
                     self.log(f"edge_app: preview at {outputs[-1].url}")
             self._active_uris = list(config.outputs)  # parallel to `outputs` while some are dropped
             json_lines = JsonLines(config.json) if config.json else None
+            if config.track:
+                pipeline = EventPipeline(config, classes, self.localizer.params, fps=fps, log=self.log)
             self.log(f"edge_app: {config.source} -> {', '.join(config.outputs) or 'no video output'}"
                      f"{'; JSON lines to ' + config.json if config.json else ''}; model {self.localizer.info.backbone} "
                      f"on {self.localizer.backend.name}")
@@ -218,21 +287,24 @@ class EdgeApp:
                     self.log(f"edge_app: skipped frame {frame.index}: {error}")
                     continue
                 t1 = time.perf_counter()
+                track_ids = pipeline.on_frame(frame.image, frame.index, frame.timestamp, result) if pipeline else None
                 stages = {"capture": capture_ms, **result.timings_ms}
                 status = (f"{meter.fps:5.1f} FPS | cap {capture_ms:.1f} pre {stages['preprocess']:.1f} "
                           f"inf {stages['inference']:.1f} post {stages['postprocess']:.1f} ms")
                 if outputs:
                     annotated = annotate(frame.image, result, classes, self.localizer.params, overlay=config.overlay,
-                                         status=status)
+                                         status=status, track_ids=track_ids)
                     for uri, output in list(zip(self._active_uris, outputs)):
                         try:
                             output.write(annotated)
                         except OutputError as error:
                             self._drop_output(summary, uri, error, outputs, output)
                 if json_lines:
+                    record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4), **result.to_dict(classes)}
+                    for detection, track_id in zip(record["detections"], track_ids or ()):
+                        detection["track_id"] = track_id
                     try:
-                        json_lines.write_record({"frame": frame.index, "timestamp": round(frame.timestamp, 4),
-                                                 **result.to_dict(classes)})
+                        json_lines.write_record(record)
                     except OutputError as error:
                         self._drop_output(summary, config.json, error)
                         json_lines.close()
@@ -247,6 +319,11 @@ class EdgeApp:
                 last_summary = self._maybe_summarise(summary, meter, source, last_summary)
         finally:
             summary.seconds = time.perf_counter() - started
+            if pipeline is not None:  # end the open events, finish the clips, drain the sinks
+                try:
+                    summary.events = pipeline.close()
+                except Exception as error:  # keep closing the outputs; report this
+                    self.log(f"edge_app: closing the events failed: {error}")
             for output in outputs:
                 try:
                     output.close()

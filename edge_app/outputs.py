@@ -168,8 +168,8 @@ class JsonLines:
     unbuffered write, and when the disk refuses part of it the file is cut back to the last complete
     line, so a consumer (or a crash, or a full disk) never sees half a record."""
 
-    def __init__(self, target: str) -> None:
-        self.target, self.records = target, 0
+    def __init__(self, target: str, option: str = "--json") -> None:
+        self.target, self.records, self.option = target, 0, option
         self._fd: int | None = None
         if target != "-":
             path = Path(target)
@@ -177,7 +177,7 @@ class JsonLines:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             except OSError as error:
-                raise OutputError(f"--json {target}: cannot write there ({write_failure(path, error)})") from error
+                raise OutputError(f"{option} {target}: cannot write there ({write_failure(path, error)})") from error
         self._good = 0  # bytes of complete lines
 
     def write_record(self, record: dict) -> None:
@@ -188,7 +188,7 @@ class JsonLines:
                 sys.stdout.flush()
             except (BrokenPipeError, OSError) as error:  # `edge_app --json - | head`: the reader went away
                 silence_stdout()  # so that Python's own flush at exit does not print a traceback either
-                raise OutputError(f"--json -: standard output was closed ({error.strerror or error}) after "
+                raise OutputError(f"{self.option} -: standard output was closed ({error.strerror or error}) after "
                                   f"{self.records} lines") from error
             self.records += 1
             return
@@ -202,7 +202,7 @@ class JsonLines:
                 os.lseek(self._fd, self._good, os.SEEK_SET)
             except OSError:
                 pass
-            raise OutputError(f"--json {self.target}: {write_failure(Path(self.target), error)} after "
+            raise OutputError(f"{self.option} {self.target}: {write_failure(Path(self.target), error)} after "
                               f"{self.records} complete lines") from error
         self._good += len(line)
         self.records += 1

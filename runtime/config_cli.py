@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
+from runtime.cli import checked
 from runtime.errors import SpamcamError
 
 __all__ = ["option", "MergeDict", "command_parser", "parse_command", "Command", "config_yaml", "config_path_beside", "CONFIG_FILE_NAME"]
@@ -131,7 +132,7 @@ def _argument(field: dataclasses.Field, cli: _Cli, hint: Any) -> tuple[list[str]
     help_text = cli.help
     shown = not (default is None or default is MISSING or isinstance(default, bool)
                  or (isinstance(default, (tuple, list, dict)) and not default))
-    if shown and "default" not in help_text and not cli.positional:
+    if shown and "default" not in help_text and "(0:" not in help_text and not cli.positional:
         help_text = f"{help_text} (default: {_shown(default)})" if help_text else f"default: {_shown(default)}"
     kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
     if cli.positional:
@@ -158,7 +159,7 @@ def _argument(field: dataclasses.Field, cli: _Cli, hint: Any) -> tuple[list[str]
         kwargs["action"] = cli.action
     if cli.nargs is not None and not cli.positional:
         kwargs["nargs"] = cli.nargs
-    kwargs["type"] = cli.type or _plain_type(hint)
+    kwargs["type"] = checked(cli.type or _plain_type(hint))  # a ValueError's own words, not "invalid value"
     if cli.action == "append":  # jsonargparse re-checks the whole list with the item type
         kwargs["type"] = _each(kwargs["type"])
     if cli.choices is not None:

@@ -95,10 +95,10 @@ def _place_label(size: tuple[int, int], box: tuple[int, int, int, int], taken: l
 
 def draw_detections(canvas: np.ndarray, detections, classes: Sequence[str], gt_boxes: np.ndarray | None = None,
                     iou_threshold: float = 0.5, thickness: int = 1, confidences: Sequence[float] | None = None,
-                    font_scale: float = _FONT_SCALE) -> np.ndarray:
-    """Boxes labelled with class and confidence (given per detection) or else the box's score; with
-    ground truth: green = matches a box of its class, red = not. Labels sit on a dark plate and are
-    moved so that they never cover each other."""
+                    font_scale: float = _FONT_SCALE, track_ids: Sequence[int | None] | None = None) -> np.ndarray:
+    """Boxes labelled with class, track ID (where given) and confidence (given per detection) or else
+    the box's score; with ground truth: green = matches a box of its class, red = not. Labels sit on
+    a dark plate and are moved so that they never cover each other."""
     gt = np.zeros((0, 5)) if gt_boxes is None else np.asarray(gt_boxes).reshape(-1, 5)
     taken: list[tuple[int, int, int, int]] = []
     for k, det in enumerate(detections):
@@ -112,7 +112,8 @@ def draw_detections(canvas: np.ndarray, detections, classes: Sequence[str], gt_b
             value = f"{confidences[k]:.2f}"
         else:  # the box's own confidence where it has one, else the paper's raw peak
             value = f"{det.confidence:.2f}" if det.confidence is not None else f"{det.score:.1f}"
-        label = f"{classes[det.class_index]} {value}"
+        track = f" #{track_ids[k]}:" if track_ids is not None and track_ids[k] else ""
+        label = f"{classes[det.class_index]}{track} {value}"
         (w, h), base = cv2.getTextSize(label, _FONT, font_scale, 1)
         x, y = _place_label((w + 2, h + base + 2), box, taken, (canvas.shape[1], canvas.shape[0]))
         taken.append((x, y, w + 2, h + base + 2))

@@ -50,3 +50,34 @@ def feed(server: MjpegServer, stop: threading.Event) -> None:
         i += 1
         time.sleep(0.02)
 
+
+
+def crossing_digits_video(path: Path, mnist_digits, frames: int = 160, size: int = 256, fps: int = 25,
+                          speed: float = 3.0) -> list[dict[int, np.ndarray]]:
+    """Two real MNIST 3s (56 x 56 patches) that enter, cross and leave: A from the left edge along
+    y = 40 from frame 0, B from the right edge along y = 150 from frame 20, so that they pass each
+    other mid-frame; and a 7 that stays, as a distractor of another class. Returns, per frame, each
+    visible 3's ground-truth box (object id -> x0, y0, x1, y1, clipped to the frame), counting an
+    object only while at least half of it is inside."""
+    digits, labels = mnist_digits
+    threes = digits[np.flatnonzero(labels == 3)[[5, 9]]]
+    seven = digits[np.flatnonzero(labels == 7)[5]]
+    patch = lambda d: cv2.resize((d * 255).astype(np.uint8), (56, 56), interpolation=cv2.INTER_NEAREST)  # noqa: E731
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (size, size))
+    truth = []
+    for t in range(frames):
+        canvas = np.zeros((size, size), np.uint8)
+        canvas[180:236, 20:76] = patch(seven)
+        visible = {}
+        for obj, (x, y) in enumerate([(-56 + speed * t, 40), (size - speed * (t - 20), 150)]):
+            x = int(round(x))
+            x0, x1 = max(0, x), min(size, x + 56)
+            if x1 - x0 <= 0:
+                continue
+            canvas[y : y + 56, x0:x1] = np.maximum(canvas[y : y + 56, x0:x1], patch(threes[obj])[:, x0 - x : x1 - x])
+            if x1 - x0 >= 28:
+                visible[obj] = np.array([x0, y, x1, y + 56], dtype=float)
+        truth.append(visible)
+        writer.write(cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return truth

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Weig
 from runtime.evaluation import RatioTuningError, evaluate, tune_ratio
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from runtime.cli import BadValue, checked, number
+from runtime.cli import BadValue, number
 from runtime.config_cli import MergeDict, option
 from runtime.scores import DEFAULT_SPAM_KERNELS, POOLINGS
 
@@ -69,7 +69,7 @@ class TrainConfig(Mnist128Options):
     # data
     dataset: str = option("embedded", f"one of: {DATASET_HELP}", group="data")  # no download: runs anywhere
     positive: int | str = option(3, "MNIST128's positive digit, or 'all': every digit its own class, the multi-class "
-                                 "set (use with --objects 1,3)", type=checked(parse_positive), metavar="DIGIT|all",
+                                 "set (use with --objects 1,3)", type=parse_positive, metavar="DIGIT|all",
                                  group="data")
     limits: dict[str, int] = option(help="cap a split's size, e.g. --limit train=2000 (repeatable)", factory=dict,
                                     flags=("--limit",), type=split_counts, action=MergeDict, metavar="SPLIT=N",
