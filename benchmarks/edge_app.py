@@ -42,6 +42,32 @@ def make_video(path: Path, frames: int) -> None:
     writer.release()
 
 
+def make_event_video(path: Path, frames: int, fps: int = 30) -> None:
+    """640x480: embedded-style 3s (OpenCV font digits, as the events model was trained on), scaled to
+    140 px, crossing the frame one after another (a new one every 2 s, each in view ~4 s), and a 7."""
+    from training.data.synthetic import synthetic_digits
+
+    digits, labels = synthetic_digits(200, seed=5)
+    threes = [cv2.resize((d * 255).astype(np.uint8), (140, 140)) for d in digits[labels == 3][:8]]
+    seven = cv2.resize((digits[labels == 7][0] * 255).astype(np.uint8), (140, 140))
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
+    for t in range(frames):
+        canvas = np.zeros((480, 640), np.uint8)
+        canvas[330:470, 20:160] = np.maximum(canvas[330:470, 20:160], seven)
+        for k in range(t // (2 * fps) - 2, t // (2 * fps) + 1):
+            if k < 0:
+                continue
+            x = int(-140 + (t - k * 2 * fps) * 780 / (4 * fps))
+            y = 30 + (k % 2) * 150
+            x0, x1 = max(0, x), min(640, x + 140)
+            if x1 > x0:
+                glyph = threes[k % len(threes)][:, x0 - x : x1 - x]
+                canvas[y : y + 140, x0:x1] = np.maximum(canvas[y : y + 140, x0:x1], glyph)
+        writer.write(cv2.cvtColor(cv2.add(canvas, rng.integers(0, 8, canvas.shape, dtype=np.uint8)), cv2.COLOR_GRAY2BGR))
+    writer.release()
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -75,31 +101,83 @@ def start_broker(work: Path):
     return process, f"mqtt://127.0.0.1:{port}"
 
 
-def events_rows(video: Path, work: Path, repeats: int = 3) -> tuple[list, str]:
-    """Boxes only vs tracking vs tracking + events + clips, interleaved `repeats` times; median FPS."""
+def events_rows(video: Path, work: Path, repeats: int = 5) -> tuple[list, str]:
+    """Boxes only vs tracking vs tracking + events + clips, interleaved `repeats` times: median FPS,
+    and median CPU time per frame (all threads: the sinks' and the clip encoder's too)."""
     from edge_app.app import AppConfig, EdgeApp
 
     model = trained_lenet(work)
     broker, url = start_broker(work)
     everything = dict(event_log=str(work / "events.jsonl"), snapshots=str(work / "snaps"), clips=str(work / "clips"),
                       clip_pre=2.0, clip_post=2.0, **({"mqtt": url} if url else {}))
+    events_only = {k: v for k, v in everything.items() if not k.startswith("clip")}
     setups = {"boxes only (--no-track)": dict(track=False), "tracking": {},
+              "tracking + events + snapshots" + (" + MQTT" if url else ""): events_only,
               "tracking + events + snapshots + clips" + (" + MQTT" if url else ""): everything}
     fps = {name: [] for name in setups}
+    cpu = {name: [] for name in setups}
     events = {}
     try:
         EdgeApp(model, AppConfig(source=str(video), max_frames=100), log=lambda _m: None).run()  # warm-up
         for _ in range(repeats):
             for name, settings in setups.items():
+                before = time.process_time()
                 summary = EdgeApp(model, AppConfig(source=str(video), **settings), log=lambda _m: None).run()
+                cpu[name].append((time.process_time() - before) * 1000 / max(1, summary.frames))
                 fps[name].append(summary.fps)
                 events[name] = summary.events.get("events", {})
     finally:
         if broker is not None:
             broker.terminate()
     base = float(np.median(fps["boxes only (--no-track)"]))
-    rows = [(name, float(np.median(v)), float(np.median(v)) / base, events[name]) for name, v in fps.items()]
+    base_cpu = float(np.median(cpu["boxes only (--no-track)"]))
+    rows = [(name, float(np.median(v)), float(np.median(v)) / base, float(np.median(cpu[name])),
+             float(np.median(cpu[name])) / base_cpu, events[name]) for name, v in fps.items()]
     return rows, model
+
+
+def live_rows(model: Path, video: Path, work: Path, seconds: float = 20.0, fps: float = 30.0) -> list:
+    """A camera's view: a live MJPEG feed at `fps`; frames processed and CPU use (all threads of the
+    process, the feed's own encoding included as in every setup) per setup."""
+    import threading
+
+    from edge_app.app import AppConfig, EdgeApp
+    from edge_app.outputs import MjpegServer
+
+    broker, url = start_broker(work)
+    everything = dict(event_log=str(work / "live.jsonl"), snapshots=str(work / "live_snaps"),
+                      clips=str(work / "live_clips"), **({"mqtt": url} if url else {}))
+    setups = {"boxes only (--no-track)": dict(track=False), "tracking + events + snapshots + clips"
+              + (" + MQTT" if url else ""): everything}
+    rows = []
+    try:
+        for name, settings in setups.items():
+            server, stop = MjpegServer("127.0.0.1", 0), threading.Event()
+
+            def feed():
+                capture = cv2.VideoCapture(str(video))
+                while not stop.is_set():
+                    ok, frame = capture.read()
+                    if not ok:
+                        capture = cv2.VideoCapture(str(video))
+                        continue
+                    server.write(frame)
+                    time.sleep(1 / fps)
+
+            threading.Thread(target=feed, daemon=True).start()
+            app = EdgeApp(model, AppConfig(source=f"http://127.0.0.1:{server.address[1]}/stream.mjpg", **settings),
+                          log=lambda _m: None)
+            threading.Timer(seconds, app.stop).start()
+            wall, cpu = time.perf_counter(), time.process_time()
+            summary = app.run()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            stop.set()
+            server.close()
+            rows.append((name, summary.frames / wall, summary.dropped, 100 * cpu / wall, summary.events.get("events", {})))
+    finally:
+        if broker is not None:
+            broker.terminate()
+    return rows
 
 
 def memory_row(model: Path, video: Path, work: Path, frames: int) -> tuple[int, float, float, float]:
@@ -150,8 +228,11 @@ def memory_row(model: Path, video: Path, work: Path, frames: int) -> tuple[int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--event-frames", type=int, default=2400, help="frames of the events video")
     parser.add_argument("--long-frames", type=int, default=10000, help="frames of the memory run (0: skip it)")
     parser.add_argument("--only-events", action="store_true", help="skip the first table")
+    parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure a 30 FPS live feed, 20 s per setup")
     args = parser.parse_args()
     import torch
 
@@ -186,19 +267,29 @@ def main() -> None:
                 label = f"{name}@{size} {'INT8' if int8 else 'FP32'}"
                 rows.append((label, "overlay + mp4" if with_output else "JSON only", summary.fps,
                              *(summary.stage_ms[s] for s in STAGES)))
-        event_table, model = events_rows(video, work)
-        memory = memory_row(model, video, work, args.long_frames) if args.long_frames else None
+        event_video = work / "events.mp4"
+        make_event_video(event_video, args.event_frames)
+        event_table, model = events_rows(event_video, work)
+        memory = memory_row(model, event_video, work, args.long_frames) if args.long_frames else None
+        live = live_rows(model, event_video, work) if args.live else []
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads; 640x480 video, {args.frames} frames; "
           "ONNX Runtime CPU")
     print("| model | outputs | FPS | capture ms | preprocess ms | inference ms | postprocess ms | output ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | " + " | ".join(f"{v:.2f}" for v in r[3:]) + " |")
-    print("\nLeNet@128 FP32 trained on the embedded digits, JSON lines only; median of 3 interleaved runs")
-    print("| setup | FPS | vs boxes only | events |")
-    print("| --- | --- | --- | --- |")
-    for name, fps, ratio, events in event_table:
-        print(f"| {name} | {fps:.1f} | {ratio:.2f} | {events or '-'} |")
+    print("\nLeNet@128 FP32 trained on the embedded digits, 640x480 video of passing 3s, no video output; "
+          "median of 5 interleaved runs")
+    print("| setup | FPS | FPS vs boxes only | CPU ms / frame | CPU vs boxes only | events |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, fps, ratio, cpu_ms, cpu_ratio, events in event_table:
+        print(f"| {name} | {fps:.1f} | {ratio:.2f} | {cpu_ms:.2f} | {cpu_ratio:.2f} | {events or '-'} |")
+    if live:
+        print("\nlive MJPEG feed at 30 FPS, 20 s per setup: what a camera sees")
+        print("| setup | processed FPS | frames dropped | CPU % of one core (whole process) | events |")
+        print("| --- | --- | --- | --- | --- |")
+        for name, rate, dropped, cpu_percent, events in live:
+            print(f"| {name} | {rate:.1f} | {dropped} | {cpu_percent:.0f} | {events or '-'} |")
     if memory:
         frames, early, last, peak = memory
         print(f"\nmemory, everything on, live MJPEG feed: {frames} frames; resident {early:.0f} MB after the first "

@@ -109,7 +109,8 @@ class AppConfig:
     mqtt_insecure: bool = option(False, "TLS without checking the broker's certificate (testing only)", group="MQTT")
     snapshots: str | None = option(None, "write each event's best frame here as JPEG: box, CAM heat map and "
                                    "back-projected area", metavar="DIR", group="snapshots and clips")
-    clips: str | None = option(None, "write an H.264 MP4 clip of each event here", metavar="DIR",
+    clips: str | None = option(None, "write H.264 MP4 clips of the events here (events that overlap share one)",
+                               metavar="DIR",
                                group="snapshots and clips")
     clip_pre: float = option(DEFAULT_PRE_SECONDS, "seconds of video before the event", type=number(float, minimum=0),
                              group="snapshots and clips")

@@ -2,8 +2,9 @@
 
 The frame loop hands each frame to `ClipRecorder.push` and returns at once; a worker thread keeps the
 last `pre_seconds` as JPEG (a ring buffer of encoded frames: ~30 KB per 640x480 frame instead of
-900 KB raw) and feeds the clips being written. A clip starts with the ring's frames, goes on with
-live frames while the event lasts, and ends `post_seconds` after it (or at `max_seconds`). It is
+900 KB raw) and feeds the recording. A clip starts with the ring's frames, goes on with live frames
+while its events last, and ends `post_seconds` after the last of them (or at `max_seconds`); events
+that overlap share one clip, and each event names its clip. It is
 written as `<id>.mp4.part` and renamed to `<id>.mp4` when complete, with the index up front
 (`+faststart`), so a browser can play it while it downloads and nobody sees half a clip.
 
@@ -18,7 +19,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -138,129 +139,146 @@ class _ClipWriter:
 
 
 @dataclass
-class _Clip:
+class _Recording:
+    """One clip file and the events it shows; events that overlap share it."""
+
     writer: _ClipWriter
-    started: float  # frame time of the event's start
-    stop_at: float | None = None  # frame time after which the clip ends
+    started: float  # frame time of the first event's start
+    events: set = field(default_factory=set)  # names of the events still going on
+    stop_at: float | None = None  # frame time after which it ends (set when its last event ended)
 
 
 class ClipRecorder:
-    """`start(name, at)` when an event begins, `stop(name, at)` when it ends; frames via `push`."""
+    """`start(name, at)` when an event begins (returns its clip's path), `stop(name, at)` when it
+    ends; frames via `push`.
+
+    Events that overlap in time share one recording, from `pre_seconds` before the first to
+    `post_seconds` after the last (at most `max_seconds`): one encoder at a time, so memory and CPU
+    stay those of one video however many objects come and go (with a clip per event, 25 clips open
+    at once grew the process by 800 MB; docs/benchmarks.md)."""
 
     def __init__(self, folder: str | Path, *, fps: float, pre_seconds: float = DEFAULT_PRE_SECONDS,
                  post_seconds: float = DEFAULT_POST_SECONDS, max_seconds: float = DEFAULT_MAX_SECONDS,
-                 retention: Retention | None = None, log: Callable[[str], None] | None = None,
-                 on_written: Callable[[str, Path], None] | None = None) -> None:
+                 retention: Retention | None = None, log: Callable[[str], None] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fps, self.pre, self.post, self.max = fps or 25.0, pre_seconds, post_seconds, max_seconds
         self.retention = retention or Retention()
         self.log = log or (lambda message: None)
-        self.on_written = on_written or (lambda name, path: None)
         self.written = self.failed = self.dropped_frames = 0
         self._ring: collections.deque = collections.deque()  # (frame time, JPEG bytes)
-        self._clips: dict[str, _Clip] = {}
-        self._inbox: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()  # guards _recording between the frame loop and the worker
+        self._recording: _Recording | None = None
         self._frames: queue.Queue = queue.Queue(maxsize=_QUEUE_FRAMES)
-        self._done = threading.Event()
+        self._closing = threading.Event()
         if not pyav_available():
             self.log("edge_app: clips are MPEG-4 Part 2 without PyAV, which browsers do not play: "
                      "pip install 'spamcam[video]' for H.264")
         self._thread = threading.Thread(target=self._work, name="spamcam-clips", daemon=True)
         self._thread.start()
 
-    def path_for(self, name: str) -> Path:
-        return self.folder / f"{name}.mp4"
-
     def push(self, image: np.ndarray, frame_time: float) -> None:
         try:
             self._frames.put_nowait((image, frame_time))
-        except queue.Full:
+        except queue.Full:  # the encoder is behind: this frame is not in the clip (counted)
             self.dropped_frames += 1
 
     def start(self, name: str, at: float) -> Path:
-        self._inbox.put(("start", name, at))
-        return self.path_for(name)
+        """The event `name` began at frame time `at`: its clip's path — the recording still going on
+        (or in its post-roll), or a new one."""
+        with self._lock:
+            recording = self._recording
+            if recording is None or (recording.stop_at is not None and at > recording.stop_at):
+                recording = _Recording(_ClipWriter(self.folder / f"{name}.mp4", self.fps), started=at)
+                self._recording = recording  # the worker finishes the one it replaces
+            recording.events.add(name)
+            recording.stop_at = None
+            return recording.writer.path
 
     def stop(self, name: str, at: float) -> None:
-        self._inbox.put(("stop", name, at))
+        with self._lock:
+            recording = self._recording
+            if recording is not None and name in recording.events:
+                recording.events.discard(name)
+                if not recording.events:
+                    recording.stop_at = at + self.post
 
     def close(self, timeout: float = 30.0) -> None:
-        """End every clip with the frames it has (the source ended or the app stops)."""
-        self._inbox.put(("close", None, None))
+        """End the recording with the frames it has (the source ended or the app stops)."""
+        self._closing.set()
         self._thread.join(timeout)
 
     def stats(self) -> dict[str, int]:
         return {"written": self.written, "failed": self.failed, "dropped_frames": self.dropped_frames,
-                "recording": len(self._clips)}
+                "recording": int(self._recording is not None)}
 
     # ---- the worker --------------------------------------------------------------------------
     def _work(self) -> None:
-        closing = False
+        active: _Recording | None = None
         while True:
-            while True:  # commands first: a clip must exist before the frames it takes arrive
-                try:
-                    command, name, at = self._inbox.get_nowait()
-                except queue.Empty:
-                    break
-                if command == "start":
-                    self._begin(name, at)
-                elif command == "stop" and name in self._clips:
-                    self._clips[name].stop_at = at + self.post
-                elif command == "close":
-                    closing = True
-            if closing and self._frames.empty():
-                for name in list(self._clips):
-                    self._finish(name)
-                return
             try:
                 image, frame_time = self._frames.get(timeout=0.05)
             except queue.Empty:
+                if self._closing.is_set():
+                    break
                 continue
-            self._take(image, frame_time)
+            active = self._take(active, image, frame_time)
+        if active is not None:
+            self._finish(active)
+        with self._lock:
+            self._recording = None
 
-    def _take(self, image: np.ndarray, frame_time: float) -> None:
+    def _take(self, active: _Recording | None, image: np.ndarray, frame_time: float) -> _Recording | None:
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
         if ok:
             self._ring.append((frame_time, jpeg))
         while self._ring and self._ring[0][0] < frame_time - self.pre:
             self._ring.popleft()
-        for name, clip in list(self._clips.items()):
-            if (clip.stop_at is not None and frame_time > clip.stop_at) or frame_time - clip.started > self.max:
-                self._finish(name)
-                continue
-            self._write(name, image)
+        with self._lock:
+            current = self._recording
+        if active is not None and active is not current:  # a new recording replaced it
+            self._finish(active)
+            active = None
+        if current is None:
+            return None
+        if active is None:  # begin with the seconds before the event, from the ring (this frame included)
+            for ring_time, ring_jpeg in list(self._ring):
+                if ring_time >= current.started - self.pre:
+                    if not self._write(current, cv2.imdecode(ring_jpeg, cv2.IMREAD_COLOR)):
+                        return None
+            return current
+        if (active.stop_at is not None and frame_time > active.stop_at) or frame_time - active.started > self.max:
+            self._finish(active)
+            with self._lock:
+                if self._recording is active:
+                    self._recording = None
+            return None
+        if frame_time >= active.started - self.pre and not self._write(active, image):
+            return None
+        return active
 
-    def _begin(self, name: str, at: float) -> None:
-        clip = _Clip(_ClipWriter(self.path_for(name), self.fps), started=at)
-        self._clips[name] = clip
-        for frame_time, jpeg in list(self._ring):  # the seconds before the event
-            if frame_time >= at - self.pre:
-                self._write(name, cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
-
-    def _write(self, name: str, image: np.ndarray) -> None:
-        clip = self._clips.get(name)
-        if clip is None:
-            return
+    def _write(self, recording: _Recording, image: np.ndarray) -> bool:
         try:
-            clip.writer.write(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+            recording.writer.write(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+            return True
         except Exception as error:  # a full disk, a vanished folder: this clip is lost, the app goes on
             self.failed += 1
-            self.log(f"edge_app: error: clip {clip.writer.path} failed: {error}")
-            clip.writer.abandon()
-            del self._clips[name]
+            self.log(f"edge_app: error: clip {recording.writer.path} failed: {error}")
+            recording.writer.abandon()
+            with self._lock:
+                if self._recording is recording:
+                    self._recording = None
+            return False
 
-    def _finish(self, name: str) -> None:
-        clip = self._clips.pop(name)
+    def _finish(self, recording: _Recording) -> None:
         try:
-            path = clip.writer.close()
+            path = recording.writer.close()
         except Exception as error:
             self.failed += 1
-            self.log(f"edge_app: error: clip {clip.writer.path} failed: {error}")
-            clip.writer.abandon()
+            self.log(f"edge_app: error: clip {recording.writer.path} failed: {error}")
+            recording.writer.abandon()
             return
         if path is not None:
             self.written += 1
-            self.on_written(name, path)
             for removed in self.retention.apply(self.folder, (".mp4",)):
                 self.log(f"edge_app: retention: removed {removed.name}")

@@ -1,12 +1,12 @@
 """Boxes -> tracks -> events -> sinks, snapshots and clips: what edge_app does after each frame's
 localization when tracking or events are on (edge_app/app.py calls `on_frame` and `close`).
 
-Per frame, on the frame loop: the tracker and the event lifecycle (microseconds), a copy of the frame
-when a track's best sighting improves, and enqueueing (sinks, clip frames). Everything that waits on
-a disk or a network — MQTT, webhooks, the event log, clip encoding — runs on worker threads behind
-bounded queues (edge_app/sinks.py, edge_app/clips.py). A snapshot is rendered and written when its
-event ends (once per event): the best frame with the box, its class's CAM heat map and the
-back-projected area.
+Per frame, on the frame loop: the tracker and the event lifecycle (tens of microseconds) and
+enqueueing. Everything that renders, waits on a disk or a network runs on worker threads behind
+bounded queues: the event dispatcher (`_Dispatcher`: renders and writes an ending event's snapshot —
+the best frame with the box, its class's CAM heat map and the back-projected area, ~10 ms — then
+hands the event to every sink, in order), the sinks (MQTT, webhooks, the event log;
+edge_app/sinks.py) and the clip encoder (edge_app/clips.py).
 """
 from __future__ import annotations
 
@@ -36,12 +36,37 @@ _SNAPSHOT_QUALITY = 90
 
 
 class _Best:
-    """A track's best sighting so far: the frame, its result and which detection it was."""
+    """A track's best sighting so far: the frame, its result and which detection it was. The frame is
+    kept by reference, not copied: every source hands out a new array per frame (OpenCV's `read()`
+    allocates one) and nothing draws into it (overlays draw on a copy), and copying a 640x480 frame
+    each time a confidence crept up cost 12% of edge_app's frame rate (docs/benchmarks.md)."""
 
     __slots__ = ("image", "result", "index")
 
     def __init__(self, image: np.ndarray, result: FrameResult, index: int) -> None:
-        self.image, self.result, self.index = image.copy(), result, index
+        self.image, self.result, self.index = image, result, index
+
+
+class _Dispatcher(Sink):
+    """Events in order: the snapshot of an `end` first (so that the event can name a file that is
+    there), then to every sink."""
+
+    name = "events"
+
+    def __init__(self, pipeline: "EventPipeline") -> None:
+        self.pipeline = pipeline
+        super().__init__(log=pipeline.log)
+
+    def _deliver(self, message) -> bool:
+        record, best = message
+        if record["type"] == "end" and self.pipeline.snapshots is not None:
+            record["snapshot"] = self.pipeline._write_snapshot(record, best)
+        for sink in self.pipeline.sinks:
+            if sink is self.pipeline.mqtt:
+                sink.publish_event(record)
+            else:
+                sink.send(record)
+        return True
 
 
 class EventPipeline:
@@ -54,11 +79,12 @@ class EventPipeline:
         self.tracker = IouTracker(iou_threshold=config.track_iou, min_frames=config.track_min_frames,
                                   drop_frames=config.track_drop_frames, matching=config.track_matching)
         self.counted: Counter = Counter()
-        self.builder = self.mqtt = self.recorder = None
+        self.builder = self.mqtt = self.recorder = self.dispatcher = None
         self.sinks: list[Sink] = []
         self.snapshots: Path | None = None
         self.snapshots_written = self.snapshots_failed = 0
         self._best: dict[int, _Best] = {}  # id(track) -> best sighting
+        self._clips: dict[str, str] = {}  # event id -> its clip (overlapping events share one)
         self._counts: dict[str, int] | None = None
         if not config.events_enabled:
             return
@@ -83,6 +109,7 @@ class EventPipeline:
                                          max_seconds=config.clip_max, retention=retention, log=log)
         if self.mqtt:
             self._publish_counts()
+        self.dispatcher = _Dispatcher(self)
 
     def on_frame(self, image: np.ndarray, index: int, frame_time: float, result: FrameResult) -> list[int | None]:
         """Track this frame's detections and send the events they cause; returns each detection's track ID."""
@@ -90,11 +117,9 @@ class EventPipeline:
         for det_index, track in enumerate(update.tracks):
             if track.best_frame == index and self.snapshots is not None:
                 self._best[id(track)] = _Best(image, result, det_index)
-        if self._best:
-            alive = {id(t) for t in self.tracker.tracks}
-            for key in [k for k in self._best if k not in alive]:
-                if key not in {id(t) for t in update.ended}:
-                    del self._best[key]
+        if len(self._best) > len(self.tracker.tracks):  # forget the candidates that never became tracks
+            keep = {id(t) for t in self.tracker.tracks} | {id(t) for t in update.ended}
+            self._best = {k: v for k, v in self._best.items() if k in keep}
         if self.recorder is not None:
             self.recorder.push(image, frame_time)
         if self.builder is not None:
@@ -114,10 +139,14 @@ class EventPipeline:
                 self._publish_counts()
         if self.recorder is not None:
             self.recorder.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close(timeout=10.0)  # the snapshots, then everything handed to the sinks
         for sink in self.sinks:
             sink.close()
         stats: dict[str, Any] = {"events": dict(self.counted)}
         stats["sinks"] = {sink.name: sink.stats() for sink in self.sinks}
+        if self.dispatcher is not None and (self.dispatcher.dropped or self.dispatcher.failed):
+            stats["sinks"]["events"] = self.dispatcher.stats()  # only when it lost some: it is internal
         if self.recorder is not None:
             stats["clips"] = self.recorder.stats()
         if self.snapshots is not None:
@@ -128,25 +157,23 @@ class EventPipeline:
         record = event.to_dict()
         if self.recorder is not None:
             if event.type == "new":
-                self.recorder.start(event.id, event.frame_time)
+                self._clips[event.id] = str(self.recorder.start(event.id, event.frame_time))
             elif event.type == "end":
                 self.recorder.stop(event.id, event.frame_time)
-            record["clip"] = str(self.recorder.path_for(event.id))
-        if event.type == "end" and self.snapshots is not None:
+            record["clip"] = self._clips.pop(event.id, None) if event.type == "end" else self._clips.get(event.id)
+        best = None
+        if event.type == "end":
             track = next((t for t in ended if t.id == event.track_id), None)
-            record["snapshot"] = self._write_snapshot(event, self._best.pop(id(track), None) if track else None)
+            best = self._best.pop(id(track), None) if track else None
         self.counted[event.type] += 1
-        for sink in self.sinks:
-            if sink is self.mqtt:
-                self.mqtt.publish_event(record)
-            else:
-                sink.send(record)
+        self.dispatcher.send((record, best))
 
-    def _write_snapshot(self, event: Event, best: _Best | None) -> str | None:
+    def _write_snapshot(self, event: dict, best: _Best | None) -> str | None:
+        """On the dispatcher's thread: the snapshot file's path, or None when it could not be written."""
         if best is None:
             return None
-        path = self.snapshots / f"{event.id}.jpg"
-        picture = render_snapshot(best.image, best.result, best.index, self.classes, self.params, event.track_id)
+        path = self.snapshots / f"{event['id']}.jpg"
+        picture = render_snapshot(best.image, best.result, best.index, self.classes, self.params, event["track_id"])
         try:
             ok, jpeg = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_QUALITY, _SNAPSHOT_QUALITY])
             if not ok:

@@ -157,6 +157,9 @@ class MqttSink(Sink):
         client.reconnect_delay_set(min_delay=max(1, int(settings.reconnect_min)), max_delay=int(settings.reconnect_max))
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = lambda client, userdata: self._say_once(
+            "connect fail", f"edge_app: mqtt: cannot connect to {settings.url} (down, or its TLS certificate is not "
+            "trusted: --mqtt-ca); retrying with back-off, messages wait in the queue")
         self.client = client
         self.reconnects = -1  # the first connection is not a reconnection
         super().__init__(capacity=capacity, log=log)

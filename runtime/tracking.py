@@ -33,6 +33,9 @@ MATCHINGS = ("greedy", "hungarian")
 DEFAULT_TRACK_IOU = 0.3  # boxes of a moving object overlap less frame to frame than jetson-inference's 0.5 assumes
 DEFAULT_MIN_FRAMES = 3  # jetson-inference's minFrames
 DEFAULT_DROP_FRAMES = 15  # jetson-inference's dropFrames
+# A sighting becomes a track's best only when its confidence beats the best by more than this, so
+# that jitter in the last digits (0.991, 0.993, ...) does not churn snapshots and update events.
+BEST_MARGIN = 0.01
 
 
 @dataclass
@@ -139,7 +142,7 @@ class IouTracker:
 
     @staticmethod
     def _note_best(track: Track, frame_index: int) -> None:
-        if track.confidence >= track.best_confidence:
+        if track.confidence > track.best_confidence + BEST_MARGIN or track.hits == 1:
             track.best_confidence, track.best_box, track.best_frame = track.confidence, track.box, frame_index
 
     def _match(self, detections: Sequence[Detection]) -> dict[int, Track]:

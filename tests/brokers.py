@@ -4,6 +4,7 @@ told to fail its first requests."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -31,15 +32,28 @@ def mosquitto_binary() -> str:
 class Broker:
     """mosquitto listening on 127.0.0.1:port; `start()` / `stop()` can be repeated (a broker that goes away)."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, tls: bool = False) -> None:
         self.binary, self.port = mosquitto_binary(), port or free_port()
         self.config = folder / "mosquitto.conf"
-        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        # Run as root, mosquitto drops to the `mosquitto` user, which could not read the test's key file.
+        user = ["user root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+        lines = [*user, f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false"]
+        self.ca_file = None
+        if tls:  # a self-signed certificate for 127.0.0.1, made with openssl
+            if shutil.which("openssl") is None:
+                pytest.skip("openssl is not installed: no certificate for the TLS broker")
+            cert, key = folder / "broker.crt", folder / "broker.key"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                            str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                           check=True, capture_output=True)
+            lines += [f"certfile {cert}", f"keyfile {key}"]
+            self.ca_file = str(cert)
+        self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return f"{'mqtts' if self.ca_file else 'mqtt'}://127.0.0.1:{self.port}"
 
     def start(self) -> "Broker":
         self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
@@ -73,6 +87,8 @@ class Subscriber:
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *args: self._subscribed.set()
         self.client.on_message = self._on_message
+        if broker.ca_file:
+            self.client.tls_set(ca_certs=broker.ca_file)
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
         assert self._subscribed.wait(10), "the test subscriber could not subscribe"

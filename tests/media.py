@@ -53,10 +53,10 @@ def feed(server: MjpegServer, stop: threading.Event) -> None:
 
 
 def crossing_digits_video(path: Path, mnist_digits, frames: int = 160, size: int = 256, fps: int = 25,
-                          speed: float = 3.0) -> list[dict[int, np.ndarray]]:
+                          speed: float = 3.0, start_b: int = 20) -> list[dict[int, np.ndarray]]:
     """Two real MNIST 3s (56 x 56 patches) that enter, cross and leave: A from the left edge along
-    y = 40 from frame 0, B from the right edge along y = 150 from frame 20, so that they pass each
-    other mid-frame; and a 7 that stays, as a distractor of another class. Returns, per frame, each
+    y = 40 from frame 0, B from the right edge along y = 150 from frame `start_b`, so that they pass
+    each other mid-frame; and a 7 that stays, as a distractor of another class. Returns, per frame, each
     visible 3's ground-truth box (object id -> x0, y0, x1, y1, clipped to the frame), counting an
     object only while at least half of it is inside."""
     digits, labels = mnist_digits
@@ -69,9 +69,11 @@ def crossing_digits_video(path: Path, mnist_digits, frames: int = 160, size: int
         canvas = np.zeros((size, size), np.uint8)
         canvas[180:236, 20:76] = patch(seven)
         visible = {}
-        for obj, (x, y) in enumerate([(-56 + speed * t, 40), (size - speed * (t - 20), 150)]):
+        for obj, (x, y) in enumerate([(-56 + speed * t, 40), (size - speed * (t - start_b), 150)]):
             x = int(round(x))
             x0, x1 = max(0, x), min(size, x + 56)
+            if x > size:  # not in yet
+                continue
             if x1 - x0 <= 0:
                 continue
             canvas[y : y + 56, x0:x1] = np.maximum(canvas[y : y + 56, x0:x1], patch(threes[obj])[:, x0 - x : x1 - x])

@@ -45,7 +45,8 @@ def test_each_digit_is_one_event_new_then_end(exported, crossing, tmp_path):
     new, end = {e["track_id"]: e for e in events if e["type"] == "new"}, {e["track_id"]: e for e in events if e["type"] == "end"}
     for track in (1, 2):
         assert new[track]["id"] == end[track]["id"] and end[track]["end_time"] >= new[track]["start_time"]
-        assert new[track]["frame"] <= end[track]["best_frame"] <= end[track]["frame"]
+        # the best sighting can precede the `new` (sent once the track is confirmed, 3 frames in)
+        assert new[track]["frame"] - 2 <= end[track]["best_frame"] <= end[track]["frame"]
     # A enters first (frame ~10), B later (its path starts at frame 20); A leaves first
     assert new[1]["frame"] < new[2]["frame"] and end[1]["frame"] < end[2]["frame"]
     assert summary.events["events"] == {"new": 2, "end": 2}
@@ -63,6 +64,14 @@ def test_zones_say_where_an_object_went(exported, crossing, tmp_path):
     left = [e for e in by_track[2] if e["type"] == "update" and e["current_zones"] == []]
     assert left, "no update when B left the zone"
     assert by_track[2][-1]["type"] == "end" and by_track[2][-1]["zones"] == ["right"]
+
+
+def test_entering_a_zone_is_sent_at_once_however_long_the_update_interval(exported, crossing, tmp_path):
+    # B (y = 150..206) walks from the right edge into the left half; nothing else would send an update
+    run(exported, crossing[0], event_log=str(tmp_path / "events.jsonl"), zones=["left:0,120 128,120 128,256 0,256"],
+        update_interval=3600.0)
+    updates = [e for e in lines(tmp_path / "events.jsonl") if e["type"] == "update"]
+    assert [(e["track_id"], e["current_zones"]) for e in updates] == [(2, ["left"])]
 
 
 def test_a_bad_zone_is_refused_by_name(capsys):
@@ -112,7 +121,13 @@ def test_snapshots_and_clips_of_each_event(exported, crossing, tmp_path):
     for end in ends:
         picture = cv2.imread(end["snapshot"])
         assert picture is not None and picture.shape == (256, 256, 3)
-        clip = Path(end["clip"])
+        assert news[end["track_id"]]["clip"] == end["clip"]
+    clips = {}
+    for end in ends:  # A and B are in view at the same time: they share one clip
+        clips.setdefault(end["clip"], []).append(end)
+    assert len(clips) == 1
+    for clip_path, its_events in clips.items():
+        clip = Path(clip_path)
         assert clip.is_file() and not clip.with_name(clip.name + ".part").exists()
         data = clip.read_bytes()
         assert data.find(b"moov") < data.find(b"mdat")  # index first: a browser plays it while loading
@@ -120,10 +135,20 @@ def test_snapshots_and_clips_of_each_event(exported, crossing, tmp_path):
             stream = container.streams.video[0]
             assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
             frames = sum(1 for _ in container.decode(stream))
-        start = max(0.0, news[end["track_id"]]["frame_time"] - pre)
-        stop = min((len(crossing[1]) - 1) / FPS, end["frame_time"] + post)
+        start = max(0.0, min(news[e["track_id"]]["frame_time"] for e in its_events) - pre)
+        stop = min((len(crossing[1]) - 1) / FPS, max(e["frame_time"] for e in its_events) + post)
         assert abs(frames / FPS - (stop - start)) <= 3 / FPS, (frames, start, stop)
-    assert summary.events["clips"]["written"] == 2 and summary.events["snapshots"]["written"] == 2
+    assert summary.events["clips"]["written"] == 1 and summary.events["snapshots"]["written"] == 2
+
+
+def test_events_apart_in_time_get_clips_of_their_own(exported, mnist_digits, tmp_path):
+    video = tmp_path / "apart.mp4"
+    crossing_digits_video(video, mnist_digits, fps=FPS, frames=260, start_b=150)  # B enters after A has left
+    run(exported, video, event_log=str(tmp_path / "events.jsonl"), clips=str(tmp_path / "clips"), clip_pre=0.5,
+        clip_post=0.5)
+    ends = [e for e in lines(tmp_path / "events.jsonl") if e["type"] == "end"]
+    assert len(ends) == 2 and ends[0]["clip"] != ends[1]["clip"]
+    assert all(Path(e["clip"]).is_file() for e in ends)
 
 
 def test_retention_keeps_the_newest(exported, crossing, tmp_path):

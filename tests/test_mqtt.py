@@ -70,6 +70,28 @@ def test_the_event_sequence_counts_and_availability(exported, crossing, broker):
         late.close()
 
 
+def test_events_over_tls_with_the_brokers_ca(exported, crossing, tmp_path):
+    broker = Broker(tmp_path, tls=True).start()
+    subscriber = Subscriber(broker)
+    try:
+        EdgeApp(exported, AppConfig(source=str(crossing), mqtt=broker.url, mqtt_ca=broker.ca_file),
+                log=lambda m: None).run()
+        assert subscriber.wait_for(lambda s: len(s.events()) == 4)
+    finally:
+        subscriber.close()
+        broker.stop()
+    (tmp_path / "other").mkdir()
+    other = Broker(tmp_path / "other", tls=True).start()  # its own self-signed certificate
+    logs = []
+    try:  # the certificate of another CA: refused, said, not fatal
+        summary = EdgeApp(exported, AppConfig(source=str(crossing), mqtt=other.url, mqtt_ca=broker.ca_file),
+                          log=logs.append).run()
+        assert summary.frames > 0 and summary.events["sinks"]["mqtt"]["sent"] == 0
+        assert any("mqtt: cannot connect" in line for line in logs)
+    finally:
+        other.stop()
+
+
 def test_the_last_will_says_offline_when_edge_app_is_killed(exported, crossing, broker, tmp_path):
     server = MjpegServer("127.0.0.1", 0)
     stop = threading.Event()
