@@ -340,8 +340,9 @@ class EdgeApp:
         summary.bad += source.stats.bad
         summary.reconnects = source.stats.reconnects
         summary.stopped_by = self.stopped_by
-        summary.outputs = [o for o in list(config.outputs) + ([config.json] if config.json and config.json != "-" else [])
-                           if o not in summary.failed_outputs]
+        written = [*config.outputs, *([config.json] if config.json and config.json != "-" else []),
+                   *(p for p in (config.event_log, config.snapshots, config.clips) if p and config.track)]
+        summary.outputs = [o for o in written if o not in summary.failed_outputs]
         self.log(f"edge_app: done ({summary.stopped_by}): {summary.frames} frames in {summary.seconds:.1f}s "
                  f"({summary.fps:.1f} FPS), {summary.detections} detections, {summary.dropped} dropped, "
                  f"{summary.bad} bad, {summary.reconnects} reconnects")

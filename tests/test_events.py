@@ -171,3 +171,13 @@ def test_retention_keeps_the_newest(exported, crossing, tmp_path):
 def test_events_need_tracking(capsys):
     with pytest.raises(ValueError, match="need tracking"):
         AppConfig(source="0", event_log="e.jsonl", track=False)
+
+
+def test_the_command_line_saves_its_config_beside_the_event_outputs(exported, crossing, tmp_path, capsys):
+    log, clips = tmp_path / "events.jsonl", tmp_path / "clips"
+    assert edge_cli(["--model", str(exported), "--source", str(crossing[0]), "--event-log", str(log), "--clips",
+                     str(clips), "--camera", "feeder", "--headless"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"]
+    assert summary["outputs"] == [str(log), str(clips)] and summary["events"]["events"] == {"new": 2, "end": 2}
+    saved = (tmp_path / "events.jsonl.config.yaml").read_text()
+    assert "camera: feeder" in saved and (clips / "config.yaml").read_text() == saved
