@@ -22,6 +22,12 @@ examples:
   edge_app --model model.fp16.engine --source csi://0 --output display://0 --width 1280 --height 720
   edge_app --model model.int8.onnx --source rtsp://drone.local/live --output http://0.0.0.0:8080 --headless
   edge_app --model model.onnx --source /dev/video0 --overlay heatmap --output http://127.0.0.1:8080
+  edge_app --model model.onnx --source rtsp://cam.local/live --camera feeder --mqtt mqtt://127.0.0.1 \\
+      --webhook http://127.0.0.1:1880/spamcam --snapshots snaps/ --clips clips/ --zone "door:0,300 200,300 200,480 0,480"
+
+Tracking is on by default (JSON lines carry track_id). Events (new / update / end per tracked object)
+go to --mqtt, --webhook and --event-log; --snapshots and --clips keep each event's best frame (with
+the CAM heat map) and an H.264 clip. Sinks run off the frame loop: a dead broker costs messages, not frames.
 
 Ctrl-C or SIGTERM stops after the current frame; the video file is finalised and every JSON line
 already produced is on disk. An output whose write fails (disk full, folder gone) is stopped at its
