@@ -21,6 +21,7 @@ from runtime.confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU
 from runtime.errors import ConfigError
 from runtime.events import DEFAULT_UPDATE_INTERVAL, parse_zone
 from runtime.localizer import Localizer
+from runtime.output_paths import writable_file, writable_folder
 from runtime.preprocess import RESIZE_MODES
 from runtime.tracking import DEFAULT_DROP_FRAMES, DEFAULT_MIN_FRAMES, DEFAULT_TRACK_IOU, MATCHINGS
 
@@ -127,7 +128,12 @@ class AppConfig:
 
     @property
     def events_enabled(self) -> bool:
-        return bool(self.mqtt or self.webhooks or self.event_log or self.snapshots or self.clips)
+        return bool(self.mqtt or self.webhooks or self.event_outputs())
+
+    def event_outputs(self) -> list[tuple[str, str]]:
+        """(option, path) of the event files and folders asked for: the event log, snapshots, clips."""
+        return [(flag, path) for flag, path in (("--event-log", self.event_log), ("--snapshots", self.snapshots),
+                                                ("--clips", self.clips)) if path]
 
     def __post_init__(self) -> None:
         self.outputs = list(self.outputs or [])
@@ -241,7 +247,12 @@ class EdgeApp:
 
     def run(self) -> RunSummary:
         config = self.config
-        refuse_clashing_paths(config.source, config.outputs, config.json)
+        refuse_clashing_paths(config.source, config.outputs, config.json, config.event_outputs())
+        for flag, path in config.event_outputs():  # before the source is opened: nothing is made for nothing
+            if flag == "--event-log":
+                writable_file(path, flag)
+            else:
+                writable_folder(path, flag, create=True)
         source = open_source(config.source, width=config.width, height=config.height, fps=config.fps, flip=config.flip,
                              give_up_after=config.reconnect_timeout, log=self.log, stall_timeout=config.stall_timeout)
         outputs, json_lines, pipeline = [], None, None
@@ -323,6 +334,7 @@ class EdgeApp:
             if pipeline is not None:  # end the open events, finish the clips, drain the sinks
                 try:
                     summary.events = pipeline.close()
+                    summary.failed_outputs.update(pipeline.failed_outputs())  # a lost clip is never reported as written
                 except Exception as error:  # keep closing the outputs; report this
                     self.log(f"edge_app: closing the events failed: {error}")
             for output in outputs:
@@ -341,7 +353,7 @@ class EdgeApp:
         summary.reconnects = source.stats.reconnects
         summary.stopped_by = self.stopped_by
         written = [*config.outputs, *([config.json] if config.json and config.json != "-" else []),
-                   *(p for p in (config.event_log, config.snapshots, config.clips) if p and config.track)]
+                   *(path for _, path in config.event_outputs())]
         summary.outputs = [o for o in written if o not in summary.failed_outputs]
         self.log(f"edge_app: done ({summary.stopped_by}): {summary.frames} frames in {summary.seconds:.1f}s "
                  f"({summary.fps:.1f} FPS), {summary.detections} detections, {summary.dropped} dropped, "

@@ -48,6 +48,8 @@ class Retention:
 
     def apply(self, folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
         """Delete the oldest files of `folder` with these suffixes until every limit holds; returns them."""
+        if not (self.count or self.days or self.megabytes):
+            return []  # no limit: no need to list the folder after every file
         files = sorted((p for p in folder.iterdir() if p.suffix in suffixes and p.is_file()), key=_mtime)
         removed = []
         now = time.time()
@@ -166,6 +168,8 @@ class ClipRecorder:
         self.retention = retention or Retention()
         self.log = log or (lambda message: None)
         self.written = self.failed = self.dropped_frames = 0
+        self.failed_paths: set[str] = set()  # clips lost to a failed write: events must not name them
+        self.last_error: str | None = None
         self._ring: collections.deque = collections.deque()  # (frame time, JPEG bytes)
         self._lock = threading.Lock()  # guards _recording between the frame loop and the worker
         self._recording: _Recording | None = None
@@ -262,21 +266,24 @@ class ClipRecorder:
             recording.writer.write(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
             return True
         except Exception as error:  # a full disk, a vanished folder: this clip is lost, the app goes on
-            self.failed += 1
-            self.log(f"edge_app: error: clip {recording.writer.path} failed: {error}")
-            recording.writer.abandon()
+            self._lost(recording, error)
             with self._lock:
                 if self._recording is recording:
                     self._recording = None
             return False
 
+    def _lost(self, recording: _Recording, error: Exception) -> None:
+        self.failed += 1
+        self.last_error = str(error)
+        self.failed_paths.add(str(recording.writer.path))
+        self.log(f"edge_app: error: clip {recording.writer.path} failed: {error}")
+        recording.writer.abandon()
+
     def _finish(self, recording: _Recording) -> None:
         try:
             path = recording.writer.close()
         except Exception as error:
-            self.failed += 1
-            self.log(f"edge_app: error: clip {recording.writer.path} failed: {error}")
-            recording.writer.abandon()
+            self._lost(recording, error)
             return
         if path is not None:
             self.written += 1

@@ -61,11 +61,11 @@ class _Dispatcher(Sink):
         record, best = message
         if record["type"] == "end" and self.pipeline.snapshots is not None:
             record["snapshot"] = self.pipeline._write_snapshot(record, best)
+        recorder = self.pipeline.recorder
+        if record.get("clip") and recorder is not None and record["clip"] in recorder.failed_paths:
+            record["clip"] = None  # that clip was lost (full disk): never name a file that is not there
         for sink in self.pipeline.sinks:
-            if sink is self.pipeline.mqtt:
-                sink.publish_event(record)
-            else:
-                sink.send(record)
+            sink.send_event(record)
         return True
 
 
@@ -83,6 +83,8 @@ class EventPipeline:
         self.sinks: list[Sink] = []
         self.snapshots: Path | None = None
         self.snapshots_written = self.snapshots_failed = 0
+        self.snapshot_error: str | None = None
+        self.event_log: EventLogSink | None = None
         self._best: dict[int, _Best] = {}  # id(track) -> best sighting
         self._clips: dict[str, str] = {}  # event id -> its clip (overlapping events share one)
         self._counts: dict[str, int] | None = None
@@ -100,7 +102,8 @@ class EventPipeline:
             self.sinks.append(self.mqtt)
         self.sinks += [WebhookSink(url, log=log) for url in config.webhooks]
         if config.event_log:
-            self.sinks.append(EventLogSink(config.event_log, log=log))
+            self.event_log = EventLogSink(config.event_log, log=log)
+            self.sinks.append(self.event_log)
         if config.snapshots:
             self.snapshots = Path(config.snapshots)
             self.snapshots.mkdir(parents=True, exist_ok=True)
@@ -153,6 +156,19 @@ class EventPipeline:
             stats["snapshots"] = {"written": self.snapshots_written, "failed": self.snapshots_failed}
         return stats
 
+    def failed_outputs(self) -> dict[str, str]:
+        """After `close`: the event files and folders that lost something, and why (the run's
+        summary lists them as failed outputs, and edge_app exits 4). Network sinks are not here: a
+        dead broker or endpoint is counted in the summary, not a failed run."""
+        failed = {}
+        if self.event_log is not None and self.event_log.failed:
+            failed[self.event_log.path] = f"{self.event_log.failed} events not written: {self.event_log.last_error}"
+        if self.snapshots is not None and self.snapshots_failed:
+            failed[str(self.snapshots)] = f"{self.snapshots_failed} snapshots not written: {self.snapshot_error}"
+        if self.recorder is not None and self.recorder.failed:
+            failed[str(self.recorder.folder)] = f"{self.recorder.failed} clips not written: {self.recorder.last_error}"
+        return failed
+
     def _dispatch(self, event: Event, ended) -> None:
         record = event.to_dict()
         if self.recorder is not None:
@@ -181,6 +197,7 @@ class EventPipeline:
             write_bytes_atomic(path, jpeg.tobytes())
         except OSError as error:
             self.snapshots_failed += 1
+            self.snapshot_error = str(error)
             self.log(f"edge_app: error: snapshot {path}: {error}")
             return None
         self.snapshots_written += 1

@@ -11,7 +11,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -222,11 +222,14 @@ def local_path(uri: str) -> Path | None:
     return Path(text.removeprefix("file://")).expanduser().resolve()
 
 
-def refuse_clashing_paths(source: str, outputs: list[str], json_path: str | None) -> None:
+def refuse_clashing_paths(source: str, outputs: list[str], json_path: str | None,
+                          others: Sequence[tuple[str, str]] = ()) -> None:
     """Refuse, before anything is opened, outputs that would overwrite the source or each other:
-    `--output` naming the input video truncated it (1.66 MB -> 158 KB) while it was still being read."""
+    `--output` naming the input video truncated it (1.66 MB -> 158 KB) while it was still being read.
+    `others` are more (option, path) pairs: the event log, snapshot and clip folders."""
     named = {"source": local_path(source)}
-    for label, uri in [*((f"--output {o}", o) for o in outputs), *([(f"--json {json_path}", json_path)] if json_path else [])]:
+    for label, uri in [*((f"--output {o}", o) for o in outputs), *([(f"--json {json_path}", json_path)] if json_path else []),
+                       *((f"{option} {path}", path) for option, path in others)]:
         path = local_path(uri)
         if path is None:
             continue

@@ -47,6 +47,7 @@ class Sink:
         self._stop = threading.Event()
         self.log = log or (lambda message: None)
         self.sent = self.failed = self.dropped = 0
+        self.last_error: str | None = None  # the latest failure, for the run summary
         self._said: set[str] = set()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name=f"spamcam-{self.name}", daemon=True)
@@ -67,6 +68,10 @@ class Sink:
                                    "messages (the destination is away or too slow)")
                 except queue.Empty:
                     pass
+
+    def send_event(self, event: dict) -> None:
+        """An event, in the form this sink delivers (MQTT adds its topic)."""
+        self.send(event)
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued for up to `timeout` seconds, then stop; what is left counts as dropped."""
@@ -93,6 +98,7 @@ class Sink:
                 delivered = self._deliver(message)
             except Exception as error:  # a sink must never take the app down
                 delivered = False
+                self.last_error = str(error)
                 self._say_once(type(error).__name__, f"edge_app: {self.name}: {error}")
             with self._lock:
                 if delivered:
@@ -128,7 +134,7 @@ class MqttSettings:
 
 
 class MqttSink(Sink):
-    """Messages are (topic suffix, payload, retained); `publish_event` and `publish_counts` make them."""
+    """Messages are (topic suffix, payload, retained); `send_event` and `publish_counts` make them."""
 
     name = "mqtt"
 
@@ -167,7 +173,7 @@ class MqttSink(Sink):
                              keepalive=settings.keepalive)
         client.loop_start()  # paho's network thread: connects, and reconnects with back-off
 
-    def publish_event(self, event: dict) -> None:
+    def send_event(self, event: dict) -> None:
         self.send(("events", json.dumps(event), False))
 
     def publish_counts(self, counts: dict[str, int]) -> None:
@@ -238,6 +244,7 @@ class WebhookSink(Sink):
                     if 200 <= response.status < 300:
                         return True
             except (urllib.error.URLError, OSError) as error:
+                self.last_error = str(error)
                 self._say_once(f"fail {type(error).__name__}", f"edge_app: {self.name}: {error} (retrying)")
             if attempt < self.retries and self._stop.wait(delay):
                 break
@@ -260,7 +267,8 @@ class EventLogSink(Sink):
             self._lines.write_record(event)
             return True
         except OutputError as error:
-            self._say_once("write", f"edge_app: error: {self.path}: {error}")
+            self.last_error = str(error)
+            self._say_once("write", f"edge_app: error: {error}")
             return False
 
     def _closed(self) -> None:

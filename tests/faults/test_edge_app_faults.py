@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -288,3 +289,34 @@ def test_json_to_a_pipe_that_closes_ends_cleanly(model, mnist_digits, tmp_path):
     assert len(done.stdout.splitlines()) == 3 and all(json.loads(line)["frame"] == i
                                                       for i, line in enumerate(done.stdout.splitlines()))
     assert done.returncode == 4 and "Traceback" not in err and "standard output was closed" in err
+
+
+def test_event_files_on_a_full_disk_are_reported_failed_and_nothing_half_written_is_left(model, mnist_digits,
+                                                                                          tmp_path, small_disk):
+    from media import crossing_digits_video
+
+    video = tmp_path / "cross.mp4"
+    crossing_digits_video(video, mnist_digits)
+    free = os.statvfs(small_disk)
+    (small_disk / "filler").write_bytes(b"x" * (free.f_bavail * free.f_frsize - 8192))  # two 4 KB pages left
+    log, snaps, clips = small_disk / "events.jsonl", small_disk / "snaps", small_disk / "clips"
+    summary = EdgeApp(model, AppConfig(source=str(video), event_log=str(log), snapshots=str(snaps), clips=str(clips)),
+                      log=lambda m: None).run()
+    assert summary.frames == 160  # the video went on
+    assert str(snaps) in summary.failed_outputs and str(clips) in summary.failed_outputs
+    assert "No space left" in summary.failed_outputs[str(clips)]
+    assert str(snaps) not in summary.outputs and str(clips) not in summary.outputs
+    assert not list(clips.glob("*.part")) and not list(snaps.glob("*.tmp*"))  # nothing half-written stays
+    events = [json.loads(line) for line in log.read_text().splitlines()]  # whole lines only
+    for event in events:
+        assert event.get("snapshot") is None or Path(event["snapshot"]).is_file()  # never names a lost snapshot
+
+
+def test_unwritable_event_folders_are_refused_before_anything_is_opened(model, mnist_digits, tmp_path, read_only_dir,
+                                                                        capsys):
+    video, out = tmp_path / "clip.mp4", tmp_path / "out.mp4"
+    moving_digits_video(video, mnist_digits, frames=10)
+    for option in ("--clips", "--snapshots", "--event-log"):
+        target = read_only_dir / ("events.jsonl" if option == "--event-log" else "folder")
+        assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(out), option, str(target)]) == 2
+        assert option in capsys.readouterr().err and not out.exists()  # said by name; the video was not begun
