@@ -59,6 +59,15 @@ def annotate(frame: np.ndarray, result: FrameResult, classes, params: LocalizerP
     return canvas
 
 
+def _own_area(area: np.ndarray, box) -> np.ndarray:
+    """The parts of a class's back-projected area that touch this box: the other objects of the
+    class (and look-alikes) have their own areas, which in one event's picture would read as boxes."""
+    count, labels = cv2.connectedComponents(area.astype(np.uint8))
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    inside = np.unique(labels[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)])
+    return np.isin(labels, inside[inside > 0]) if count > 1 else area
+
+
 def render_snapshot(frame: np.ndarray, result: FrameResult, detection_index: int, classes, params: LocalizerParams,
                     track_id: int | None = None) -> np.ndarray:
     """An event's picture: the object's box over its class's CAM heat map, with the back-projected
@@ -67,6 +76,7 @@ def render_snapshot(frame: np.ndarray, result: FrameResult, detection_index: int
     detection = result.detections[detection_index]
     cam = cam_to_input(result.cams[detection.class_index], params.chain, params.input_size)
     draw_heatmap(canvas, cam, region=_frame_region(result, params.input_size))
-    draw_area(canvas, _area_in_frame(result, params, canvas.shape, detection.class_index), alpha=0.15, outline=True)
+    draw_area(canvas, _own_area(_area_in_frame(result, params, canvas.shape, detection.class_index), detection.box),
+              alpha=0.15, outline=True)
     draw_detections(canvas, [detection], classes, thickness=_thickness(canvas), track_ids=[track_id])
     return canvas
