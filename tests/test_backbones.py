@@ -3,6 +3,7 @@ import pytest
 import torch
 import torchvision
 
+from runtime.errors import ConfigError
 from training.backbones import build_backbone
 from training.model import ModelConfig, build_model
 
@@ -44,3 +45,28 @@ def test_multi_class_model_outputs(pooling):
     out = model(torch.rand(2, 3, 160, 160))
     assert out["logits"].shape == (2, 5, 2) and out["cam"].shape == (2, 5, 5, 5) and out["pooled"].shape == (2, 5)
     assert len(model.thresholds()) == 5
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_large", "vgg16"])
+def test_output_stride_16_doubles_the_cam_and_keeps_the_weights(name):
+    from runtime.geometry import chain_affine
+    from training.backbones import build_backbone
+    from training.geometry import extract_chain
+
+    native, _ = build_backbone(name)
+    fine, _ = build_backbone(name, output_stride=16)
+    with torch.no_grad():
+        assert native.eval()(torch.zeros(1, 3, 128, 128)).shape[-1] == 4
+        assert fine.eval()(torch.zeros(1, 3, 128, 128)).shape[-1] == 8
+    assert chain_affine(extract_chain(native))[0] == 32 and chain_affine(extract_chain(fine))[0] == 16
+    same = {k: v.shape for k, v in native.state_dict().items()} == {k: v.shape for k, v in fine.state_dict().items()}
+    assert same  # ImageNet (or local) weights load into the stride-16 network unchanged
+
+
+def test_output_stride_is_refused_where_it_cannot_apply():
+    from training.backbones import build_backbone
+
+    with pytest.raises(ConfigError, match="output-stride 16 is for the deep backbones"):
+        build_backbone("lenet", in_channels=1, output_stride=16)
+    with pytest.raises(ConfigError):
+        build_backbone("resnet18", output_stride=8)

@@ -13,7 +13,12 @@ import torch
 from torch import nn
 from runtime.errors import ConfigError, DeviceError, NotFoundError
 
-__all__ = ["BACKBONES", "BackboneSpec", "build_backbone", "lenet5_features"]
+__all__ = ["BACKBONES", "BackboneSpec", "build_backbone", "lenet5_features", "OUTPUT_STRIDES", "native_stride"]
+
+# The CAM's stride: a deep backbone's own (32), or 16 with its last downsampling removed, as
+# wsolevaluation does for its ResNet50 and VGG16 ("large feature map", Choe et al. 2020): twice the
+# CAM resolution, the same weights. docs/method.md, "Projection", says when it pays.
+OUTPUT_STRIDES = (16, 32)
 
 
 def lenet5_features(in_channels: int = 1, *, with_c5: bool = True) -> nn.Sequential:
@@ -79,13 +84,34 @@ BACKBONES: dict[str, BackboneSpec] = {
 }
 
 
+def native_stride(name: str) -> int:
+    """The CAM stride of a backbone as torchvision defines it (LeNet: 4)."""
+    return 4 if name.startswith("lenet") else 32
+
+
+def _drop_last_downsampling(name: str, features: nn.Module) -> nn.Module:
+    """The same network with its last stride-2 step made stride 1 (weights unchanged): ResNet's layer4
+    block and its shortcut, MobileNetV3's last strided depthwise convolution, VGG's last max-pool."""
+    if name == "vgg16":
+        return nn.Sequential(*list(features)[:-1])  # features ends with its fifth max-pool
+    if name.startswith("resnet"):
+        strided = [m for m in features[7][0].modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    else:
+        strided = [m for m in features.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)][-1:]
+    for module in strided:
+        module.stride = (1, 1)
+    return features
+
+
 def build_backbone(
-    name: str, *, in_channels: int | None = None, pretrained: str | None = None, weights_path: str | Path | None = None
+    name: str, *, in_channels: int | None = None, pretrained: str | None = None, weights_path: str | Path | None = None,
+    output_stride: int | None = None,
 ) -> tuple[nn.Module, int]:
     """Return (feature extractor, number of output channels).
 
     pretrained: None or "imagenet" (needs the network or torch's cache); weights_path: a local
-    state_dict of the full torchvision model or of the feature extractor.
+    state_dict of the full torchvision model or of the feature extractor; output_stride: None (the
+    backbone's own) or one of OUTPUT_STRIDES.
     """
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
@@ -95,6 +121,11 @@ def build_backbone(
         raise ConfigError("give either --pretrained imagenet or --weights PATH, not both")
     if pretrained == "imagenet" and name.startswith("lenet"):
         raise ConfigError("there are no ImageNet weights for lenet; use --pretrained none")
+    if output_stride is not None and output_stride != native_stride(name):
+        if name.startswith("lenet") or output_stride not in OUTPUT_STRIDES:
+            raise ConfigError(f"{name} has CAM stride {native_stride(name)}; --output-stride 16 is for the deep "
+                              f"backbones "
+                              f"({', '.join(n for n in BACKBONES if not n.startswith('lenet'))})")
     spec = BACKBONES[name]
     in_channels = spec.native_channels if in_channels is None else in_channels
     if not name.startswith("lenet") and in_channels != 3:
@@ -102,6 +133,8 @@ def build_backbone(
     features = spec.build(in_channels, None if pretrained == "none" else pretrained)
     if weights_path is not None:
         _load_local_weights(features, Path(weights_path), name)
+    if output_stride is not None and output_stride != native_stride(name):
+        features = _drop_last_downsampling(name, features)
     with torch.no_grad():
         probe = torch.zeros(1, in_channels, 224, 224)
         was_training = features.training
