@@ -46,7 +46,7 @@ def annotate(frame: np.ndarray, result: FrameResult, classes, params: LocalizerP
     canvas = _bgr_copy(frame)
     if overlay == "heatmap" and len(result.scores):
         best = int(np.argmax(result.scores))
-        draw_heatmap(canvas, cam_to_input(result.cams[best], params.chain, params.input_size),
+        draw_heatmap(canvas, cam_to_input(result.cams[best], params.chain, params.input_size, params.affine),
                      region=_frame_region(result, params.input_size))
     elif overlay == "area":
         draw_area(canvas, _area_in_frame(result, params, canvas.shape))
@@ -74,7 +74,7 @@ def render_snapshot(frame: np.ndarray, result: FrameResult, detection_index: int
     area outlined — why the model put the box there, which a detector's snapshot cannot show."""
     canvas = _bgr_copy(frame)
     detection = result.detections[detection_index]
-    cam = cam_to_input(result.cams[detection.class_index], params.chain, params.input_size)
+    cam = cam_to_input(result.cams[detection.class_index], params.chain, params.input_size, params.affine)
     draw_heatmap(canvas, cam, region=_frame_region(result, params.input_size))
     draw_area(canvas, _own_area(_area_in_frame(result, params, canvas.shape, detection.class_index), detection.box),
               alpha=0.15, outline=True)

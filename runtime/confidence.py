@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 
 from .errors import ConfigError
-from .geometry import Chain, rf_centre
+from .geometry import projected_centres
 from .metrics import box_iou
-from .postprocess import Detection
+from .postprocess import Detection, LocalizerParams
 from .scores import class_probabilities, pool_cams
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "DEFAULT_OVERLAP_IOU", "BoxPolicy", "ClassifierHead", "instance_confidences", "with_confidence", "gate", "suppress_overlaps", "SCORINGS"]
@@ -53,22 +53,24 @@ class ClassifierHead:
 
 
 def _cells_inside(box: Sequence[float], centres_x: np.ndarray, centres_y: np.ndarray) -> np.ndarray:
-    """(N, M) bool: CAM cells whose receptive-field centre lies inside the box."""
+    """(N, M) bool: CAM cells whose projected field's centre lies inside the box."""
     x0, y0, x1, y1 = box
     inside_x = (centres_x >= x0) & (centres_x <= x1)
     inside_y = (centres_y >= y0) & (centres_y <= y1)
     return inside_y[:, None] & inside_x[None, :]
 
 
-def instance_confidences(cams: np.ndarray, detections: Sequence[Detection], head: ClassifierHead, chain: Chain,
-                         floor: float = 0.0) -> np.ndarray:
-    """One image's CAMs (C, N, M) and its detections (network-input coordinates) -> (K,) confidences."""
+def instance_confidences(cams: np.ndarray, detections: Sequence[Detection], head: ClassifierHead,
+                         params: LocalizerParams) -> np.ndarray:
+    """One image's CAMs (C, N, M) and its detections (network-input coordinates) -> (K,) confidences.
+    `params` says where each CAM cell projects (its projection) and what the flood floor is."""
     cams = np.asarray(cams, dtype=np.float64)
     if not detections:
         return np.zeros(0)
     n, m = cams.shape[-2:]
-    centres_x = rf_centre(chain, np.arange(m)) + 0.5  # pixel-edge coordinates, as boxes are
-    centres_y = rf_centre(chain, np.arange(n)) + 0.5
+    floor = params.floor
+    centres_x = projected_centres(params.affine, np.arange(m))  # pixel-edge coordinates, as boxes are
+    centres_y = projected_centres(params.affine, np.arange(n))
     masked = []
     for det in detections:
         cam = cams[det.class_index]
@@ -92,9 +94,9 @@ class BoxPolicy:
         if self.scoring not in SCORINGS:
             raise ConfigError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
 
-    def apply(self, detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead, chain: Chain,
-              floor: float = 0.0) -> list[Detection]:
-        detections = with_confidence(detections, cams, head, chain, floor)
+    def apply(self, detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead,
+              params: LocalizerParams) -> list[Detection]:
+        detections = with_confidence(detections, cams, head, params)
         return suppress_overlaps(gate(detections, self.min_confidence), self.overlap_iou)
 
     def ranking(self, detections: Sequence[Detection]) -> list[Detection]:
@@ -104,9 +106,9 @@ class BoxPolicy:
         return [replace(d, score=float(d.confidence)) for d in detections]
 
 
-def with_confidence(detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead, chain: Chain,
-                    floor: float = 0.0) -> list[Detection]:
-    confidences = instance_confidences(cams, detections, head, chain, floor)
+def with_confidence(detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead,
+                    params: LocalizerParams) -> list[Detection]:
+    confidences = instance_confidences(cams, detections, head, params)
     return [replace(d, confidence=float(c)) for d, c in zip(detections, confidences)]
 
 

@@ -12,13 +12,17 @@ import numpy as np
 
 from .confidence import BoxPolicy, ClassifierHead
 from .metrics import box_iou, classification_ap, extent_ap, max_box_acc_rf, max_box_acc_v2, pinpoint_ap
-from .postprocess import Detection, LocalizerParams, localize_batch
+from .postprocess import PROJECTIONS, BoxSettings, Detection, LocalizerParams, localize_batch
 from .scores import pin_points
 from .errors import DataError
 
-__all__ = ["Predictions", "evaluate", "tune_ratio", "DEFAULT_RATIOS", "MIN_OBJECTS_TO_TUNE", "RatioTuningError"]
+__all__ = ["Predictions", "evaluate", "tune_ratio", "tune_box_settings", "DEFAULT_RATIOS", "RELATIVE_FLOORS",
+           "MIN_OBJECTS_TO_TUNE", "RatioTuningError"]
 
-DEFAULT_RATIOS = tuple(float(r) for r in np.round(np.arange(-0.4, 0.951, 0.05), 2))
+# r from -0.9 (a field or box almost doubled) to 0.95 (shrunk to a twentieth).
+DEFAULT_RATIOS = tuple(float(r) for r in np.round(np.arange(-0.9, 0.951, 0.05), 2))
+# Relative floors tried with every projection (docs/results.md, "Boxes from deep backbones").
+RELATIVE_FLOORS = (0.0, 0.25, 0.5, 0.75, 0.9)
 # Extent AP on fewer objects moves in steps of 10 % or more: too coarse to rank 28 values of r, and a
 # split without any object ranks none at all (every AP is undefined and r would fall back to 0).
 MIN_OBJECTS_TO_TUNE = 10
@@ -53,9 +57,9 @@ def evaluate(
     num_classes = predictions.scores.shape[1]
     detections = localize_batch(predictions.cams, params, method)
     if head is not None:
-        detections = [policy.apply(d, cam, head, params.chain, params.floor) for d, cam in zip(detections, predictions.cams)]
+        detections = [policy.apply(d, cam, head, params) for d, cam in zip(detections, predictions.cams)]
     ranked = [policy.ranking(d) for d in detections] if head is not None else detections
-    points = pin_points(predictions.cams, params.chain)
+    points = pin_points(predictions.cams, params.affine)
     result = {
         "images": int(len(predictions.scores)),
         "classification_ap": classification_ap(predictions.scores, predictions.labels),
@@ -106,6 +110,52 @@ def box_census(detections: list[list[Detection]], truth: list) -> dict:
             "missed_rate": missed / objects if objects else 0.0}
 
 
+def _object_count(predictions: Predictions) -> int:
+    return sum(len(np.asarray(b).reshape(-1, 5)) for b in predictions.boxes)
+
+
+def tune_box_settings(
+    predictions: Predictions, params: LocalizerParams, *, projections: Sequence[str] = PROJECTIONS,
+    relative_floors: Sequence[float] = RELATIVE_FLOORS, ratios: Sequence[float] = DEFAULT_RATIOS,
+) -> tuple[BoxSettings, list[tuple[str, float, float, float]]]:
+    """The projection, relative floor and r with the best mean extent AP on these (validation)
+    predictions, and every (projection, floor, r, AP) tried. Ties go to the paper's settings: the
+    first projection and floor listed, then the r closest to 0.
+
+    Raises RatioTuningError, choosing nothing, as tune_ratio does: too few objects, or nothing
+    localized by any combination."""
+    objects = _object_count(predictions)
+    if objects < MIN_OBJECTS_TO_TUNE:
+        tune_ratio(predictions, params, ratios)  # raises, saying why
+    best, tried = None, []
+    for projection in projections:
+        for floor in relative_floors:
+            candidate = replace(params, projection=projection, relative_floor=float(floor))
+            curve = _ratio_curve(predictions, candidate, ratios)
+            tried += [(projection, float(floor), ratio, ap) for ratio, ap in curve]
+            ratio, ap = _best_ratio(curve)
+            if best is None or ap > best[0]:  # strictly: a tie keeps the earlier projection and floor
+                best = (ap, BoxSettings(projection, float(floor), ratio))
+    if not best[0] > 0:
+        raise RatioTuningError(f"cannot tune the boxes: no projection, relative floor and r localize any of the "
+                               f"{objects} objects (extent AP 0 everywhere); the stored settings stay "
+                               f"({BoxSettings.of(params).describe()})")
+    return best[1], tried
+
+
+def _ratio_curve(predictions: Predictions, params: LocalizerParams,
+                 ratios: Sequence[float]) -> list[tuple[float, float]]:
+    """(r, mean extent AP) for every r, boxes ranked by their peak as the paper tunes."""
+    return [(float(ratio), _mean(extent_ap(localize_batch(predictions.cams, replace(params, ratio=float(ratio))),
+                                           predictions.boxes, predictions.scores.shape[1]))) for ratio in ratios]
+
+
+def _best_ratio(curve: list[tuple[float, float]]) -> tuple[float, float]:
+    """(r, AP) with the best AP (NaN counts as none), ties to the r closest to 0."""
+    ratio, ap = max(curve, key=lambda item: (np.nan_to_num(item[1], nan=-1.0), -abs(item[0])))
+    return ratio + 0.0, float(np.nan_to_num(ap, nan=-1.0))
+
+
 def tune_ratio(
     predictions: Predictions, params: LocalizerParams, ratios: Sequence[float] = DEFAULT_RATIOS
 ) -> tuple[float, list[tuple[float, float]]]:
@@ -115,18 +165,14 @@ def tune_ratio(
     Raises RatioTuningError, and chooses nothing, when the split holds fewer than MIN_OBJECTS_TO_TUNE
     ground-truth objects or when no r localizes a single one: storing a value chosen there would
     silently ruin a working model (docs/method.md, "Inference")."""
-    objects = sum(len(np.asarray(b).reshape(-1, 5)) for b in predictions.boxes)
+    objects = _object_count(predictions)
     if objects < MIN_OBJECTS_TO_TUNE:
         raise RatioTuningError(
             f"cannot tune r: the split has {objects} ground-truth object(s), fewer than the {MIN_OBJECTS_TO_TUNE} "
             f"needed for the choice to mean anything; r stays {params.ratio:g}. Tune on a split with more "
             "objects (a larger --limit, or another split), or set it with --ratio")
-    curve = []
-    for ratio in ratios:
-        ap = _mean(extent_ap(localize_batch(predictions.cams, replace(params, ratio=float(ratio))),
-                             predictions.boxes, predictions.scores.shape[1]))
-        curve.append((float(ratio), ap))
-    best = max(curve, key=lambda item: (np.nan_to_num(item[1], nan=-1.0), -abs(item[0])))
+    curve = _ratio_curve(predictions, params, ratios)
+    best = _best_ratio(curve)
     if not best[1] > 0:
         raise RatioTuningError(f"cannot tune r: no r in {ratios[0]:g}..{ratios[-1]:g} localizes any of the {objects} "
                                f"objects (extent AP 0 everywhere); r stays {params.ratio:g}")

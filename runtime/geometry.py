@@ -7,12 +7,20 @@ in one vectorised step per frame.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
 
 __all__ = ["Chain", "validate_chain", "receptive_field", "chain_affine", "backproject", "apply_ratio", "rf_centre",
-           "cam_size"]
+           "cam_size", "PROJECTIONS", "projected_affine", "projected_centres"]
+
+# How a class map becomes regions of the input (docs/method.md, "Projection"):
+# - theoretical: each mountain pixel's whole receptive field, the paper's Algorithm 1;
+# - interpolated: the map resized bilinearly onto the input with each pixel at the centre of its stride
+#   tile [x*S, x*S + S - 1] (as WSOL work stretches a CAM over its image), and each mountain's region
+#   the part around its peak above the mountain's floor. Where a padded deep backbone's pixels respond.
+PROJECTIONS = ("theoretical", "interpolated")
 
 Chain = tuple[tuple[int, int, int], ...]
 
@@ -72,3 +80,24 @@ def rf_centre(chain: Chain, x: float | np.ndarray) -> np.ndarray:
     """Centre of a CAM pixel's receptive field in input pixel coordinates (pin-pointing's point)."""
     stride, low, high = chain_affine(chain)
     return np.asarray(x, dtype=np.float64) * stride + (low + high) / 2.0
+
+
+@functools.lru_cache(maxsize=64)
+def projected_affine(chain: Chain, projection: str = "theoretical") -> tuple[int, int, int]:
+    """(S, A, B) with CAM pixel x standing for the inclusive input interval [x*S + A, x*S + B]: its
+    receptive field (Algorithm 1), or for "interpolated" its stride tile, the convention of the WSOL
+    work that stretches a CAM over its image and where a padded deep backbone's pixels were measured
+    to respond (docs/results.md, "Boxes from deep backbones")."""
+    stride, low, high = chain_affine(chain)
+    if projection == "theoretical":
+        return stride, low, high
+    if projection == "interpolated":
+        return stride, 0, stride - 1
+    raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
+
+
+def projected_centres(affine: tuple[int, float, float], x: np.ndarray) -> np.ndarray:
+    """Centres of CAM pixels x's projected fields (`projected_affine`) in pixel-edge coordinates (pixel i
+    spans [i, i+1)): where a pixel points, for pin-pointing and for which cells make up a box."""
+    stride, low, high = affine
+    return np.asarray(x, dtype=np.float64) * stride + (low + high) / 2.0 + 0.5

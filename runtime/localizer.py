@@ -65,7 +65,7 @@ class Localizer:
         detections = localize(cam, self.params, self.method)
         if self.min_score is not None:
             detections = [d for d in detections if d.score >= self.min_score]
-        return self.policy.apply(detections, cam, self.head, self.params.chain, self.params.floor)
+        return self.policy.apply(detections, cam, self.head, self.params)
 
     def process_batch(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
         start = time.perf_counter()

@@ -157,15 +157,17 @@ def extent_ap(
     return np.array(out)
 
 
-def cam_to_input(cam: np.ndarray, chain, input_size: tuple[int, int]) -> np.ndarray:
+def cam_to_input(cam: np.ndarray, chain, input_size: tuple[int, int], affine: tuple | None = None) -> np.ndarray:
     """(N, M) CAM -> (H, W) by bilinear interpolation, CAM pixels placed at their receptive-field
-    centres (chain given) or stretched over the image (chain None, Choe et al.'s choice)."""
+    centres (chain given), at the centres of a projection's fields (`affine`, LocalizerParams.affine:
+    pictures of what the boxes were made from) or stretched over the image (chain None, Choe et al.'s
+    choice)."""
     height, width = input_size
-    if chain is None:
+    if chain is None and affine is None:
         return cv2.resize(cam, (width, height), interpolation=cv2.INTER_LINEAR)
     from .geometry import chain_affine
 
-    stride, low, high = chain_affine(chain)
+    stride, low, high = affine if affine is not None else chain_affine(chain)
     centre = (low + high) / 2.0
     to_cam = np.array([[1.0 / stride, 0, -centre / stride], [0, 1.0 / stride, -centre / stride]])
     return cv2.warpAffine(cam, to_cam, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,

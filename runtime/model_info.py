@@ -15,7 +15,7 @@ import numpy as np
 
 from .confidence import ClassifierHead
 from .geometry import cam_size, validate_chain
-from .postprocess import LocalizerParams
+from .postprocess import PROJECTIONS, BoxSettings, LocalizerParams
 from .preprocess import RESIZE_MODES
 from .scores import POOLINGS
 from .errors import ModelError, NotFoundError
@@ -45,6 +45,8 @@ class ModelInfo:
     in_channels: int
     ratio: float = 0.0
     flood_floor: float = 0.0
+    relative_floor: float = 0.0  # absent from older models' metadata: the paper's post-processing
+    projection: str = "theoretical"
     resize_mode: str = "resize"
     layout: str = "NCHW float32 in [0, 1]; normalisation is inside the graph"
     input_name: str = "images"
@@ -67,7 +69,7 @@ class ModelInfo:
 
     def localizer_params(self) -> LocalizerParams:
         return LocalizerParams(self.thresholds, validate_chain(self.geometry), tuple(self.input_size), self.ratio,
-                               self.flood_floor)
+                               self.flood_floor, projection=self.projection, relative_floor=self.relative_floor)
 
     def to_json(self) -> str:
         return json.dumps({"version": VERSION, **asdict(self)})
@@ -129,6 +131,10 @@ class ModelInfo:
             raise bad("ratio", f"must be a number in (-1, 1), got {self.ratio!r}")
         if not (_is_number(self.flood_floor) and math.isfinite(self.flood_floor)):
             raise bad("flood_floor", f"must be a finite number, got {self.flood_floor!r}")
+        if not (_is_number(self.relative_floor) and 0 <= self.relative_floor < 1):
+            raise bad("relative_floor", f"must be a number in [0, 1), got {self.relative_floor!r}")
+        if self.projection not in PROJECTIONS:
+            raise bad("projection", f"must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}")
         if self.resize_mode not in RESIZE_MODES:
             raise bad("resize_mode", f"must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
         return self
@@ -158,8 +164,8 @@ class ModelInfo:
         recorded = self.extra.get("trained_on") or {}
         return {key: recorded.get(key) for key in TRAINED_ON_KEYS}
 
-    def with_ratio(self, ratio: float) -> "ModelInfo":
-        return replace(self, ratio=float(ratio))
+    def with_box_settings(self, settings: BoxSettings) -> "ModelInfo":
+        return replace(self, **settings.fields())
 
 
 def _is_number(value) -> bool:

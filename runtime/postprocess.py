@@ -1,8 +1,11 @@
 """CAMs -> boxes (paper §3.1.1, Fig. 4, Algorithm 1; docs/method.md "Inference").
 
-Per class map: peaks above t_c -> flood-filled "mountains" (non-increasing paths, value > floor) ->
-each mountain pixel's receptive field by fast back-projection, resized by r -> the union of those
-rectangles -> external contours -> bounding boxes, scored by the highest peak inside.
+Per class map: peaks above t_c -> flood-filled "mountains" (non-increasing paths, value > floor and,
+with a relative floor, > that share of their peak) -> each mountain pixel's receptive field by fast
+back-projection, resized by r -> the union of those rectangles -> external contours -> bounding boxes,
+scored by the highest peak inside. The "interpolated" projection (ours, for deep backbones) replaces
+the receptive fields by the map interpolated over its stride tiles: each peak's region above its
+floor, boxed and resized by r (docs/method.md, "Boxes from deep backbones").
 
 Two implementations give the same boxes:
 - `reference`: the paper literally. Python flood fill per peak, Algorithm 1 per pixel, rectangles
@@ -18,16 +21,17 @@ Boxes are (x0, y0, x1, y1) in pixel-edge coordinates of the network input (x1, y
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import cv2
 import numpy as np
 
-from .geometry import Chain, apply_ratio, chain_affine, receptive_field, validate_chain
+from .geometry import (PROJECTIONS, Chain, apply_ratio, projected_affine, projected_centres, receptive_field,
+                       validate_chain)
 
 __all__ = ["Detection", "LocalizerParams", "find_peaks", "mountains", "localize", "localize_batch", "METHODS",
-           "backprojected_area"]
+           "backprojected_area", "PROJECTIONS", "BoxSettings"]
 
 METHODS = ("fast", "reference")
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
@@ -61,6 +65,8 @@ class LocalizerParams:
     ratio: float = 0.0
     floor: float = 0.0
     enabled: np.ndarray = field(default=None)  # classes with a usable threshold (a_c > 0)
+    projection: str = "theoretical"  # what a CAM pixel is projected onto (runtime/geometry.py PROJECTIONS)
+    relative_floor: float = 0.0  # a mountain also stops at values <= this share of its own peak (0: the paper's)
 
     def __post_init__(self) -> None:
         self.chain = validate_chain(self.chain)
@@ -69,7 +75,36 @@ class LocalizerParams:
         if self.enabled is None:
             self.enabled = np.isfinite(self.thresholds)
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
-        self.affine = chain_affine(self.chain)  # Algorithm 1 folded: x0 = x*S + A, x1 = x*S + B
+
+    @property
+    def affine(self) -> tuple[int, int, int]:
+        """(S, A, B): CAM pixel x stands for input pixels [x*S + A, x*S + B] (Algorithm 1 folded, or the
+        tile of the interpolated projection); cached by chain and projection."""
+        return projected_affine(self.chain, self.projection)
+
+
+@dataclass(frozen=True)
+class BoxSettings:
+    """The post-processing choices tuned on validation boxes and stored in the model: the paper tunes
+    r; we also choose the projection and the relative floor (docs/method.md, "Boxes from deep backbones")."""
+
+    projection: str = "theoretical"
+    relative_floor: float = 0.0
+    ratio: float = 0.0
+
+    def fields(self) -> dict:
+        return {"projection": self.projection, "relative_floor": float(self.relative_floor) + 0.0,
+                "ratio": float(self.ratio) + 0.0}  # + 0.0: no "-0" in files and logs
+
+    def applied(self, params: "LocalizerParams") -> "LocalizerParams":
+        return replace(params, **self.fields())
+
+    @classmethod
+    def of(cls, params_or_config) -> "BoxSettings":
+        return cls(params_or_config.projection, params_or_config.relative_floor, params_or_config.ratio)
+
+    def describe(self) -> str:
+        return f"projection {self.projection}, relative floor {self.relative_floor:g}, r = {self.ratio:g}"
 
 
 def _check_cams(cams: np.ndarray, params: LocalizerParams, ndim: int) -> np.ndarray:
@@ -100,9 +135,10 @@ _FILL = 2  # mask value cv2.floodFill writes; 1 marks pixels at or below the flo
 _FLOOD_FLAGS = 8 | cv2.FLOODFILL_MASK_ONLY | (_FILL << 8)  # 8-connected, mask only
 
 
-def mountains(cams: np.ndarray, seeds: np.ndarray, floor: float) -> np.ndarray:
+def mountains(cams: np.ndarray, seeds: np.ndarray, floor: float, relative_floor: float = 0.0) -> np.ndarray:
     """(C, N, M) bool: pixels reachable from a seed through 8-neighbours along non-increasing values
-    that stay above `floor` (the seeds themselves always included).
+    that stay above `floor` and, with a relative floor, above that share of the seed's own value
+    (the seeds themselves always included).
 
     cv2.floodFill in its floating-range mode admits a pixel when it is within [-loDiff, +upDiff] of
     the neighbour it is reached from; upDiff = 0 and an unbounded loDiff is exactly "not higher than
@@ -112,6 +148,14 @@ def mountains(cams: np.ndarray, seeds: np.ndarray, floor: float) -> np.ndarray:
     height, width = cams.shape[1:]
     for c in np.flatnonzero(seeds.any(axis=(1, 2))):
         image = np.ascontiguousarray(cams[c], dtype=np.float32)
+        if relative_floor > 0:  # every seed its own barrier, so each fill needs its own mask
+            for y, x in zip(*np.nonzero(seeds[c])):
+                mask = np.zeros((height + 2, width + 2), dtype=np.uint8)
+                mask[1:-1, 1:-1] = image <= max(floor, relative_floor * float(image[y, x]))
+                mask[y + 1, x + 1] = 0
+                cv2.floodFill(image, mask, (int(x), int(y)), 0, loDiff=1e30, upDiff=0, flags=_FLOOD_FLAGS)
+                reached[c] |= mask[1:-1, 1:-1] == _FILL
+            continue
         mask = np.zeros((height + 2, width + 2), dtype=np.uint8)
         mask[1:-1, 1:-1] = image <= floor
         for y, x in zip(*np.nonzero(seeds[c])):
@@ -187,15 +231,21 @@ def _peak_centres(rects: np.ndarray) -> np.ndarray:
     return np.stack([(rects[:, 0] + rects[:, 2] + 1) / 2.0, (rects[:, 1] + rects[:, 3] + 1) / 2.0], axis=1)
 
 
-def _localize_fast(cams: np.ndarray, params: LocalizerParams) -> list[Detection]:
+def _active_peaks(cams: np.ndarray, params: LocalizerParams):
+    """(indices of the classes that can have a peak, their maps, their peaks): only classes whose
+    maximum clears t_c, usually a few of many."""
     thresholds = np.where(params.enabled, params.thresholds, np.inf)
-    # Only classes whose maximum clears t_c can have a peak: usually a few of many.
     active = np.flatnonzero(cams.reshape(len(cams), -1).max(axis=1) > thresholds)
+    return active, cams[active], find_peaks(cams[active], thresholds[active])
+
+
+def _localize_fast(cams: np.ndarray, params: LocalizerParams) -> list[Detection]:
+    if params.projection == "interpolated":
+        return _localize_interpolated(cams, params, _fill_fast)
+    active, cams, peaks = _active_peaks(cams, params)
     if len(active) == 0:
         return []
-    cams = cams[active]
-    peaks = find_peaks(cams, thresholds[active])
-    reach = mountains(cams, peaks, params.floor)
+    reach = mountains(cams, peaks, params.floor, params.relative_floor)
     k, rows, cols = np.nonzero(reach)  # every mountain pixel of every active class
     rects, kept = _rounded_rects(params, rows, cols)
     k, rects = k[kept], rects[kept]
@@ -233,6 +283,8 @@ def _reference_rect(params: LocalizerParams, row: int, col: int):
 
 
 def _localize_reference(cams: np.ndarray, params: LocalizerParams) -> list[Detection]:
+    if params.projection == "interpolated":
+        return _localize_interpolated(cams, params, _fill_reference)
     height, width = params.input_size
     detections = []
     for c, cam in enumerate(cams):
@@ -250,6 +302,10 @@ def _localize_reference(cams: np.ndarray, params: LocalizerParams) -> list[Detec
         mask = np.zeros((height, width), dtype=np.uint8)
         visited = np.zeros((n, m), dtype=bool)
         for peak in peaks:  # flood fill: breadth first along non-increasing, activated pixels
+            floor = params.floor
+            if params.relative_floor > 0:  # each peak its own floor: its own fill
+                floor = max(floor, params.relative_floor * float(cam[peak]))
+                visited = np.zeros((n, m), dtype=bool)
             queue = deque([peak])
             visited[peak] = True
             while queue:
@@ -259,7 +315,7 @@ def _localize_reference(cams: np.ndarray, params: LocalizerParams) -> list[Detec
                     mask[rect[1] : rect[3] + 1, rect[0] : rect[2] + 1] = 1
                 for dy, dx in _NEIGHBOURS:
                     ny, nx = y + dy, x + dx
-                    if 0 <= ny < n and 0 <= nx < m and not visited[ny, nx] and cam[ny, nx] > params.floor \
+                    if 0 <= ny < n and 0 <= nx < m and not visited[ny, nx] and cam[ny, nx] > floor \
                             and cam[ny, nx] <= cam[y, x]:
                         visited[ny, nx] = True
                         queue.append((ny, nx))
@@ -277,13 +333,100 @@ def _localize_reference(cams: np.ndarray, params: LocalizerParams) -> list[Detec
     return detections
 
 
+# -------------------------------------------------------------------------------------- interpolated
+
+def interpolated_map(cam: np.ndarray, params: LocalizerParams) -> np.ndarray:
+    """(H, W) float32: one class map resized bilinearly by its stride S, so that CAM pixel x lands on
+    the centre of its tile [x*S, x*S + S - 1] (cv2.resize's pixel-centre convention); input pixels past
+    the map's last tile read -inf. Bilinear, not bicubic: it never overshoots, so the region above a
+    floor never reaches past the CAM pixels above it (bicubic's ringing joined spurious lobes to a
+    lone peak's region; docs/results.md measures both)."""
+    stride = params.affine[0]
+    height, width = params.input_size
+    rows, cols = cam.shape
+    up = cv2.resize(np.ascontiguousarray(cam, dtype=np.float32), (cols * stride, rows * stride),
+                    interpolation=cv2.INTER_LINEAR)
+    out = np.full((height, width), -np.inf, dtype=np.float32)
+    h, w = min(height, up.shape[0]), min(width, up.shape[1])
+    out[:h, :w] = up[:h, :w]
+    return out
+
+
+def _seed_pixel(params: LocalizerParams, row: int, col: int) -> tuple[int, int]:
+    """(y, x) input pixel at the centre of CAM pixel (row, col)'s tile, inside the input."""
+    stride = params.affine[0]
+    height, width = params.input_size
+    return min(row * stride + stride // 2, height - 1), min(col * stride + stride // 2, width - 1)
+
+
+def _fill_fast(above: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    """Pixels 8-connected to `seed` through True pixels of `above` (the seed always included)."""
+    image = above.astype(np.uint8)
+    image[seed] = 1
+    cv2.floodFill(image, None, (int(seed[1]), int(seed[0])), 2, 0, 0, 8)
+    return image == 2
+
+
+def _fill_reference(above: np.ndarray, seed: tuple[int, int]) -> np.ndarray:
+    """_fill_fast written out: a breadth-first walk over 8-neighbours."""
+    height, width = above.shape
+    region = np.zeros_like(above, dtype=bool)
+    region[seed] = True
+    queue = deque([seed])
+    while queue:
+        y, x = queue.popleft()
+        for dy, dx in _NEIGHBOURS:
+            ny, nx = y + dy, x + dx
+            if 0 <= ny < height and 0 <= nx < width and above[ny, nx] and not region[ny, nx]:
+                region[ny, nx] = True
+                queue.append((ny, nx))
+    return region
+
+
+def _interpolated_regions(cams: np.ndarray, params: LocalizerParams, fill=_fill_fast):
+    """Per class with a peak: (class index, (H, W) bool region of all its mountains, its peaks). A
+    mountain's region is the part of the interpolated map around its peak above the mountain's floor:
+    the flood floor or, with a relative floor, that share of its own peak, whichever is higher."""
+    active, maps, peaks = _active_peaks(cams, params)
+    for index, c in enumerate(active):
+        up = interpolated_map(maps[index], params)
+        region = np.zeros(params.input_size, dtype=bool)
+        for row, col in zip(*np.nonzero(peaks[index])):
+            floor = max(params.floor, params.relative_floor * float(maps[index][row, col]))
+            region |= fill(up > floor, _seed_pixel(params, row, col))
+        yield int(c), region, peaks[index], maps[index]
+
+
+def _localize_interpolated(cams: np.ndarray, params: LocalizerParams, fill) -> list[Detection]:
+    """Boxes around each class's regions (external contours), resized by r about their centre, scored
+    by the highest peak whose tile centre lies inside."""
+    height, width = params.input_size
+    detections = []
+    for c, region, peaks, cam in _interpolated_regions(cams, params, fill):
+        boxes = _contour_boxes(region.astype(np.uint8))
+        if params.ratio:
+            x0, x1 = apply_ratio(boxes[:, 0], boxes[:, 2], params.ratio)
+            y0, y1 = apply_ratio(boxes[:, 1], boxes[:, 3], params.ratio)
+            boxes = np.stack([x0.clip(0, width), y0.clip(0, height), x1.clip(0, width), y1.clip(0, height)], 1)
+        rows, cols = np.nonzero(peaks)
+        centres = np.stack([projected_centres(params.affine, cols), projected_centres(params.affine, rows)], 1)
+        scores = _score_boxes(boxes, centres, cam[rows, cols])
+        detections += [Detection(c, float(s), tuple(float(v) for v in b)) for b, s in zip(boxes, scores)]
+    return detections
+
+
 # ------------------------------------------------------------------------------------------ front
 
 def backprojected_area(cams: np.ndarray, params: LocalizerParams) -> np.ndarray:
     """(C, H, W) bool: the painted back-projection of every class's mountains (for pictures)."""
     cams = _check_cams(cams, params, 3)
+    if params.projection == "interpolated":
+        area = np.zeros((len(cams),) + params.input_size, dtype=bool)
+        for c, region, _, _ in _interpolated_regions(cams, params):
+            area[c] = region
+        return area
     thresholds = np.where(params.enabled, params.thresholds, np.inf)
-    reach = mountains(cams, find_peaks(cams, thresholds), params.floor)
+    reach = mountains(cams, find_peaks(cams, thresholds), params.floor, params.relative_floor)
     area = np.zeros((len(cams),) + params.input_size, dtype=bool)
     for c in np.flatnonzero(reach.any(axis=(1, 2))):
         for x0, y0, x1, y1 in _rectangles(params, *np.nonzero(reach[c])):

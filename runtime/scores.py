@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .geometry import Chain, rf_centre
+from .geometry import projected_centres
 
 __all__ = ["POOLINGS", "DEFAULT_SPAM_KERNELS", "pool_cams", "class_probabilities", "pin_points"]
 
@@ -51,11 +51,11 @@ def class_probabilities(pooled: np.ndarray, slopes: Sequence[float], intercepts:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
-def pin_points(cams: np.ndarray, chain: Chain) -> np.ndarray:
-    """(..., C, N, M) -> (..., C, 2) x, y: the receptive-field centre of each class map's maximum,
-    in pixel-edge coordinates of the network input (pixel i spans [i, i+1))."""
+def pin_points(cams: np.ndarray, affine: tuple[int, float, float]) -> np.ndarray:
+    """(..., C, N, M) -> (..., C, 2) x, y: the projected field's centre (LocalizerParams.affine) of
+    each class map's maximum, in pixel-edge coordinates of the network input (pixel i spans [i, i+1))."""
     cams = np.asarray(cams)
     n, m = cams.shape[-2:]
     flat = cams.reshape(cams.shape[:-2] + (n * m,)).argmax(axis=-1)
     rows, cols = np.divmod(flat, m)
-    return np.stack([rf_centre(chain, cols) + 0.5, rf_centre(chain, rows) + 0.5], axis=-1)
+    return np.stack([projected_centres(affine, cols), projected_centres(affine, rows)], axis=-1)

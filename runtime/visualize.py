@@ -166,7 +166,8 @@ def render_example(image: np.ndarray, cams: np.ndarray, detections, params, clas
     cams = np.asarray(cams)
     canvas = to_bgr_uint8(image)
     cls = int(np.argmax(cams.reshape(len(cams), -1).max(axis=1))) if class_index is None else class_index
-    draw_heatmap(canvas, cam_to_input(cams[cls], params.chain, params.input_size), alpha=0.4, scale=scale)
+    heat = cam_to_input(cams[cls], params.chain, params.input_size, params.affine)  # where the boxes' fields sit
+    draw_heatmap(canvas, heat, alpha=0.4, scale=scale)
     draw_area(canvas, backprojected_area(cams, params).any(axis=0), alpha=0.2)
     canvas = cv2.resize(canvas, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_NEAREST)
     area = cv2.resize(backprojected_area(cams, params).any(axis=0).astype(np.uint8), None, fx=zoom, fy=zoom,

@@ -11,6 +11,7 @@ from runtime.scores import class_probabilities, pool_cams
 
 CHAIN = [[4, 4, 0]]  # one 4x4 stride-4 layer: CAM cell (i, j) covers input pixels [4j, 4j+4)
 SIZE = (64, 64)  # a 16x16 CAM
+PARAMS = LocalizerParams([1.5, 1.5], CHAIN, SIZE)  # where the cells project; floor 0
 
 
 def _head(pooling, classes=2, slope=2.0, intercept=-3.0):
@@ -32,15 +33,15 @@ BOX_B = (40.0, 40.0, 52.0, 52.0)
 def test_confidence_is_in_0_1_and_monotone_in_its_own_evidence_only(pooling):
     head, cams = _head(pooling), _cams()
     dets = [Detection(0, 3.0, BOX_A), Detection(0, 2.0, BOX_B)]
-    base = instance_confidences(cams, dets, head, CHAIN)
+    base = instance_confidences(cams, dets, head, PARAMS)
     assert ((base >= 0) & (base <= 1)).all()
     stronger = cams.copy()
     stronger[0, 3, 3] = 6.0  # more evidence inside A
-    raised = instance_confidences(stronger, dets, head, CHAIN)
+    raised = instance_confidences(stronger, dets, head, PARAMS)
     assert raised[0] > base[0] and raised[1] == pytest.approx(base[1])  # B does not see A's evidence
     weaker = cams.copy()
     weaker[0, 10:13, 10:13] = 1.0  # less evidence inside B
-    lowered = instance_confidences(weaker, dets, head, CHAIN)
+    lowered = instance_confidences(weaker, dets, head, PARAMS)
     assert lowered[1] < base[1] and lowered[0] == pytest.approx(base[0])
 
 
@@ -48,7 +49,7 @@ def test_confidence_is_in_0_1_and_monotone_in_its_own_evidence_only(pooling):
 def test_a_lone_instance_gets_the_image_level_probability(pooling):
     head, cams = _head(pooling), _cams()
     cams[0, 10:13, 10:13] = -1.0  # only A is left
-    (confidence,) = instance_confidences(cams, [Detection(0, 3.0, BOX_A)], head, CHAIN)
+    (confidence,) = instance_confidences(cams, [Detection(0, 3.0, BOX_A)], head, PARAMS)
     image = class_probabilities(pool_cams(cams[:1], pooling, head.kernels), head.slopes[:1], head.intercepts[:1])
     assert confidence == pytest.approx(float(image[0]))
 
@@ -59,7 +60,7 @@ def test_for_gmp_confidence_above_one_half_is_the_papers_peak_above_t_c():
     for peak in (1.0, 1.49, 1.51, 4.0):
         cams = np.full((1, 16, 16), -1.0)
         cams[0, 3, 3] = peak
-        (confidence,) = instance_confidences(cams, [Detection(0, peak, BOX_A)], _head("gmp", 1), CHAIN)
+        (confidence,) = instance_confidences(cams, [Detection(0, peak, BOX_A)], _head("gmp", 1), PARAMS)
         assert (confidence > 0.5) == (peak > threshold)
 
 
@@ -71,9 +72,9 @@ def test_gating_drops_the_boxes_of_a_class_the_model_calls_absent():
     params = LocalizerParams([2.0, 2.0], CHAIN, SIZE)
     found = localize(cams, params)
     assert sorted({d.class_index for d in found}) == [0, 1]  # the paper's rule keeps both
-    kept = gate(with_confidence(found, cams, head, CHAIN), 0.5)
+    kept = gate(with_confidence(found, cams, head, PARAMS), 0.5)
     assert [d.class_index for d in kept] == [0]
-    assert all(0 <= d.confidence <= 1 for d in with_confidence(found, cams, head, CHAIN))
+    assert all(0 <= d.confidence <= 1 for d in with_confidence(found, cams, head, PARAMS))
 
 
 def test_one_object_claimed_by_two_classes_keeps_the_more_confident_class_only():
@@ -150,6 +151,16 @@ def test_a_run_that_learned_nothing_is_reported():
     assert at_chance(record)
     assert not at_chance(record | {"val_loss": 0.5 * entropy})  # it learned something
     assert not at_chance(record | {"epoch": 1})  # the first epoch is allowed to start there
+
+
+def test_the_warning_tells_a_dead_run_from_one_that_does_not_generalise_yet():
+    from training.train import _chance_warning
+
+    dead = {"epoch": 3, "val_loss": 0.61, "chance_loss": 0.60, "train_loss": 0.60}
+    assert "learned almost nothing" in _chance_warning(dead)
+    overfits = dead | {"train_loss": 0.2}  # MobileNetV3 from scratch, epoch 3 on shapes: BN statistics not settled
+    assert "does not generalise yet" in _chance_warning(overfits) and "learned almost nothing" not in \
+        _chance_warning(overfits)
 
 
 def test_a_deliberately_collapsed_training_run_says_so(tmp_path, capsys):

@@ -20,9 +20,9 @@ from training.evaluate_cli import main as eval_cli
 COMMANDS = {
     "train-cam": (train_cli, ["--dataset", "mnist128", "--objects", "1,3", "--limit", "train=200", "--limit", "val=50",
                               "--input-size", "64", "--spam-kernels", "1,3,N", "--positive", "all", "--no-progress",
-                              "--no-amp", "--lr", "0.01", "--seed", "4"]),
+                              "--no-amp", "--lr", "0.01", "--seed", "4", "--relative-floor", "0.25"]),
     "eval-cam": (eval_cli, ["runs/cam/ckpt.pt", "--limit", "30", "--score", "peak", "--conf", "0.25", "--tune-ratio",
-                            "--objects", "2,2", "--json", "m.json", "--no-progress"]),
+                            "--projection", "interpolated", "--objects", "2,2", "--json", "m.json", "--no-progress"]),
     "export-onnx": (export_cli, ["ckpt.pt", "-o", "model.onnx", "--verify", "--tolerance", "0.001", "--no-simplify"]),
     "quantize-int8": (quantize_cli, ["model.onnx", "--samples", "9", "--calib-method", "entropy", "--exclude", "a", "b",
                                      "--target", "cpu"]),

@@ -10,7 +10,8 @@ from calibration.quantize import check_tensorrt_rules, quantize_int8
 from engines.build_engine import main as build_cli
 from engines.onnxruntime_model import build_onnxruntime_model
 from export.onnx_export import main as export_cli, verify_onnx
-from runtime.backends import open_backend, store_ratio
+from runtime.backends import open_backend, store_box_settings
+from runtime.postprocess import BoxSettings
 from runtime.localizer import Localizer
 from runtime.model_info import MetadataError, read_onnx_metadata, write_onnx_metadata
 from training.checkpoint import load_model
@@ -209,11 +210,13 @@ def test_localizer_maps_boxes_to_the_frame(exported):
     assert json.dumps(result.to_dict(localizer.classes))
 
 
-def test_store_ratio_in_onnx_metadata(exported, tmp_path):
+def test_store_box_settings_in_onnx_metadata(exported, tmp_path):
     copy = tmp_path / "copy.onnx"
     copy.write_bytes(exported.read_bytes())
-    store_ratio(copy, 0.42)
-    assert open_backend(copy).info.ratio == 0.42
+    store_box_settings(copy, BoxSettings("interpolated", 0.5, -0.42))
+    info = open_backend(copy).info
+    assert (info.projection, info.relative_floor, info.ratio) == ("interpolated", 0.5, -0.42)
+    assert info.localizer_params().affine[1:] == (0, info.localizer_params().affine[0] - 1)
 
 
 def test_export_cli_verify(mnist128_checkpoint, tmp_path, capsys):

@@ -39,7 +39,7 @@ def test_extent_ap_is_far_better_with_the_tuned_ratio(mnist128_checkpoint):
     assert tuned["extent_ap_mean"] >= 0.6
 
 
-def test_tune_ratio_stores_r_in_the_checkpoint(tmp_path):
+def test_tune_stores_the_chosen_box_settings_in_the_checkpoint(tmp_path):
     out = tmp_path / "run"
     assert train_cli(["--dataset", "embedded", "--epochs", "1", "--limit", "train=300", "--limit", "val=100",
                       "--out", str(out), "--no-progress"]) == 0
@@ -50,8 +50,26 @@ def test_tune_ratio_stores_r_in_the_checkpoint(tmp_path):
     result = evaluate_model(ckpt, dataset="embedded", limit=300, tune=True)
     stored, payload = load_model(ckpt)
     assert result["ratio"] != 0.123 and stored.config.ratio == result["ratio"]
-    assert [r for r, _ in result["ratio_curve"]][0] == -0.4
-    assert payload["training_state"]  # rewriting r keeps the optimizer state for --resume
+    assert (stored.config.projection, stored.config.relative_floor) == (result["projection"], result["relative_floor"])
+    tried = {(row["projection"], row["relative_floor"]) for row in result["tuning_curve"]}
+    assert tried == {(p, f) for p in ("theoretical", "interpolated") for f in (0.0, 0.25, 0.5, 0.75, 0.9)}
+    best = max(result["tuning_curve"], key=lambda row: row["extent_ap"])["extent_ap"]
+    assert [row for row in result["tuning_curve"] if (row["projection"], row["relative_floor"], row["ratio"]) ==
+            (result["projection"], result["relative_floor"], result["ratio"])][0]["extent_ap"] == best
+    assert payload["training_state"]  # rewriting the settings keeps the optimizer state for --resume
+
+
+def test_tune_with_a_given_projection_and_floor_chooses_only_r(tmp_path):
+    out = tmp_path / "run"
+    assert train_cli(["--dataset", "embedded", "--epochs", "1", "--limit", "train=300", "--limit", "val=100",
+                      "--out", str(out), "--no-progress", "--projection", "theoretical", "--relative-floor", "0"]) == 0
+    ckpt = out / "ckpt.pt"
+    assert (load_model(ckpt)[0].config.projection, load_model(ckpt)[0].config.relative_floor) == ("theoretical", 0.0)
+    result = evaluate_model(ckpt, dataset="embedded", limit=300, tune=True, projection="theoretical",
+                            relative_floor=0.5)
+    assert {(row["projection"], row["relative_floor"]) for row in result["tuning_curve"]} == {("theoretical", 0.5)}
+    stored = load_model(ckpt)[0].config
+    assert (stored.projection, stored.relative_floor, stored.ratio) == ("theoretical", 0.5, result["ratio"])
 
 
 def test_tune_ratio_refuses_a_split_with_too_few_objects_and_keeps_the_stored_r(tmp_path, capsys):
@@ -61,7 +79,7 @@ def test_tune_ratio_refuses_a_split_with_too_few_objects_and_keeps_the_stored_r(
     ckpt = out / "ckpt.pt"
     before = ckpt.read_bytes()
     stored_r = load_model(ckpt)[0].config.ratio
-    assert eval_cli([str(ckpt), "--dataset", "embedded", "--limit", "40", "--tune-ratio", "--no-progress"]) == 2
+    assert eval_cli([str(ckpt), "--dataset", "embedded", "--limit", "40", "--tune", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "cannot tune r" in err and f"r stays {stored_r:g}" in err
     assert ckpt.read_bytes() == before  # untouched: the next evaluation still uses the good r
@@ -94,3 +112,20 @@ def test_evaluation_defaults_to_the_splits_training_held_out(mnist_digits, tmp_p
         assert evaluate_model(model, dataset="embedded", limit=20, progress=False)["seed"] == 0  # other data: no default
     assert eval_cli([str(ckpt), "--limit", "20", "--no-progress"]) == 0
     assert "test split, seed 3)" in capsys.readouterr().out
+
+
+def test_train_cam_chooses_projection_floor_and_r_after_its_last_epoch(tmp_path):
+    """With the defaults (auto), the checkpoint holds what tune_box_settings chooses on its validation split."""
+    from runtime.evaluation import tune_box_settings
+    from runtime.postprocess import BoxSettings
+    from training.data.registry import load_splits
+    from training.predict import localizer_params, predict
+
+    out = tmp_path / "run"
+    assert train_cli(["--dataset", "embedded", "--epochs", "1", "--limit", "train=600", "--limit", "val=300",
+                      "--out", str(out), "--no-progress"]) == 0
+    model, payload = load_model(out / "ckpt.pt")
+    splits = load_splits("embedded", sizes={"train": 600, "val": 300})
+    expected, _ = tune_box_settings(predict(model, splits.val)[0], localizer_params(model))
+    assert BoxSettings.of(model.config) == expected
+    assert payload["extra"]["validation"]["projection"] == expected.projection

@@ -14,11 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.cli import number
+from runtime.cli import BadValue, number
 from runtime.config_cli import option
 from runtime.confidence import DEFAULT_MIN_CONFIDENCE, SCORINGS, BoxPolicy
 from runtime.errors import DataError
-from runtime.evaluation import DEFAULT_RATIOS, Predictions, evaluate, tune_ratio
+from runtime.evaluation import Predictions, evaluate, tune_box_settings
+from runtime.geometry import PROJECTIONS
+from runtime.postprocess import BoxSettings
 from runtime.model_info import TRAINED_ON_KEYS, ModelInfo
 from runtime.output_paths import writable_folder
 from runtime.preprocess import chw_with_channels
@@ -110,6 +112,22 @@ def splits_for_model(model: EvaluatedModel, dataset: str | None = None, *, sizes
     return splits, seed
 
 
+def ratio_value(text) -> float:
+    """--ratio: r in (-1, 1); r > 0 shrinks each projected field, r < 0 grows it."""
+    value = number(float)(text)
+    if not -1 < value < 1:
+        raise BadValue(f"{text} is not in (-1, 1): r > 0 shrinks each field by that share, r < 0 grows it")
+    return value
+
+
+def relative_floor_value(text) -> float:
+    """--relative-floor: a share of each mountain's own peak, in [0, 1)."""
+    value = number(float, minimum=0)(text)
+    if value >= 1:
+        raise BadValue(f"{text} is not below 1 (a mountain must keep its own peak)")
+    return value
+
+
 @dataclass(kw_only=True)
 class EvalConfig(Mnist128Options):
     """How a model is evaluated; eval-cam's options are generated from these fields. The data
@@ -118,11 +136,18 @@ class EvalConfig(Mnist128Options):
     dataset: str | None = option(None, f"{DATASET_HELP}; default: the one the model was trained on")
     split: str = option("test", "", choices=SPLITS)
     limit: int | None = option(None, "evaluate only the first N images of the split (and of the validation split "
-                               "for --tune-ratio)", type=number(int, minimum=1), metavar="N")
+                               "for --tune)", type=number(int, minimum=1), metavar="N")
     seed: int | None = option(None, "dataset seed (default: training's on its dataset, else 0; another seed draws "
                               "other MNIST128 splits)", type=number(int, minimum=0))
-    tune: bool = option(False, "choose r on the validation split and store it in the model", flags=("--tune-ratio",))
-    ratio: float | None = option(None, "evaluate with this r instead of the stored one", type=number(float, above=0))
+    tune: bool = option(False, "choose the projection, relative floor and r on the validation split and store them in "
+                        "the model (train-cam does it after its last epoch)", flags=("--tune",),
+                        old_flags=("--tune-ratio",))
+    ratio: float | None = option(None, "evaluate with this r instead of the stored one", type=ratio_value)
+    projection: str | None = option(None, "evaluate with this projection instead of the stored one (with --tune: "
+                                    "choose only r and the floor)", choices=list(PROJECTIONS))
+    relative_floor: float | None = option(None, "evaluate with this relative floor instead of the stored one (with "
+                                          "--tune: choose only r and the projection)", type=relative_floor_value,
+                                          metavar="SHARE")
     tolerance: float = option(0.0, "pin-pointing tolerance in pixels (18 for VOC)", type=number(float, minimum=0))
     method: str = option("fast", "post-processing implementation", choices=["fast", "reference"])
     scoring: str = option("confidence", "rank boxes by their confidence, P(present) of the instance (default), or by "
@@ -139,7 +164,7 @@ class EvalConfig(Mnist128Options):
     batch_size: int = option(32, "", type=number(int, minimum=1))
     device: str = option("auto", "for checkpoints: auto, cpu, cuda")
     progress: bool = option(True, "no progress bars (logs, CI)", switch="--no-progress")
-    write_ratio: bool = option(True, "with tune: store the chosen r in the model file", cli=False)
+    write_settings: bool = option(True, "with tune: store the chosen settings in the model file", cli=False)
     tune_limit: int | None = option(None, "with tune: cap the validation split alone", cli=False)
 
 
@@ -152,23 +177,28 @@ def evaluate_model(model_path: str | Path, config: EvalConfig | None = None, **s
 
 def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
     model = load_for_eval(model_path, batch_size=c.batch_size, device=c.device, progress=c.progress)
-    if c.tune and c.write_ratio:  # r is stored into the model's own file: say now if that cannot be written
-        writable_folder(Path(model_path).parent, "--tune-ratio (stores r next to the model)")
+    if c.tune and c.write_settings:  # stored into the model's own file: say now if that cannot be written
+        writable_folder(Path(model_path).parent, "--tune (stores the chosen settings in the model)")
     info = model.info
     sizes = {c.split: c.limit} if c.limit else {}
     if c.tune and (c.tune_limit or c.limit):
         sizes["val"] = c.tune_limit or c.limit
     splits, seed = splits_for_model(model, c.dataset, sizes=sizes or None, mnist_dir=c.mnist_dir, seed=c.seed,
                                     objects=c.objects, mnist_box=c.mnist_box)
-    params = info.localizer_params()
+    given = {name: value for name, value in (("projection", c.projection), ("relative_floor", c.relative_floor),
+                                             ("ratio", c.ratio)) if value is not None}
+    settings = BoxSettings(**(BoxSettings.of(info).fields() | given))
     curve = None
     if c.tune:
-        best, curve = tune_ratio(model.predict(splits.val), params, DEFAULT_RATIOS)
-        info.ratio = params.ratio = best
-        if c.write_ratio:
-            _store_ratio(model.path, best)
-    elif c.ratio is not None:
-        info.ratio = params.ratio = float(c.ratio)
+        choices = {"projections": (settings.projection,)} if c.projection is not None else {}
+        if c.relative_floor is not None:
+            choices["relative_floors"] = (settings.relative_floor,)
+        settings, curve = tune_box_settings(model.predict(splits.val), info.localizer_params(), **choices)
+        if c.write_settings:
+            _store_box_settings(model.path, settings)
+    info = info.with_box_settings(settings)
+    model.info = info
+    params = info.localizer_params()
     data = getattr(splits, c.split)
     predictions = model.predict(data)
     policy = BoxPolicy(scoring=c.scoring, min_confidence=c.min_confidence, overlap_iou=c.overlap_iou)
@@ -181,22 +211,25 @@ def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
             params, info.classes, c.vis_count)
     result.update({"model": str(model_path), "dataset": splits.description, "split": c.split, "seed": seed, "classes": info.classes,
                    "pooling": info.pooling, "backbone": info.backbone})
+    result.update(settings.fields())
     if curve is not None:
-        result["ratio_curve"] = curve
+        result["tuning_curve"] = [{"projection": p, "relative_floor": f, "ratio": r, "extent_ap": a}
+                                  for p, f, r, a in curve]
     return result
 
 
-def _store_ratio(path: Path, ratio: float) -> None:
+def _store_box_settings(path: Path, settings: BoxSettings) -> None:
     if path.suffix == ".pt":
         from .checkpoint import load_model, save_checkpoint
 
         model, payload = load_model(path)
-        model.config.ratio = ratio
+        for name, value in settings.fields().items():
+            setattr(model.config, name, value)
         save_checkpoint(path, model, extra=payload["extra"], training_state=payload.get("training_state"))
     else:
-        from runtime.backends import store_ratio
+        from runtime.backends import store_box_settings
 
-        store_ratio(path, ratio)
+        store_box_settings(path, settings)
 
 
 class _LazyImages:
@@ -227,5 +260,5 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("extent AP per class: " + ", ".join(
             f"{name} {100 * ap:.1f}" for name, ap in zip(result["classes"], result["extent_ap"])))
     lines.append(f"{result['images']} images ({result['dataset']}, {result['split']} split, seed {result.get('seed', 0)}), "
-                 f"r = {result['ratio']:g}")
+                 f"{BoxSettings(result['projection'], result['relative_floor'], result['ratio']).describe()}")
     return "\n".join(lines)

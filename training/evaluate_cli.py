@@ -18,7 +18,8 @@ __all__ = ["EvalCommand", "evaluate_model", "load_for_eval", "main"]
 
 EXAMPLES = """examples:
   eval-cam runs/cam/ckpt.pt                         # the dataset it was trained on, test split
-  eval-cam runs/cam/ckpt.pt --tune-ratio            # pick r on the validation split, store it in the checkpoint
+  eval-cam runs/cam/ckpt.pt --tune                  # choose projection, relative floor and r on validation; store them
+  eval-cam runs/cam/ckpt.pt --projection theoretical --relative-floor 0   # evaluate the paper's boxes
   eval-cam model.onnx --dataset mnist128 --json results.json
   eval-cam model.int8.onnx --dataset mnist128 --maxboxacc
   eval-cam runs/cam/ckpt.pt --save-vis vis/ --vis-count 24   # heat map, back-projection, boxes

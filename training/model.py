@@ -34,9 +34,12 @@ class ModelConfig:
     mean: list[float] = field(default_factory=lambda: [0.0])  # folded into the graph; [0,1] input
     std: list[float] = field(default_factory=lambda: [1.0])
     geometry: list[list[int]] = field(default_factory=list)  # (k, s, p) input -> CAM, filled by build_model
-    ratio: float = 0.0  # Algorithm 1's r; tuned on validation data by eval-cam --tune-ratio
+    ratio: float = 0.0  # Algorithm 1's r; tuned on validation data (train-cam, eval-cam --tune)
     flood_floor: float = 0.0  # mountains stop at activations <= this (docs/method.md: "activated" pixels)
+    relative_floor: float = 0.0  # ... and at this share of their own peak; 0 is the paper's (tuned like r)
+    projection: str = "theoretical"  # what a CAM pixel is projected onto (runtime/geometry.py; tuned like r)
     pretrained: str = "none"
+    output_stride: int | None = None  # the CAM's stride; None: the backbone's own (training/backbones.py)
 
     def validate(self) -> "ModelConfig":
         if self.backbone not in BACKBONES:
@@ -115,6 +118,7 @@ def build_model(
         in_channels=config.in_channels,
         pretrained=pretrained if pretrained is not None else config.pretrained,
         weights_path=weights_path,
+        output_stride=config.output_stride,
     )
     chain = extract_chain(features) + ((1, 1, 0),)  # the 1x1 CAM conv closes the chain
     if config.geometry and [list(l) for l in chain] != [list(l) for l in config.geometry]:

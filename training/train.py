@@ -20,15 +20,18 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
-from runtime.evaluation import RatioTuningError, evaluate, tune_ratio
+from runtime.evaluation import RELATIVE_FLOORS, RatioTuningError, evaluate, tune_box_settings, tune_ratio
+from runtime.geometry import PROJECTIONS
+from runtime.postprocess import BoxSettings
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from runtime.cli import BadValue, number
 from runtime.config_cli import MergeDict, option
 from runtime.scores import DEFAULT_SPAM_KERNELS, POOLINGS
 
-from .backbones import BACKBONES
+from .backbones import BACKBONES, OUTPUT_STRIDES
 from .data.mnist128 import parse_positive
+from .evaluate import relative_floor_value
 from .data.options import Mnist128Options
 from .data.split_plan import SPLITS
 from .data.registry import DATASET_HELP, load_splits
@@ -61,6 +64,14 @@ def _input_side(value) -> int:
     return number(int, minimum=16)(value)
 
 
+AUTO = "auto"
+
+
+def relative_floor_choice(value):
+    """--relative-floor: 'auto' (chosen on validation) or a share of each peak in [0, 1)."""
+    return AUTO if str(value).strip().lower() == AUTO else relative_floor_value(value)
+
+
 @dataclass(kw_only=True)
 class TrainConfig(Mnist128Options):
     """Everything a training run depends on; train-cam's options are generated from these fields
@@ -89,6 +100,17 @@ class TrainConfig(Mnist128Options):
                              choices=["none", "imagenet"], group="model")
     weights: str | None = option(None, "local state_dict for the backbone (full torchvision model or features)",
                                  group="model")
+    projection: str = option(AUTO, "how boxes come from a CAM: each pixel's receptive field (theoretical, the paper's "
+                             "Algorithm 1), the CAM interpolated over its stride tiles (interpolated, for deep "
+                             "backbones), or auto: chosen with r on the validation split after the last epoch",
+                             choices=[AUTO, *PROJECTIONS], group="boxes")
+    relative_floor: float | str = option(AUTO, "mountains also stop at this share of their own peak (0: the paper's); "
+                                         f"auto: chosen from {', '.join(f'{v:g}' for v in RELATIVE_FLOORS)} with r "
+                                         "after the last epoch", type=relative_floor_choice, metavar="SHARE|auto",
+                                         group="boxes")
+    output_stride: int | None = option(None, "CAM stride of a deep backbone: 32 (its own) or 16 (its last downsampling "
+                                       "removed: twice the CAM resolution, same weights); default: the backbone's own",
+                                       type=int, choices=list(OUTPUT_STRIDES), group="model")
     # optimisation
     epochs: int = option(10, "", type=number(int, minimum=1), group="optimisation")
     # batch 32 with lr 2e-3: the fastest of our MNIST128 trials on a CPU (docs/results.md)
@@ -249,7 +271,9 @@ def _model_config(config: TrainConfig, splits) -> ModelConfig:
     size = list(config.input_size or splits.input_size)
     return ModelConfig(backbone=config.backbone, classes=list(splits.classes), pooling=config.pooling,
                        spam_kernels=kernel_list(config.spam_kernels), input_size=size, in_channels=in_channels,
-                       mean=mean, std=std, pretrained=config.pretrained).validate()
+                       mean=mean, std=std, pretrained=config.pretrained, output_stride=config.output_stride,
+                       projection=PROJECTIONS[0] if config.projection == AUTO else config.projection,
+                       relative_floor=0.0 if config.relative_floor == AUTO else float(config.relative_floor)).validate()
 
 
 def train(config: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
@@ -367,6 +391,12 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
     return record
 
 
+def _auto_choices(config: TrainConfig, model_config: ModelConfig) -> dict[str, tuple]:
+    """What tune_box_settings may choose from: every option for a setting left to auto, else the one given."""
+    return {"projections": PROJECTIONS if config.projection == AUTO else (model_config.projection,),
+            "relative_floors": RELATIVE_FLOORS if config.relative_floor == AUTO else (model_config.relative_floor,)}
+
+
 def _validate(model, split, device, config, epoch, train_loss, started, optimizer) -> dict[str, Any]:
     predictions, val_loss = predict(model, split, device=device, batch_size=config.batch_size)
     # The paper tunes Algorithm 1's r on a validation split; doing it every epoch keeps the saved
@@ -374,7 +404,12 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
     # split cannot choose (too few objects, nothing localized yet), r keeps its previous value.
     refusal = None
     try:
-        model.config.ratio, _ = tune_ratio(predictions, localizer_params(model))
+        if epoch + 1 == config.epochs:  # the last epoch: also the projection and relative floor left to auto
+            settings, _ = tune_box_settings(predictions, localizer_params(model), **_auto_choices(config, model.config))
+            for name, value in settings.fields().items():
+                setattr(model.config, name, value)
+        else:
+            model.config.ratio, _ = tune_ratio(predictions, localizer_params(model))
     except RatioTuningError as error:
         refusal = str(error)
     metrics = evaluate(predictions, localizer_params(model), tolerance=config.tolerance,
@@ -388,6 +423,8 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
         "val_pinpoint_ap": round(metrics["pinpoint_ap_mean"], 6),
         "val_extent_ap": round(metrics["extent_ap_mean"], 6),
         "ratio": model.config.ratio + 0.0,  # no "-0" in logs
+        "projection": model.config.projection,
+        "relative_floor": model.config.relative_floor,
         "lr": optimizer.param_groups[0]["lr"],
         "seconds": round(time.time() - started, 2),
         "ratio_refused": refusal or "",
@@ -413,6 +450,12 @@ def at_chance(record: dict) -> bool:
 
 
 def _chance_warning(record: dict) -> str:
+    if record["train_loss"] < 0.5 * record["chance_loss"]:  # it fits its training images: not a dead run
+        return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is "
+                f"no better than always answering each class's frequency ({record['chance_loss']:.4f}), although the "
+                f"training loss fell to {record['train_loss']:.4f}: the model does not generalise yet. A deep backbone "
+                "trained from scratch often does so a few epochs later, once its batch-norm statistics settle; if it "
+                "persists, lower --lr, add --weight-decay or train on more images")
     return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is no better "
             f"than always answering each class's frequency ({record['chance_loss']:.4f}): the model has learned "
             "almost nothing so far, and such CAMs give few or no right boxes. Try another --seed, a learning rate "
@@ -422,7 +465,17 @@ def _chance_warning(record: dict) -> str:
 def _epoch_line(record: dict, epochs: int) -> str:
     return (f"epoch {record['epoch']}/{epochs}  train loss {record['train_loss']:.4f}  val loss {record['val_loss']:.4f}  "
             f"AP cls {100 * record['val_classification_ap']:.1f}  pin {100 * record['val_pinpoint_ap']:.1f}  "
-            f"extent {100 * record['val_extent_ap']:.1f} (r={record['ratio']:g})  ({record['seconds']:.0f}s)")
+            f"extent {100 * record['val_extent_ap']:.1f} ({_settings_note(record)})  ({record['seconds']:.0f}s)")
+
+
+def _settings_note(record: dict) -> str:
+    """r, and the projection and relative floor where they are not the paper's."""
+    notes = [f"r={record['ratio']:g}"]
+    if record["projection"] != PROJECTIONS[0]:
+        notes.append(record["projection"])
+    if record["relative_floor"]:
+        notes.append(f"floor {record['relative_floor']:g}×peak")
+    return ", ".join(notes)
 
 
 def _append_csv(path: Path, record: dict) -> None:
@@ -447,11 +500,12 @@ def _check_run_folder(config: TrainConfig, ckpt_path: Path) -> None:
 
 def _resume(path: Path, model, optimizer, scheduler, model_config: ModelConfig) -> int:
     payload = load_checkpoint(path)
-    if payload["config"].to_dict() | {"ratio": 0} != model_config.to_dict() | {"ratio": 0}:
+    tuned = {name: None for name in BoxSettings().fields()}  # chosen on validation, not by the user
+    if payload["config"].to_dict() | tuned != model_config.to_dict() | tuned:
         raise ConfigError(f"--resume: {path} was trained with a different model config; use another --out")
     state = payload.get("training_state")
     if not state:
-        raise ConfigError(f"--resume: {path} holds no optimizer state (written by eval-cam --tune-ratio?)")
+        raise ConfigError(f"--resume: {path} holds no optimizer state (rewritten by an older eval-cam --tune-ratio?)")
     model.load_state_dict(payload["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

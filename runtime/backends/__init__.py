@@ -12,10 +12,11 @@ from typing import Protocol
 import numpy as np
 
 from ..model_info import MetadataError, ModelInfo
+from ..postprocess import BoxSettings
 from ..errors import ModelError, NotFoundError
 from ..output_paths import replace_atomically, write_text_atomic
 
-__all__ = ["Backend", "open_backend", "check_graph", "store_ratio", "ENGINE_SUFFIXES", "sidecar_path"]
+__all__ = ["Backend", "open_backend", "check_graph", "store_box_settings", "ENGINE_SUFFIXES", "sidecar_path"]
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -75,12 +76,13 @@ def check_graph(backend: Backend, source: str) -> None:
     info.check_cams(tuple(np.shape(cams)), source)
 
 
-def store_ratio(path: str | Path, ratio: float) -> None:
-    """Write a tuned r into a deployed model's metadata (ONNX metadata_props or the engine sidecar)."""
+def store_box_settings(path: str | Path, settings: BoxSettings) -> None:
+    """Write tuned box settings (projection, relative floor, r) into a deployed model's metadata
+    (ONNX metadata_props or the engine sidecar)."""
     path = Path(path)
     if path.suffix in ENGINE_SUFFIXES:
         sidecar = sidecar_path(path)
-        info = ModelInfo.from_json(sidecar.read_text(), str(sidecar)).with_ratio(ratio)
+        info = ModelInfo.from_json(sidecar.read_text(), str(sidecar)).with_box_settings(settings)
         write_text_atomic(sidecar, info.to_json())
         return
     import onnx
@@ -88,5 +90,5 @@ def store_ratio(path: str | Path, ratio: float) -> None:
     from ..model_info import read_onnx_metadata, write_onnx_metadata
 
     model = onnx.load(str(path))
-    write_onnx_metadata(model, read_onnx_metadata(model, str(path)).with_ratio(ratio))
+    write_onnx_metadata(model, read_onnx_metadata(model, str(path)).with_box_settings(settings))
     replace_atomically(path, lambda temporary: onnx.save(model, str(temporary)))
