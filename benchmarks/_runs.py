@@ -8,6 +8,15 @@ from typing import Iterator
 VAL_FOR_TUNING = 3000  # validation canvases table1.py tunes r on
 
 
+def paper_boxes() -> dict:
+    """train-cam settings for boxes as the paper makes them (theoretical receptive field, floor 0; only
+    r tuned): table1's and multiclass's numbers in docs/results.md were measured so, and
+    benchmarks/deep_backbones.py measures the settings train-cam chooses by itself."""
+    from runtime.postprocess import BoxSettings
+
+    return {name: value for name, value in BoxSettings().fields().items() if name != "ratio"}
+
+
 def checkpoints(runs: str | Path, *, multi: bool = True) -> Iterator[tuple[str, object, dict]]:
     """(run name, model, its train_config) for every run folder holding a ckpt.pt, sorted by name."""
     from training.checkpoint import load_model

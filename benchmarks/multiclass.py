@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _runs import paper_boxes
+
 POOLINGS = ("gmp", "gap", "spam")
 OBJECTS = (1, 3)
 VAL_FOR_TUNING = 1000
@@ -47,7 +49,8 @@ def train_and_score(pooling: str, seed: int, runs: str, schedule: dict, mnist_di
 
     started = time.time()
     out = Path(runs) / f"{pooling}_s{seed}"
-    record = train(TrainConfig(dataset="mnist128", positive="all", objects=OBJECTS, pooling=pooling, seed=seed,
+    record = train(TrainConfig(**paper_boxes(), dataset="mnist128", positive="all", objects=OBJECTS, pooling=pooling,
+                               seed=seed,
                                out=str(out), progress=False, overwrite=True, mnist_dir=mnist_dir,
                                limits={"val": 1000}, **schedule))
     model, _ = load_model(record["checkpoint"])

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _runs import VAL_FOR_TUNING
+from _runs import VAL_FOR_TUNING, paper_boxes
 
 VAL_DURING_TRAINING = 1000  # validation canvases per epoch (progress only); r is tuned on _runs.VAL_FOR_TUNING
 PAPER = {"gmp": (99.8, 98.9, 69.5), "gap": (99.4, 82.3, 79.1), "spam": (99.9, 95.8, 95.8)}  # the paper's Table 1, for comparison only
@@ -53,7 +53,8 @@ def train_and_evaluate(pooling: str, seed: int, runs: str, schedule: dict, mnist
     from training.train import TrainConfig, train
 
     started = time.time()
-    record = train(TrainConfig(dataset="mnist128", pooling=pooling, seed=seed, out=str(Path(runs) / run_name(pooling, seed, objects)),
+    record = train(TrainConfig(**paper_boxes(), dataset="mnist128", pooling=pooling, seed=seed,
+                               out=str(Path(runs) / run_name(pooling, seed, objects)),
                                objects=objects, progress=False, overwrite=True, mnist_dir=mnist_dir, mnist_box="patch", backbone=backbone,
                                limits={"val": VAL_DURING_TRAINING}, **schedule))
     model, payload = load_model(record["checkpoint"])

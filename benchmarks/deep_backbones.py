@@ -1,0 +1,126 @@
+"""Boxes from the backbones users deploy: resnet18 and mobilenet_v3_large + SPAM on shapes on clutter.
+
+Issue 11, item 4. Each backbone is trained from scratch with train-cam's defaults for the settings it
+chooses itself (`--projection auto --relative-floor auto`: chosen with r on the validation split after
+the last epoch), at CAM stride 16 (`--output-stride 16`), several seeds. The test split is scored twice
+from the same CAMs:
+- paper:  Algorithm 1 as the paper has it (theoretical receptive field, floor 0), r tuned on validation;
+- chosen: the projection, relative floor and r train-cam stored in the checkpoint.
+Boxes are ranked by confidence. Prints mean ± sd over seeds.
+
+    python benchmarks/deep_backbones.py [--backbones resnet18,mobilenet_v3_large] [--seeds 0,1,2] [--epochs 8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+OBJECTS = (1, 3)
+COLUMNS = ("classification_ap_mean", "pinpoint_ap_mean", "extent_ap_mean", "wrong_class_rate", "detections_per_image",
+           "missed_rate")
+HEADINGS = {"classification_ap_mean": "classification", "pinpoint_ap_mean": "pin-pointing", "extent_ap_mean": "extent",
+            "wrong_class_rate": "wrong-class boxes %", "detections_per_image": "boxes / image",
+            "missed_rate": "missed objects %"}
+
+
+def train_and_score(backbone: str, seed: int, runs: str, schedule: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from runtime.confidence import BoxPolicy
+    from runtime.evaluation import RatioTuningError, evaluate, tune_box_settings
+    from runtime.postprocess import BoxSettings
+    from training.checkpoint import load_model
+    from training.data.registry import load_splits
+    from training.predict import classifier_head, localizer_params, predict
+    from training.train import TrainConfig, flush_denormals, train
+
+    started = time.time()
+    record = train(TrainConfig(dataset="shapes", objects=OBJECTS, backbone=backbone, pooling="spam", seed=seed,
+                               out=str(Path(runs) / f"{backbone}_s{seed}"), progress=False, overwrite=True,
+                               **schedule))
+    model, _ = load_model(record["checkpoint"])
+    splits = load_splits("shapes", objects=OBJECTS, seed=seed, input_size=model.config.input_size)
+    with flush_denormals():
+        val, test = predict(model, splits.val)[0], predict(model, splits.test)[0]
+    chosen = localizer_params(model)
+    try:
+        paper, _ = tune_box_settings(val, chosen, projections=("theoretical",), relative_floors=(0.0,))
+    except RatioTuningError:  # nothing localized with the paper's settings: r = 0, as train-cam would keep it
+        paper = BoxSettings()
+    head = classifier_head(model)
+    result = {"backbone": backbone, "seed": seed, "chosen_settings": BoxSettings.of(chosen).fields(),
+              "paper_settings": paper.fields(), "checkpoint": record["checkpoint"]}
+    for name, params in (("paper", paper.applied(chosen)), ("chosen", chosen)):
+        metrics = evaluate(test, params, head=head, policy=BoxPolicy())
+        result[name] = {k: float(metrics[k]) for k in COLUMNS}
+    result["minutes"] = round((time.time() - started) / 60, 2)
+    print(f"deep_backbones: {backbone} seed {seed} in {result['minutes']:.1f} min: extent AP paper "
+          f"{100 * result['paper']['extent_ap_mean']:.1f}, chosen {100 * result['chosen']['extent_ap_mean']:.1f} "
+          f"({BoxSettings.of(chosen).describe()})", flush=True)
+    return result
+
+
+def mean_sd(values, scale: float) -> str:
+    values = scale * np.asarray(values, dtype=np.float64)
+    return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| backbone | boxes | settings (per seed) | " + " | ".join(HEADINGS[c] for c in COLUMNS) + " |",
+             "|" + " --- |" * (3 + len(COLUMNS))]
+    for backbone in dict.fromkeys(r["backbone"] for r in results):
+        runs = sorted((r for r in results if r["backbone"] == backbone), key=lambda r: r["seed"])
+        for name in ("paper", "chosen"):
+            settings = "; ".join(f"{s['projection']}, {s['relative_floor']:g}, r {s['ratio']:g}"
+                                 for s in (r[f"{name}_settings"] for r in runs))
+            cells = [mean_sd([r[name][c] for r in runs], 1.0 if c == "detections_per_image" else 100.0)
+                     for c in COLUMNS]
+            lines.append(f"| {backbone} ({len(runs)} seeds) | {name} | {settings} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbones", default="resnet18,mobilenet_v3_large")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--output-stride", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
+    parser.add_argument("--runs", default="runs/deep_backbones")
+    args = parser.parse_args()
+    import torch
+
+    schedule = {"epochs": args.epochs, "lr": args.lr, "output_stride": args.output_stride}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    backbones = args.backbones.split(",")
+    started = time.time()
+    os.environ["OMP_NUM_THREADS"] = "1"
+    results: list[dict] = []
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(train_and_score, b, s, args.runs, schedule) for s in seeds for b in backbones]
+        for future in as_completed(futures):
+            results.append(future.result())
+            text = table(results)  # after every model: an interrupted benchmark keeps what it measured
+            summary = {"schedule": schedule, "seeds": seeds, "minutes": round((time.time() - started) / 60, 1),
+                       "torch": torch.__version__, "results": results, "table": text,
+                       "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores, "
+                                  f"{args.jobs} jobs x 1 thread"}
+            (Path(args.runs) / "deep_backbones.json").write_text(json.dumps(summary, indent=2, default=float))
+    print(f"\nShapes on clutter (6 classes, 1-3 per image), SPAM, stride {args.output_stride}, mean ± sd over seeds "
+          f"{args.seeds}\n{text}")
+    print(f"deep_backbones: {(time.time() - started) / 60:.1f} minutes; results in "
+          f"{Path(args.runs) / 'deep_backbones.json'}")
+
+
+if __name__ == "__main__":
+    main()
