@@ -2,13 +2,17 @@
 
 Issue 11, item 4. Each backbone is trained from scratch with train-cam's defaults for the settings it
 chooses itself (`--projection auto --relative-floor auto`: chosen with r on the validation split after
-the last epoch), at CAM stride 16 (`--output-stride 16`), several seeds. The test split is scored twice
-from the same CAMs:
-- paper:  Algorithm 1 as the paper has it (theoretical receptive field, floor 0), r tuned on validation;
-- chosen: the projection, relative floor and r train-cam stored in the checkpoint.
-Boxes are ranked by confidence. Prints mean ± sd over seeds.
+the last epoch), at CAM stride 16 (`--output-stride 16`), several seeds. The test split is scored
+from the same CAMs with each way of making boxes, its settings tuned on the validation split:
+- paper: Algorithm 1 as the paper has it (theoretical receptive field, floor 0), r tuned;
+- theoretical + floor: the same with the relative floor tuned too;
+- interpolated, interpolated + floor: the interpolated projection, floor 0 or tuned;
+- chosen: what train-cam stored in the checkpoint (everything chosen together), ranked by confidence
+  and, once more, by the raw CAM peak.
+Boxes are ranked by confidence unless said. Prints mean ± sd over seeds.
 
     python benchmarks/deep_backbones.py [--backbones resnet18,mobilenet_v3_large] [--seeds 0,1,2] [--epochs 8]
+    python benchmarks/deep_backbones.py --rescore      # score the checkpoints in --runs again
 """
 from __future__ import annotations
 
@@ -30,7 +34,32 @@ HEADINGS = {"classification_ap_mean": "classification", "pinpoint_ap_mean": "pin
             "missed_rate": "missed objects %"}
 
 
+VARIANTS = {  # name: what tune_box_settings may choose from on validation (None: everything)
+    "paper": {"projections": ("theoretical",), "relative_floors": (0.0,)},
+    "theoretical + floor": {"projections": ("theoretical",)},
+    "interpolated": {"projections": ("interpolated",), "relative_floors": (0.0,)},
+    "interpolated + floor": {"projections": ("interpolated",)},
+}
+
+
 def train_and_score(backbone: str, seed: int, runs: str, schedule: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from training.train import TrainConfig, train
+
+    started = time.time()
+    record = train(TrainConfig(dataset="shapes", objects=OBJECTS, backbone=backbone, pooling="spam", seed=seed,
+                               out=str(Path(runs) / f"{backbone}_s{seed}"), progress=False, overwrite=True,
+                               **schedule))
+    result = score(record["checkpoint"], seed)
+    result["minutes"] = round((time.time() - started) / 60, 2)
+    return result
+
+
+def score(checkpoint: str, seed: int) -> dict:
+    """The test split scored from one set of CAMs: with the settings train-cam chose ("chosen") and
+    with each projection, floor 0 or tuned (VARIANTS), each tuned on the validation split."""
     import torch
 
     torch.set_num_threads(1)
@@ -40,31 +69,28 @@ def train_and_score(backbone: str, seed: int, runs: str, schedule: dict) -> dict
     from training.checkpoint import load_model
     from training.data.registry import load_splits
     from training.predict import classifier_head, localizer_params, predict
-    from training.train import TrainConfig, flush_denormals, train
+    from training.train import flush_denormals
 
-    started = time.time()
-    record = train(TrainConfig(dataset="shapes", objects=OBJECTS, backbone=backbone, pooling="spam", seed=seed,
-                               out=str(Path(runs) / f"{backbone}_s{seed}"), progress=False, overwrite=True,
-                               **schedule))
-    model, _ = load_model(record["checkpoint"])
+    model, _ = load_model(checkpoint)
     splits = load_splits("shapes", objects=OBJECTS, seed=seed, input_size=model.config.input_size)
     with flush_denormals():
         val, test = predict(model, splits.val)[0], predict(model, splits.test)[0]
     chosen = localizer_params(model)
-    try:
-        paper, _ = tune_box_settings(val, chosen, projections=("theoretical",), relative_floors=(0.0,))
-    except RatioTuningError:  # nothing localized with the paper's settings: r = 0, as train-cam would keep it
-        paper = BoxSettings()
+    settings = {"chosen": BoxSettings.of(chosen)}
+    for name, choices in VARIANTS.items():
+        try:
+            settings[name], _ = tune_box_settings(val, chosen, **choices)
+        except RatioTuningError:  # nothing localized on validation: the paper's r = 0, as train-cam keeps it
+            settings[name] = BoxSettings()
     head = classifier_head(model)
-    result = {"backbone": backbone, "seed": seed, "chosen_settings": BoxSettings.of(chosen).fields(),
-              "paper_settings": paper.fields(), "checkpoint": record["checkpoint"]}
-    for name, params in (("paper", paper.applied(chosen)), ("chosen", chosen)):
-        metrics = evaluate(test, params, head=head, policy=BoxPolicy())
-        result[name] = {k: float(metrics[k]) for k in COLUMNS}
-    result["minutes"] = round((time.time() - started) / 60, 2)
-    print(f"deep_backbones: {backbone} seed {seed} in {result['minutes']:.1f} min: extent AP paper "
-          f"{100 * result['paper']['extent_ap_mean']:.1f}, chosen {100 * result['chosen']['extent_ap_mean']:.1f} "
-          f"({BoxSettings.of(chosen).describe()})", flush=True)
+    result = {"backbone": model.config.backbone, "seed": seed, "checkpoint": str(checkpoint)}
+    for name, chosen_settings in settings.items():
+        metrics = evaluate(test, chosen_settings.applied(chosen), head=head, policy=BoxPolicy())
+        result[name] = {k: float(metrics[k]) for k in COLUMNS} | {"settings": chosen_settings.fields()}
+    peak = evaluate(test, chosen, head=None)  # the paper's ranking, same boxes as "chosen"
+    result["chosen, ranked by peak"] = {k: float(peak[k]) for k in COLUMNS} | {"settings": settings["chosen"].fields()}
+    print(f"deep_backbones: {result['backbone']} seed {seed}: extent AP " + ", ".join(
+        f"{name} {100 * result[name]['extent_ap_mean']:.1f}" for name in settings), flush=True)
     return result
 
 
@@ -73,14 +99,17 @@ def mean_sd(values, scale: float) -> str:
     return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
 
 
+ROWS = ("paper", "theoretical + floor", "interpolated", "interpolated + floor", "chosen", "chosen, ranked by peak")
+
+
 def table(results: list[dict]) -> str:
-    lines = ["| backbone | boxes | settings (per seed) | " + " | ".join(HEADINGS[c] for c in COLUMNS) + " |",
-             "|" + " --- |" * (3 + len(COLUMNS))]
+    lines = ["| backbone | boxes | settings per seed (projection, floor, r) | "
+             + " | ".join(HEADINGS[c] for c in COLUMNS) + " |", "|" + " --- |" * (3 + len(COLUMNS))]
     for backbone in dict.fromkeys(r["backbone"] for r in results):
         runs = sorted((r for r in results if r["backbone"] == backbone), key=lambda r: r["seed"])
-        for name in ("paper", "chosen"):
-            settings = "; ".join(f"{s['projection']}, {s['relative_floor']:g}, r {s['ratio']:g}"
-                                 for s in (r[f"{name}_settings"] for r in runs))
+        for name in (row for row in ROWS if all(row in r for r in runs)):
+            settings = "; ".join(f"{s['projection'][:6]}, {s['relative_floor']:g}, {s['ratio']:g}"
+                                 for s in (r[name]["settings"] for r in runs))
             cells = [mean_sd([r[name][c] for r in runs], 1.0 if c == "detections_per_image" else 100.0)
                      for c in COLUMNS]
             lines.append(f"| {backbone} ({len(runs)} seeds) | {name} | {settings} | " + " | ".join(cells) + " |")
@@ -96,6 +125,8 @@ def main() -> None:
     parser.add_argument("--output-stride", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
     parser.add_argument("--runs", default="runs/deep_backbones")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the checkpoints already in --runs again (every variant), without training")
     args = parser.parse_args()
     import torch
 
@@ -107,7 +138,11 @@ def main() -> None:
     results: list[dict] = []
     Path(args.runs).mkdir(parents=True, exist_ok=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(train_and_score, b, s, args.runs, schedule) for s in seeds for b in backbones]
+        if args.rescore:
+            futures = [pool.submit(score, str(Path(args.runs) / f"{b}_s{s}" / "ckpt.pt"), s) for s in seeds
+                       for b in backbones if (Path(args.runs) / f"{b}_s{s}" / "ckpt.pt").is_file()]
+        else:
+            futures = [pool.submit(train_and_score, b, s, args.runs, schedule) for s in seeds for b in backbones]
         for future in as_completed(futures):
             results.append(future.result())
             text = table(results)  # after every model: an interrupted benchmark keeps what it measured

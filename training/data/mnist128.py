@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .samples import Sample
+from .samples import RedrawnEachEpoch, Sample
 from runtime.errors import ConfigError
 
 __all__ = ["Mnist128", "split_indices", "GT_BOXES", "DEFAULT_GT_BOX", "ALL_DIGITS", "parse_positive"]
@@ -35,7 +35,7 @@ def parse_positive(text: str) -> int | str:
 
 
 @dataclass
-class Mnist128:
+class Mnist128(RedrawnEachEpoch):
     digits: np.ndarray  # (n, 28, 28) float32 in [0, 1]
     labels: np.ndarray  # (n,) digit labels
     positive: int | str = 3  # the paper's arbitrary choice of positive class; "all": every digit a class
@@ -70,13 +70,8 @@ class Mnist128:
     def __len__(self) -> int:
         return len(self.digits)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __getitem__(self, index: int) -> Sample:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        rng = np.random.default_rng([self.seed, index, self.epoch if self.redraw_each_epoch else 0])
+        rng = self._generator(index)
         count = int(rng.integers(self.objects[0], self.objects[1] + 1))
         chosen = [index] + [int(i) for i in rng.integers(0, len(self.digits), size=count - 1)]
         canvas = np.zeros((self.canvas, self.canvas), dtype=np.float32)

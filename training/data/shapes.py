@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .samples import Sample
+from .samples import RedrawnEachEpoch, Sample
 from runtime.errors import ConfigError
 
 __all__ = ["ShapesOnClutter", "SHAPE_CLASSES", "SHAPE_SIZES"]
@@ -96,7 +96,7 @@ def _overlaps(box: tuple[int, int, int, int], placed: list[tuple[int, int, int, 
 
 
 @dataclass
-class ShapesOnClutter:
+class ShapesOnClutter(RedrawnEachEpoch):
     count: int  # images in this split
     canvas: int = 128
     seed: int = 0
@@ -119,13 +119,8 @@ class ShapesOnClutter:
     def __len__(self) -> int:
         return self.count
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def __getitem__(self, index: int) -> Sample:
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        rng = np.random.default_rng([self.seed, index, self.epoch if self.redraw_each_epoch else 0])
+        rng = self._generator(index)
         size = self.canvas
         image = _clutter(rng, size)
         wanted = int(rng.integers(self.objects[0], self.objects[1] + 1))
