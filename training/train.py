@@ -405,7 +405,11 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
     refusal = None
     try:
         if epoch + 1 == config.epochs:  # the last epoch: also the projection and relative floor left to auto
-            settings, _ = tune_box_settings(predictions, localizer_params(model), **_auto_choices(config, model.config))
+            choices = _auto_choices(config, model.config)
+            if len(choices["projections"]) * len(choices["relative_floors"]) > 1:  # minutes on a large split: say so
+                print(f"train-cam: choosing how boxes are made on the validation split ({len(choices['projections'])} "
+                      f"projections x {len(choices['relative_floors'])} relative floors x r)", flush=True)
+            settings, _ = tune_box_settings(predictions, localizer_params(model), **choices)
             for name, value in settings.fields().items():
                 setattr(model.config, name, value)
         else:
