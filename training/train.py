@@ -69,7 +69,12 @@ AUTO = "auto"
 
 def relative_floor_choice(value):
     """--relative-floor: 'auto' (chosen on validation) or a share of each peak in [0, 1)."""
-    return AUTO if str(value).strip().lower() == AUTO else relative_floor_value(value)
+    if str(value).strip().lower() == AUTO:
+        return AUTO
+    try:
+        return relative_floor_value(value)
+    except BadValue as error:
+        raise BadValue(f"{error}; give a share of the peak in [0, 1), or auto") from None
 
 
 @dataclass(kw_only=True)
