@@ -197,7 +197,6 @@ def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
         if c.write_settings:
             _store_box_settings(model.path, settings)
     info = info.with_box_settings(settings)
-    model.info = info
     params = info.localizer_params()
     data = getattr(splits, c.split)
     predictions = model.predict(data)
