@@ -26,9 +26,9 @@ from runtime.preprocess import RESIZE_MODES
 from runtime.tracking import DEFAULT_DROP_FRAMES, DEFAULT_MIN_FRAMES, DEFAULT_TRACK_IOU, MATCHINGS
 
 from .clips import DEFAULT_MAX_SECONDS, DEFAULT_POST_SECONDS, DEFAULT_PRE_SECONDS
-from .event_pipeline import EventPipeline
-from .outputs import JsonLines, OutputError, open_output, refuse_clashing_paths
-from .overlay import OVERLAYS, annotate
+from .camera_outputs import CameraOutputs
+from .outputs import refuse_clashing_paths
+from .overlay import OVERLAYS
 from .sources import DEFAULT_STALL_TIMEOUT, FLIPS, SourceLost, open_source
 
 __all__ = ["EdgeApp", "AppConfig", "RunSummary"]
@@ -219,20 +219,6 @@ class EdgeApp:
             previous[signum] = signal.signal(signum, lambda n, _f: self.stop(signal.Signals(n).name))
         return previous
 
-    def _drop_output(self, summary: RunSummary, uri: str, error: OutputError, outputs: list | None = None,
-                     output=None) -> None:
-        """Stop writing one output after its first failed write, finish it, and say so; the others go on."""
-        self.log(f"edge_app: error: stopped writing {uri}: {error}")
-        summary.failed_outputs[uri] = str(error)
-        if outputs is not None:
-            index = outputs.index(output)
-            outputs.pop(index)
-            self._active_uris.pop(index)
-            try:
-                output.close()  # finalise what it has (a video's index, say)
-            except Exception as close_error:
-                self.log(f"edge_app: closing {uri} after the failure failed too: {close_error}")
-
     def _maybe_summarise(self, summary: RunSummary, meter: _Meter, source, last: float) -> float:
         """The periodic log line, also while a live source delivers nothing (a silent app looks dead)."""
         now = time.perf_counter()
@@ -255,23 +241,15 @@ class EdgeApp:
                 writable_folder(path, flag, create=True)
         source = open_source(config.source, width=config.width, height=config.height, fps=config.fps, flip=config.flip,
                              give_up_after=config.reconnect_timeout, log=self.log, stall_timeout=config.stall_timeout)
-        outputs, json_lines, pipeline = [], None, None
+        delivery = None
         previous = self._install_signals()
         summary = RunSummary()
         meter = _Meter()
-        classes = self.localizer.classes
         started = time.perf_counter()
         last_summary = started
         try:
-            fps = config.output_fps or source.fps or 30.0
-            for uri in config.outputs:
-                outputs.append(open_output(uri, fps=fps, http_host=config.http_host, on_quit=lambda: self.stop("window")))
-                if hasattr(outputs[-1], "url"):
-                    self.log(f"edge_app: preview at {outputs[-1].url}")
-            self._active_uris = list(config.outputs)  # parallel to `outputs` while some are dropped
-            json_lines = JsonLines(config.json) if config.json else None
-            if config.track:
-                pipeline = EventPipeline(config, classes, self.localizer.params, fps=fps, log=self.log)
+            delivery = CameraOutputs(config, self.localizer, fps=config.output_fps or source.fps or 30.0, log=self.log,
+                                     on_quit=lambda: self.stop("window"))
             self.log(f"edge_app: {config.source} -> {', '.join(config.outputs) or 'no video output'}"
                      f"{'; JSON lines to ' + config.json if config.json else ''}; model {self.localizer.info.backbone} "
                      f"on {self.localizer.backend.name}")
@@ -299,29 +277,11 @@ class EdgeApp:
                     self.log(f"edge_app: skipped frame {frame.index}: {error}")
                     continue
                 t1 = time.perf_counter()
-                track_ids = pipeline.on_frame(frame.image, frame.index, frame.timestamp, result) if pipeline else None
                 stages = {"capture": capture_ms, **result.timings_ms}
                 status = (f"{meter.fps:5.1f} FPS | cap {capture_ms:.1f} pre {stages['preprocess']:.1f} "
                           f"inf {stages['inference']:.1f} post {stages['postprocess']:.1f} ms")
-                if outputs:
-                    annotated = annotate(frame.image, result, classes, self.localizer.params, overlay=config.overlay,
-                                         status=status, track_ids=track_ids)
-                    for uri, output in list(zip(self._active_uris, outputs)):
-                        try:
-                            output.write(annotated)
-                        except OutputError as error:
-                            self._drop_output(summary, uri, error, outputs, output)
-                if json_lines:
-                    record = {"frame": frame.index, "timestamp": round(frame.timestamp, 4), **result.to_dict(classes)}
-                    for detection, track_id in zip(record["detections"], track_ids or ()):
-                        detection["track_id"] = track_id
-                    try:
-                        json_lines.write_record(record)
-                    except OutputError as error:
-                        self._drop_output(summary, config.json, error)
-                        json_lines.close()
-                        json_lines = None
-                if not outputs and not json_lines and summary.failed_outputs:
+                delivery.deliver(frame, result, status)
+                if not delivery.alive:
                     self.stopped_by = "every output failed"
                     break
                 stages["output"] = (time.perf_counter() - t1) * 1000
@@ -331,19 +291,10 @@ class EdgeApp:
                 last_summary = self._maybe_summarise(summary, meter, source, last_summary)
         finally:
             summary.seconds = time.perf_counter() - started
-            if pipeline is not None:  # end the open events, finish the clips, drain the sinks
-                try:
-                    summary.events = pipeline.close()
-                    summary.failed_outputs.update(pipeline.failed_outputs())  # a lost clip is never reported as written
-                except Exception as error:  # keep closing the outputs; report this
-                    self.log(f"edge_app: closing the events failed: {error}")
-            for output in outputs:
-                try:
-                    output.close()
-                except Exception as error:  # keep closing the others; report this one
-                    self.log(f"edge_app: closing {type(output).__name__} failed: {error}")
-            if json_lines:
-                json_lines.close()
+            if delivery is not None:
+                delivery.close()
+                summary.events = delivery.events
+                summary.failed_outputs.update(delivery.failed)
             source.close()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -352,9 +303,7 @@ class EdgeApp:
         summary.bad += source.stats.bad
         summary.reconnects = source.stats.reconnects
         summary.stopped_by = self.stopped_by
-        written = [*config.outputs, *([config.json] if config.json and config.json != "-" else []),
-                   *(path for _, path in config.event_outputs())]
-        summary.outputs = [o for o in written if o not in summary.failed_outputs]
+        summary.outputs = delivery.written() if delivery is not None else []
         self.log(f"edge_app: done ({summary.stopped_by}): {summary.frames} frames in {summary.seconds:.1f}s "
                  f"({summary.fps:.1f} FPS), {summary.detections} detections, {summary.dropped} dropped, "
                  f"{summary.bad} bad, {summary.reconnects} reconnects")

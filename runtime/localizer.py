@@ -16,7 +16,17 @@ from .confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU, BoxPolicy
 from .postprocess import Detection, localize
 from .preprocess import Transform, to_input_array
 
-__all__ = ["Localizer", "FrameResult"]
+__all__ = ["Localizer", "FrameResult", "PendingResult"]
+
+
+@dataclass
+class PendingResult:
+    """A frame inferred but not yet post-processed (Localizer.infer_batch -> Localizer.finish)."""
+
+    cams: np.ndarray  # (C, N, M)
+    transform: Transform
+    timings_ms: dict[str, float]  # preprocess, inference: this frame's share of its batch
+    batch_size: int = 1
 
 
 @dataclass
@@ -60,33 +70,39 @@ class Localizer:
     def __call__(self, frame: np.ndarray) -> FrameResult:
         return self.process_batch([frame])[0]
 
-    def detect(self, cam: np.ndarray) -> list[Detection]:
-        """One image's CAMs (C, N, M) -> boxes in network-input pixels, with confidences, gated."""
+    def detect(self, cam: np.ndarray, policy: BoxPolicy | None = None) -> list[Detection]:
+        """One image's CAMs (C, N, M) -> boxes in network-input pixels, with confidences, gated by
+        `policy` (default: this Localizer's)."""
         detections = localize(cam, self.params, self.method)
         if self.min_score is not None:
             detections = [d for d in detections if d.score >= self.min_score]
-        return self.policy.apply(detections, cam, self.head, self.params)
+        return (policy or self.policy).apply(detections, cam, self.head, self.params)
 
-    def process_batch(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
+    def infer_batch(self, frames: Sequence[np.ndarray]) -> list[PendingResult]:
+        """Pre-processing and inference for a batch of frames: the stage that runs on the accelerator.
+        `finish` turns each into boxes; a pipelined app runs the two on different threads."""
         start = time.perf_counter()
         batch, transforms = to_input_array(list(frames), tuple(self.info.input_size), self.info.in_channels,
                                            self.resize_mode)
         prepared = time.perf_counter()
         cams = self.backend.infer(batch)
         inferred = time.perf_counter()
-        scores = self.head.probabilities(cams)
-        results = []
-        for cam, score, transform in zip(cams, scores, transforms):
-            detections = self.detect(cam)
-            boxes = transform.boxes_to_frame(np.array([d.box for d in detections]).reshape(-1, 4))
-            mapped = [replace(d, box=tuple(float(v) for v in b)) for d, b in zip(detections, boxes)]
-            results.append(FrameResult(mapped, score, cam, transform))
-        done = time.perf_counter()
         per_frame = 1000.0 / len(frames)
-        for result in results:
-            result.timings_ms = {"preprocess": (prepared - start) * per_frame, "inference": (inferred - prepared) * per_frame,
-                                 "postprocess": (done - inferred) * per_frame}
-        return results
+        timings = {"preprocess": (prepared - start) * per_frame, "inference": (inferred - prepared) * per_frame}
+        return [PendingResult(cam, transform, dict(timings), len(frames)) for cam, transform in zip(cams, transforms)]
+
+    def finish(self, pending: PendingResult, policy: BoxPolicy | None = None) -> FrameResult:
+        """Post-processing of one inferred frame: boxes in frame pixels, confidences, P(present)."""
+        start = time.perf_counter()
+        detections = self.detect(pending.cams, policy)
+        boxes = pending.transform.boxes_to_frame(np.array([d.box for d in detections]).reshape(-1, 4))
+        mapped = [replace(d, box=tuple(float(v) for v in b)) for d, b in zip(detections, boxes)]
+        scores = self.head.probabilities(pending.cams)
+        timings = {**pending.timings_ms, "postprocess": (time.perf_counter() - start) * 1000}
+        return FrameResult(mapped, scores, pending.cams, pending.transform, timings)
+
+    def process_batch(self, frames: Sequence[np.ndarray]) -> list[FrameResult]:
+        return [self.finish(pending) for pending in self.infer_batch(frames)]
 
     def close(self) -> None:
         self.backend.close()
