@@ -11,12 +11,16 @@ STAMP := $(VENV)/.spamcam-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,cpu,video,mqtt,dev]'
+	$(PY) -m pip install --quiet -e '.[train,cpu,video,mqtt,web,dev]'
 	@# The MQTT tests run a real broker, Debian's mosquitto; installed here where apt and root allow it
 	@# (the tests skip, saying why, where it is missing).
 	-@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto >/dev/null 2>&1 || \
 		echo "note: mosquitto is not installed (apt-get install mosquitto); the MQTT tests will skip"; }
+	@# The web page is tested in a real headless browser, Debian's chromium; likewise.
+	-@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		echo "note: chromium is not installed (apt-get install chromium); the web page test will skip"; }
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -48,7 +48,8 @@ class AppConfig:
     from these fields (runtime/config_cli.py). 0 for --conf, --overlap-iou and --reconnect-timeout
     means "off", here as on the command line."""
 
-    source: str = option(help="input URI (edge_app --help lists them)", required=True, metavar="URI")
+    source: str | None = option(None, "input URI (edge_app --help lists them); repeat it for several cameras",
+                                action="append", metavar="URI")
     outputs: list[str] = option(help="output URI, repeatable (edge_app --help lists them)", factory=list, flags=("--output",),
                                 action="append", metavar="URI")
     json: str | None = option(None, "JSON lines per frame to this file, or - for stdout", metavar="FILE")
@@ -74,6 +75,8 @@ class AppConfig:
     stall_timeout: float = option(DEFAULT_STALL_TIMEOUT, "seconds an open stream may send nothing before it counts as "
                                   "lost and is reconnected", type=number(float, above=0))
     summary_every: float = option(10.0, "seconds between log summaries", type=number(float, above=0))
+    realtime: bool = option(False, "play video files at their frame rate, dropping what there is no time for, as a "
+                            "live camera would (rehearsals, benchmarks)")
     output_fps: float | None = option(None, "frame rate of video files from live sources (default: the source's)",
                                       type=number(float, above=0))
     # tracking (runtime/tracking.py)
@@ -136,6 +139,8 @@ class AppConfig:
                                                 ("--clips", self.clips)) if path]
 
     def __post_init__(self) -> None:
+        if isinstance(self.source, (list, tuple)):  # from the repeatable --source; several: camera_configs
+            self.source = (self.source[0] if len(self.source) == 1 else list(self.source)) if self.source else None
         self.outputs = list(self.outputs or [])
         self.min_confidence = self.min_confidence or None
         self.overlap_iou = self.overlap_iou or None
@@ -239,8 +244,12 @@ class EdgeApp:
                 writable_file(path, flag)
             else:
                 writable_folder(path, flag, create=True)
+        if not config.source or isinstance(config.source, list):
+            raise ConfigError("EdgeApp runs one camera: give one source (several: MultiCameraApp, with "
+                              "edge_app.camera_config.camera_configs)")
         source = open_source(config.source, width=config.width, height=config.height, fps=config.fps, flip=config.flip,
-                             give_up_after=config.reconnect_timeout, log=self.log, stall_timeout=config.stall_timeout)
+                             give_up_after=config.reconnect_timeout, log=self.log, stall_timeout=config.stall_timeout,
+                             realtime=config.realtime)
         delivery = None
         previous = self._install_signals()
         summary = RunSummary()

@@ -11,6 +11,8 @@ from runtime.config_cli import command_parser, option, parse_command
 from runtime.errors import ConfigError
 
 from .app import AppConfig, EdgeApp
+from .camera_config import camera_configs, camera_list
+from .multi import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, BatchSettings, MultiCameraApp
 
 EXAMPLES = """sources (--source):  csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path | http://host/stream.mjpg |
                      video.mp4 | image.jpg | folder/
@@ -19,11 +21,21 @@ outputs (--output, repeatable):  display://0 | out.mp4 | out.mkv | out.avi | fra
 
 examples:
   edge_app --model model.onnx --source video.mp4 --output out.mp4 --json -
+  edge_app --model model.onnx --cameras cameras.yaml --web http://127.0.0.1:8080
+  edge_app --model model.onnx --source a.mp4 --source rtsp://cam2/live --json "runs/{camera}.jsonl" --web :8080
   edge_app --model model.fp16.engine --source csi://0 --output display://0 --width 1280 --height 720
   edge_app --model model.int8.onnx --source rtsp://drone.local/live --output http://0.0.0.0:8080 --headless
   edge_app --model model.onnx --source /dev/video0 --overlay heatmap --output http://127.0.0.1:8080
   edge_app --model model.onnx --source rtsp://cam.local/live --camera feeder --mqtt mqtt://127.0.0.1 \\
       --webhook http://127.0.0.1:1880/spamcam --snapshots snaps/ --clips clips/ --zone "door:0,300 200,300 200,480 0,480"
+
+Several cameras (--cameras FILE, or --source repeated) share one model: frames of different cameras
+are batched into one inference call (--max-batch, --max-wait-ms), and capture, inference and each
+camera's post-processing and outputs run on their own threads. A camera entry sets any of name,
+source, width, height, fps, flip, realtime, min_confidence, overlap_iou, overlay, zones, outputs,
+json, event_log, snapshots, clips, output_fps, reconnect_timeout, stall_timeout, max_frames and
+update_interval; the rest is shared. A shared path must contain {camera}. --web serves a page with
+every camera, and Prometheus metrics at /metrics.
 
 Tracking is on by default (JSON lines carry track_id). Events (new / update / end per tracked object)
 go to --mqtt, --webhook and --event-log; --snapshots and --clips keep each event's best frame (with
@@ -44,12 +56,25 @@ failed_outputs says which and why); 1 a bug (SPAMCAM_TRACEBACK=1 shows where).
 
 @dataclass
 class EdgeAppCommand(AppConfig):
-    """edge_app's options: the model and how it runs, and everything `AppConfig` says."""
+    """edge_app's options: the model and how it runs, the cameras, and everything `AppConfig` says."""
 
     model: str = option("", "model.onnx, model.int8.onnx or a TensorRT model.engine", required=True,
                         metavar="FILE")
     headless: bool = option(False, "refuse display:// outputs (for servers and drones)")
     threads: int | None = option(None, "ONNX Runtime intra-op threads", type=number(int, minimum=1))
+    cameras: list[dict] = option(help="the cameras, from a YAML file: a list of mappings whose keys are these options' "
+                                 "names (name, source, outputs, json, min_confidence, zones, ...); in a --config file, "
+                                 "the list itself", factory=list, type=camera_list, metavar="FILE", group="cameras")
+    web: str | None = option(None, "serve the live page (every camera's preview, detections, FPS, latency) and "
+                             "Prometheus /metrics here, e.g. http://127.0.0.1:8080", metavar="URL", group="cameras")
+    max_batch: int = option(DEFAULT_MAX_BATCH, "frames of different cameras in one inference call, at most",
+                            type=number(int, minimum=1), group="cameras")
+    max_wait_ms: float = option(DEFAULT_MAX_WAIT_MS, "after one camera's frame, how long to wait for the others' "
+                                "before inferring", type=number(float, minimum=0), group="cameras")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        camera_configs(self, self.cameras)  # every camera's values checked now: refused like a bad option
 
 
 def build_parser():
@@ -65,14 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.headless and any(o.startswith("display://") for o in args.outputs):
             raise ConfigError("--headless and a display:// output contradict each other")
         options = {"threads": args.threads} if args.threads and args.model.endswith(".onnx") else {}
-        app = EdgeApp(args.model, args, **options)
-        summary = app.run()  # SIGINT/SIGTERM end it cleanly, with a summary
+        configs = camera_configs(args, args.cameras)
+        if len(configs) == 1 and not args.web:
+            summary = EdgeApp(args.model, configs[0], **options).run()  # SIGINT/SIGTERM end it cleanly
+            lost = summary.stopped_by == "source lost"
+        else:
+            app = MultiCameraApp(args.model, configs, web=args.web, **options,
+                                 batch=BatchSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms))
+            summary = app.run()
+            lost = bool(summary.lost_sources)
         for path in summary.outputs:  # the settings beside each file and folder it wrote
             command.save_beside(path, folder=Path(path).is_dir())
         print(json.dumps({"summary": summary.to_dict()}), file=sys.stderr if args.json == "-" else sys.stdout)
         if summary.failed_outputs:
             return EXIT_OUTPUT_FAILED  # something asked for was not (fully) written: never report that as success
-        return EXIT_SOURCE_LOST if summary.stopped_by == "source lost" else 0
+        return EXIT_SOURCE_LOST if lost else 0
 
     return run_cli("edge_app", work, interrupted="the outputs were closed")
 

@@ -163,6 +163,9 @@ class MjpegServer:
         self.httpd.server_close()
 
 
+_STDOUT_LOCK = threading.Lock()
+
+
 class JsonLines:
     """One JSON object per frame, written whole or not at all: each line goes to the file in one
     unbuffered write, and when the disk refuses part of it the file is cut back to the last complete
@@ -184,8 +187,9 @@ class JsonLines:
         line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         if self._fd is None:
             try:
-                sys.stdout.write(line.decode())
-                sys.stdout.flush()
+                with _STDOUT_LOCK:  # several cameras' lines to one stdout: whole lines, never interleaved
+                    sys.stdout.write(line.decode())
+                    sys.stdout.flush()
             except (BrokenPipeError, OSError) as error:  # `edge_app --json - | head`: the reader went away
                 silence_stdout()  # so that Python's own flush at exit does not print a traceback either
                 raise OutputError(f"{self.option} -: standard output was closed ({error.strerror or error}) after "

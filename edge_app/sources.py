@@ -3,7 +3,7 @@
     csi://0              Jetson CSI camera (GStreamer nvarguscamerasrc; needs OpenCV with GStreamer)
     v4l2:///dev/video0   USB/V4L2 camera (also a bare index: 0)
     rtsp://host/stream   network stream (also http(s):// MJPEG/HLS streams)
-    video.mp4            a video file, frame by frame
+    video.mp4            a video file, frame by frame (or, with realtime, at its frame rate)
     image.jpg | folder/  an image, or a folder of images in name order
 
 Live sources (cameras, streams) are read on their own thread; the app always gets the newest frame
@@ -117,6 +117,63 @@ class FileVideoSource:
 
     def close(self) -> None:
         self.capture.release()
+
+
+class RealtimeFileSource:
+    """A video file played at its frame rate on its own thread, as a camera would deliver it: the app
+    gets the newest frame and the ones it had no time for are dropped and counted. For rehearsing a
+    deployment (and benchmarking) with recorded footage; it ends with the file."""
+
+    live = True
+
+    def __init__(self, path: Path, flip: str = "none") -> None:
+        self.file = FileVideoSource(path, flip)
+        self.fps, self.stats = self.file.fps, self.file.stats
+        self._lock = threading.Condition()
+        self._latest: Frame | None = None
+        self._ended = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"source {path}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            frame = self.file.read()
+            if frame is None:
+                break
+            delay = started + frame.index / self.fps - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            with self._lock:
+                if self._latest is not None:
+                    self.stats.dropped += 1
+                self._latest = Frame(frame.image, frame.index, time.time())
+                self._lock.notify_all()
+        with self._lock:
+            self._ended = True
+            self._lock.notify_all()
+
+    @property
+    def finished(self) -> bool:
+        with self._lock:
+            return self._ended and self._latest is None
+
+    def read(self, timeout: float | None = 0.5) -> Frame | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._latest is None and not self._ended:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._lock.wait(remaining if remaining is not None else 0.5)
+            frame, self._latest = self._latest, None
+        return frame
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.file.close()
 
 
 class ImageSource:
@@ -274,8 +331,9 @@ DEFAULT_STALL_TIMEOUT = 5.0  # seconds without a frame before an open stream cou
 
 def open_source(uri: str, *, width: int | None = None, height: int | None = None, fps: int | None = None,
                 flip: str = "none", give_up_after: float | None = 30.0, log: Callable[[str], None] = print,
-                stall_timeout: float = DEFAULT_STALL_TIMEOUT):
-    """Open a source from its URI (see the module docstring)."""
+                stall_timeout: float = DEFAULT_STALL_TIMEOUT, realtime: bool = False):
+    """Open a source from its URI (see the module docstring). `realtime`: play a video file at its
+    frame rate, dropping the frames the app has no time for, as a live camera would."""
     if not stall_timeout > 0:
         raise ConfigError(f"the stall timeout must be a positive number of seconds, got {stall_timeout!r}")
     if flip not in _FLIPS:
@@ -319,4 +377,4 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
                           "video.mp4, image.jpg, folder/)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return ImageSource([path], flip, fps or 30.0)
-    return FileVideoSource(path, flip)
+    return RealtimeFileSource(path, flip) if realtime else FileVideoSource(path, flip)

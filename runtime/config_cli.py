@@ -36,7 +36,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from runtime.cli import checked
 from runtime.errors import SpamcamError
 
-__all__ = ["option", "MergeDict", "command_parser", "parse_command", "Command", "config_yaml", "config_path_beside", "CONFIG_FILE_NAME"]
+__all__ = ["option", "field_parser", "MergeDict", "command_parser", "parse_command", "Command", "config_yaml", "config_path_beside", "CONFIG_FILE_NAME"]
 
 CONFIG_FILE_NAME = "config.yaml"  # in an output folder; beside an output file: <file>.config.yaml
 _EXCLUDED_KEYS = ("config", "print_config", "__path__")
@@ -159,14 +159,32 @@ def _argument(field: dataclasses.Field, cli: _Cli, hint: Any) -> tuple[list[str]
         kwargs["action"] = cli.action
     if cli.nargs is not None and not cli.positional:
         kwargs["nargs"] = cli.nargs
-    kwargs["type"] = checked(cli.type or _plain_type(hint))  # a ValueError's own words, not "invalid value"
-    if cli.action == "append":  # jsonargparse re-checks the whole list with the item type
-        kwargs["type"] = _each(kwargs["type"])
+    kwargs["type"] = field_parser(field, hint)
     if cli.choices is not None:
         kwargs["choices"] = list(cli.choices)
     if cli.metavar is not None:
         kwargs["metavar"] = cli.metavar
     return flags, kwargs
+
+
+def field_parser(field: dataclasses.Field, hint: Any, *, with_choices: bool = False) -> Callable[[Any], Any]:
+    """What checks a (non-boolean) field's value, from a command line, a config file or any other
+    mapping of settings (edge_app's cameras): its option's type, raising ValueError in its own words;
+    `with_choices` checks the choices too (argparse does that itself for an option)."""
+    cli: _Cli = field.metadata["cli"]
+    parse = checked(cli.type or _plain_type(hint))  # a ValueError's own words, not "invalid value"
+    if cli.action == "append":  # jsonargparse re-checks the whole list with the item type
+        parse = _each(parse)
+    if with_choices and cli.choices is not None:
+        choices, inner = list(cli.choices), parse
+
+        def parse(value: Any) -> Any:
+            parsed = inner(value)
+            for item in parsed if isinstance(parsed, list) else [parsed]:
+                if item not in choices:
+                    raise ValueError(f"{item!r} is not one of {', '.join(map(str, choices))}")
+            return parsed
+    return parse
 
 
 def _default_of(field: dataclasses.Field) -> Any:

@@ -1,0 +1,527 @@
+"""Many cameras, one model: readers, a batching inference stage and per-camera workers, pipelined.
+
+    reader thread per camera -> [its input queue] -> batcher (pre-processing + one inference call for
+    frames of several cameras) -> [each camera's work queue] -> worker thread per camera
+    (post-processing, tracking, events, drawing, encoding, JSON lines)
+
+Why this shape: on an edge device the accelerator (or ONNX Runtime's own threads) runs while Python
+decodes, post-processes and encodes for the other cameras, and one batched call costs less than one
+call per camera. A camera whose frames arrive faster than they are processed loses its *oldest* frames,
+counted per stage; a camera that delivers nothing holds the others back at most `max_wait_ms`.
+Files are read frame by frame and never dropped (their readers wait instead), unless `realtime`
+plays them at their frame rate like a live camera.
+
+`MultiCameraApp(model, [AppConfig, ...]).run()` is the Python API; edge_app's CLI builds the configs
+from `--cameras FILE` or repeated `--source`.
+"""
+from __future__ import annotations
+
+import collections
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from runtime.confidence import BoxPolicy
+from runtime.errors import ConfigError
+from runtime.localizer import Localizer, PendingResult
+from runtime.output_paths import writable_file, writable_folder
+
+from .app import RunSummary
+from .camera_outputs import CameraOutputs
+from .metrics import AppMetrics
+from .outputs import refuse_clashing_paths
+from .sources import Frame, SourceLost, open_source
+
+__all__ = ["MultiCameraApp", "MultiRunSummary", "BatchSettings", "PIPELINE_STAGES"]
+
+PIPELINE_STAGES = ("capture", "wait", "preprocess", "inference", "postprocess", "output")
+DEFAULT_MAX_BATCH = 8
+DEFAULT_MAX_WAIT_MS = 10.0
+_LATENCY_SAMPLES = 4096  # per camera, for p50/p99: constant memory on a run of any length
+_END = None  # what a reader queues after a file's last frame
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How frames of several cameras share an inference call."""
+
+    max_batch: int = DEFAULT_MAX_BATCH  # frames per call, at most
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS  # after the first frame, how long to wait for the others
+    queue_frames: int = 2  # frames each camera may have waiting between two stages
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.queue_frames < 1 or not self.max_wait_ms >= 0:
+            raise ConfigError(f"batching needs max_batch >= 1, queue_frames >= 1, max_wait_ms >= 0; got {self}")
+
+
+@dataclass
+class _Captured:
+    frame: Frame
+    captured: float  # perf_counter when the reader got it
+    capture_ms: float
+
+
+class _DropOldest:
+    """A bounded queue whose `put` drops the oldest item when full and counts it (back-pressure for
+    live cameras), or waits for room (`block`: files, which must not lose frames)."""
+
+    def __init__(self, size: int) -> None:
+        self.items: collections.deque = collections.deque()
+        self.size = size
+        self.dropped = 0
+        self.condition = threading.Condition()
+
+    def put(self, item, *, block: bool, stop: threading.Event, notify: threading.Condition | None = None) -> None:
+        with self.condition:
+            while block and len(self.items) >= self.size and not stop.is_set():
+                self.condition.wait(0.1)
+            if len(self.items) >= self.size:
+                self.items.popleft()
+                self.dropped += 1
+            self.items.append(item)
+            self.condition.notify_all()
+        if notify is not None:
+            with notify:
+                notify.notify_all()
+
+    def get_nowait(self):
+        with self.condition:
+            if not self.items:
+                raise queue.Empty
+            item = self.items.popleft()
+            self.condition.notify_all()
+            return item
+
+    def get(self, timeout: float):
+        with self.condition:
+            if not self.items:
+                self.condition.wait(timeout)
+            if not self.items:
+                raise queue.Empty
+            item = self.items.popleft()
+            self.condition.notify_all()
+            return item
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+class _Camera:
+    """One camera's source, queues, outputs and counters."""
+
+    def __init__(self, config, localizer: Localizer, settings: BatchSettings, log: Callable[[str], None]) -> None:
+        self.name = config.camera
+        self.config = config
+        self.log = log
+        self.prefix = f"[{self.name}] "
+        self.policy = BoxPolicy(min_confidence=config.min_confidence, overlap_iou=config.overlap_iou)
+        self.inputs = _DropOldest(settings.queue_frames)
+        self.work = _DropOldest(settings.queue_frames)
+        self.summary = RunSummary()
+        self.stage_sums = dict.fromkeys(PIPELINE_STAGES, 0.0)
+        self.latencies: collections.deque = collections.deque(maxlen=_LATENCY_SAMPLES)
+        self.fps = 0.0
+        self._last_done: float | None = None
+        self.read_frames = 0
+        self.reading = True  # the reader is still delivering
+        self.halt = threading.Event()  # this camera stops: the app stops, or every output of it failed
+        self.stopped_by = "end of source"
+        self.source = None
+        self.outputs: CameraOutputs | None = None
+        self.latest: dict = {"detections": [], "frame": None}  # for the web page
+        self.preview: bytes | None = None
+        self._preview_at = 0.0
+        self.lock = threading.Lock()
+        self.localizer = localizer
+
+    @property
+    def live(self) -> bool:
+        return bool(getattr(self.source, "live", False))
+
+    def open(self) -> None:
+        config = self.config
+        self.source = open_source(config.source, width=config.width, height=config.height, fps=config.fps,
+                                  flip=config.flip, give_up_after=config.reconnect_timeout, log=self.log,
+                                  stall_timeout=config.stall_timeout, realtime=config.realtime)
+        self.outputs = CameraOutputs(config, self.localizer, fps=config.output_fps or self.source.fps or 30.0,
+                                     log=self.log, prefix=self.prefix)
+
+    def dropped(self) -> dict[str, int]:
+        """Frames lost, by where: at the source (a live camera's newest-frame policy), waiting for
+        inference, waiting for post-processing."""
+        source = self.source.stats.dropped if self.source is not None else 0
+        return {"source": source, "inference_queue": self.inputs.dropped, "output_queue": self.work.dropped}
+
+    def stage_means(self) -> dict[str, float]:
+        count = self.summary.frames
+        return {k: (v / count if count else 0.0) for k, v in self.stage_sums.items()}
+
+    def latency_percentiles(self) -> dict[str, float]:
+        if not self.latencies:
+            return {"p50": 0.0, "p99": 0.0}
+        values = np.fromiter(self.latencies, dtype=np.float64)
+        return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
+
+    def state(self) -> dict:
+        """What the web page and /api/state show for this camera."""
+        with self.lock:
+            latest = dict(self.latest)
+        stats = self.source.stats if self.source is not None else None
+        return {"name": self.name, "source": self.config.source, "frames": self.summary.frames,
+                "fps": round(self.fps, 2), "stage_ms": {k: round(v, 2) for k, v in self.stage_means().items()},
+                "latency_ms": {k: round(v, 2) for k, v in self.latency_percentiles().items()},
+                "dropped": self.dropped(), "reconnects": stats.reconnects if stats else 0,
+                "running": self.reading or len(self.work) > 0, "stopped_by": None if self.reading else self.stopped_by,
+                **latest}
+
+
+@dataclass
+class MultiRunSummary:
+    cameras: dict[str, RunSummary] = field(default_factory=dict)
+    seconds: float = 0.0
+    batches: int = 0
+    batched_frames: int = 0
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # camera -> p50 / p99, capture to output
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # camera -> stage -> frames
+    stopped_by: str = "end of sources"
+
+    @property
+    def frames(self) -> int:
+        return sum(s.frames for s in self.cameras.values())
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def failed_outputs(self) -> dict[str, str]:
+        return {uri: why for s in self.cameras.values() for uri, why in s.failed_outputs.items()}
+
+    @property
+    def outputs(self) -> list[str]:
+        return [o for s in self.cameras.values() for o in s.outputs]
+
+    @property
+    def lost_sources(self) -> list[str]:
+        return [name for name, s in self.cameras.items() if s.stopped_by == "source lost"]
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames, "fps": round(self.fps, 2), "seconds": round(self.seconds, 3),
+                "batches": self.batches,
+                "mean_batch": round(self.batched_frames / self.batches, 2) if self.batches else 0.0,
+                "stopped_by": self.stopped_by, "outputs": self.outputs, "failed_outputs": self.failed_outputs,
+                "cameras": {name: {**s.to_dict(), "latency_ms": self.latency_ms.get(name, {}),
+                                   "dropped_by_stage": self.dropped.get(name, {})}
+                            for name, s in self.cameras.items()}}
+
+
+class MultiCameraApp:
+    """Several cameras through one model. `configs`: one AppConfig per camera, distinct `camera` names."""
+
+    def __init__(self, model: str | Path | Localizer, configs: Sequence, *, batch: BatchSettings = BatchSettings(),
+                 web: str | None = None, log: Callable[[str], None] | None = None, **backend_options) -> None:
+        configs = list(configs)
+        if not configs:
+            raise ConfigError("no cameras: give at least one source")
+        names = [c.camera for c in configs]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"camera names must differ (they name files, topics and the web page's tiles); "
+                              f"repeated: {', '.join(repeated)}")
+        self.configs, self.batch, self.web_address = configs, batch, web
+        self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        # The shared Localizer keeps every box with its confidence; each camera gates with its own policy.
+        self.localizer = model if isinstance(model, Localizer) else Localizer(
+            model, resize_mode=configs[0].resize_mode, min_score=configs[0].min_score, min_confidence=None,
+            overlap_iou=None, **backend_options)
+        self.cameras = [_Camera(c, self.localizer, batch, self._camera_log(c.camera)) for c in configs]
+        self.metrics = AppMetrics(self)
+        self.web = None
+        self._stop = threading.Event()
+        self._arrivals = threading.Condition()
+        self.stopped_by = "end of sources"
+        self.batches = 0
+        self.batched_frames = 0
+
+    def _camera_log(self, name: str) -> Callable[[str], None]:
+        def log(message: str) -> None:
+            self.log(message.replace("edge_app: ", f"edge_app: [{name}] ", 1))
+        return log
+
+    def stop(self, reason: str = "stop()") -> None:
+        self.stopped_by = reason
+        self._stop.set()
+        for camera in self.cameras:
+            camera.halt.set()
+        with self._arrivals:
+            self._arrivals.notify_all()
+
+    def state(self) -> dict:
+        """Everything the web page shows, as JSON-ready data."""
+        return {"model": self.localizer.info.backbone, "backend": self.localizer.backend.name,
+                "classes": self.localizer.classes, "batches": self.batches,
+                "mean_batch": round(self.batched_frames / self.batches, 2) if self.batches else 0.0,
+                "cameras": [camera.state() for camera in self.cameras]}
+
+    # --- the stages ---------------------------------------------------------------------------
+    def _read(self, camera: _Camera) -> None:
+        """Reader thread: the source's frames into the camera's input queue."""
+        limit = camera.config.max_frames
+        try:
+            while not camera.halt.is_set():
+                if limit is not None and camera.read_frames >= limit:
+                    camera.stopped_by = "max frames"
+                    break
+                t0 = time.perf_counter()
+                try:
+                    frame = camera.source.read(0.5)
+                except SourceLost as error:
+                    camera.log(f"edge_app: {error}")
+                    camera.stopped_by = "source lost"
+                    break
+                if frame is None:
+                    if camera.live and not camera.source.finished:
+                        continue
+                    break
+                now = time.perf_counter()
+                camera.read_frames += 1
+                camera.inputs.put(_Captured(frame, now, (now - t0) * 1000), block=not camera.live, stop=camera.halt,
+                                  notify=self._arrivals)
+        except Exception as error:  # a broken source ends this camera, not the app
+            camera.log(f"edge_app: reading failed: {error}")
+            camera.stopped_by = f"read error: {error}"
+        finally:
+            camera.reading = False
+            with self._arrivals:
+                self._arrivals.notify_all()
+
+    def _collect(self, start: int) -> list[tuple[_Camera, _Captured]]:
+        """Up to max_batch frames, one per camera per round from `start` on; after the first frame,
+        wait at most max_wait_ms for the others."""
+        deadline = None
+        taken: list[tuple[_Camera, _Captured]] = []
+        order = self.cameras[start:] + self.cameras[:start]
+        while not self._stop.is_set():
+            progress = False
+            for camera in order:
+                if len(taken) >= self.batch.max_batch:
+                    break
+                if any(c is camera for c, _ in taken):
+                    continue
+                try:
+                    taken.append((camera, camera.inputs.get_nowait()))
+                    progress = True
+                except queue.Empty:
+                    pass
+            waiting_for = [c for c in order if c.reading and not any(c is t for t, _ in taken)]
+            if len(taken) >= self.batch.max_batch or (taken and not waiting_for):
+                break
+            if not taken and not any(c.reading or len(c.inputs) for c in self.cameras):
+                break  # every source has ended and nothing is left
+            now = time.perf_counter()
+            if taken and deadline is None:
+                deadline = now + self.batch.max_wait_ms / 1000
+            if deadline is not None and now >= deadline:
+                break
+            if not progress:
+                with self._arrivals:
+                    self._arrivals.wait(0.5 if deadline is None else max(deadline - now, 0.0))
+        return taken
+
+    def _infer(self) -> None:
+        """The batcher, on the calling thread: frames of several cameras, one inference call."""
+        start = 0
+        while True:
+            taken = self._collect(start)
+            if not taken:
+                if self._stop.is_set() or not any(c.reading or len(c.inputs) for c in self.cameras):
+                    return
+                continue
+            start = (start + 1) % len(self.cameras)
+            now = time.perf_counter()
+            try:
+                pending = self.localizer.infer_batch([captured.frame.image for _, captured in taken])
+            except ValueError:  # one odd frame (empty, wrong shape): retry one by one, skip the bad ones
+                pending = []
+                for camera, captured in taken:
+                    try:
+                        pending.extend(self.localizer.infer_batch([captured.frame.image]))
+                    except ValueError as error:
+                        camera.summary.bad += 1
+                        camera.log(f"edge_app: skipped frame {captured.frame.index}: {error}")
+                        pending.append(None)
+            self.batches += 1
+            self.batched_frames += len(taken)
+            self.metrics.batch(len(taken))
+            for (camera, captured), result in zip(taken, pending):
+                if result is not None:
+                    result.timings_ms["wait"] = (now - captured.captured) * 1000
+                    if not camera.halt.is_set() or self._stop.is_set():  # a dead camera's frames go nowhere
+                        camera.work.put((captured, result), block=not camera.live, stop=camera.halt)
+
+    def _deliver(self, camera: _Camera) -> None:
+        """Worker thread: post-processing, tracking, events, drawing, encoding, JSON lines."""
+        while True:
+            try:
+                captured, pending = camera.work.get(0.2)
+            except queue.Empty:
+                if not camera.reading and self._inference_done.is_set():
+                    return
+                continue
+            try:
+                self._deliver_one(camera, captured, pending)
+            except Exception as error:  # report, count, go on: one bad frame must not end a camera
+                camera.summary.bad += 1
+                camera.log(f"edge_app: frame {captured.frame.index} failed in its output stage: {error}")
+            if not camera.outputs.alive:
+                camera.stopped_by = "every output failed"
+                camera.log("edge_app: every output of this camera failed; it stops")
+                camera.halt.set()
+                return
+
+    def _deliver_one(self, camera: _Camera, captured: _Captured, pending: PendingResult) -> None:
+        result = self.localizer.finish(pending, camera.policy)
+        t1 = time.perf_counter()
+        stages = {"capture": captured.capture_ms, **result.timings_ms}
+        status = (f"{camera.name} {camera.fps:5.1f} FPS | inf {stages['inference']:.1f} "
+                  f"post {stages['postprocess']:.1f} ms")
+        track_ids, annotated = camera.outputs.deliver(captured.frame, result, status, camera=camera.name)
+        done = time.perf_counter()
+        stages["output"] = (done - t1) * 1000
+        for key in PIPELINE_STAGES:
+            camera.stage_sums[key] += stages.get(key, 0.0)
+        latency = (done - captured.captured) * 1000
+        camera.latencies.append(latency)
+        camera.summary.frames += 1
+        camera.summary.detections += len(result.detections)
+        if camera._last_done is not None:
+            instant = 1.0 / max(done - camera._last_done, 1e-6)
+            camera.fps = instant if camera.fps == 0 else 0.9 * camera.fps + 0.1 * instant
+        camera._last_done = done
+        self.metrics.frame(camera.name, stages, latency, len(result.detections))
+        if self.web is not None:
+            with camera.lock:
+                camera.latest = {"frame": captured.frame.index, "timestamp": round(captured.frame.timestamp, 3),
+                                 "detections": [d.to_dict(self.localizer.classes) for d in result.detections]}
+            self.web.offer_preview(camera, captured.frame, result, annotated, track_ids)
+
+    # --- running ------------------------------------------------------------------------------
+    def _check_outputs(self) -> None:
+        for camera in self.cameras:
+            config = camera.config
+            refuse_clashing_paths(config.source, config.outputs, config.json, config.event_outputs())
+            for flag, path in config.event_outputs():
+                if flag == "--event-log":
+                    writable_file(path, flag)
+                else:
+                    writable_folder(path, flag, create=True)
+        asked = [(c.camera, p) for c in self.configs
+                 for p in [*c.outputs, *([c.json] if c.json and c.json != "-" else []), *(p for _, p in c.event_outputs())]
+                 if not str(p).startswith(("http://", "mjpeg://", "display://"))]
+        paths = [str(Path(p).expanduser().resolve()) for _, p in asked]
+        shared = sorted({p for p in paths if paths.count(p) > 1})
+        if shared:
+            raise ConfigError(f"two cameras write the same file or folder: {', '.join(shared)}; give each its own")
+
+    def run(self) -> MultiRunSummary:
+        self._check_outputs()
+        previous = self._install_signals()
+        self._inference_done = threading.Event()
+        threads: list[threading.Thread] = []
+        started = time.perf_counter()
+        try:
+            for camera in self.cameras:
+                camera.open()
+            if self.web_address:
+                from .web import WebServer
+
+                self.web = WebServer(self, self.web_address)
+                self.log(f"edge_app: web page at {self.web.url} (metrics at {self.web.url}metrics)")
+            self.log(f"edge_app: {len(self.cameras)} cameras ({', '.join(c.name for c in self.cameras)}); "
+                     f"batches of up to {self.batch.max_batch}, waiting at most {self.batch.max_wait_ms:g} ms; "
+                     f"model {self.localizer.info.backbone} on {self.localizer.backend.name}")
+            for camera in self.cameras:
+                for target, role in ((self._read, "reader"), (self._deliver, "worker")):
+                    thread = threading.Thread(target=target, args=(camera,), name=f"{role} {camera.name}", daemon=True)
+                    thread.start()
+                    threads.append(thread)
+            last = time.perf_counter()
+            self._summarise_every = min(c.summary_every for c in self.configs)
+            inference = threading.Thread(target=self._infer_then_mark, name="inference", daemon=True)
+            inference.start()
+            while inference.is_alive():
+                inference.join(0.25)
+                if time.perf_counter() - last >= self._summarise_every:
+                    last = time.perf_counter()
+                    self._log_progress()
+        finally:
+            self.stop(self.stopped_by)
+            self._inference_done.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            seconds = time.perf_counter() - started
+            for camera in self.cameras:
+                if camera.outputs is not None:
+                    camera.outputs.close()
+                if camera.source is not None:
+                    camera.source.close()
+            if self.web is not None:
+                self.web.close()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return self._summary(seconds)
+
+    def _infer_then_mark(self) -> None:
+        try:
+            self._infer()
+        except Exception as error:
+            self.log(f"edge_app: inference failed: {error}")
+            self.stopped_by = f"inference failed: {error}"
+            self._stop.set()
+        finally:
+            self._inference_done.set()
+
+    def _install_signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda n, _f: self.stop(signal.Signals(n).name))
+        return previous
+
+    def _log_progress(self) -> None:
+        parts = []
+        for camera in self.cameras:
+            dropped = sum(camera.dropped().values())
+            parts.append(f"{camera.name} {camera.summary.frames} frames {camera.fps:.1f} FPS, dropped {dropped}")
+        self.log("edge_app: " + "; ".join(parts))
+
+    def _summary(self, seconds: float) -> MultiRunSummary:
+        summary = MultiRunSummary(seconds=seconds, batches=self.batches, batched_frames=self.batched_frames,
+                                  stopped_by=self.stopped_by)
+        for camera in self.cameras:
+            own = camera.summary
+            own.seconds = seconds
+            own.stage_ms = camera.stage_means()
+            if camera.source is not None:
+                own.dropped = sum(camera.dropped().values())
+                own.bad += camera.source.stats.bad
+                own.reconnects = camera.source.stats.reconnects
+            own.stopped_by = camera.stopped_by if self.stopped_by == "end of sources" else self.stopped_by
+            if camera.outputs is not None:
+                own.events = camera.outputs.events
+                own.failed_outputs.update(camera.outputs.failed)
+                own.outputs = camera.outputs.written()
+            summary.cameras[camera.name] = own
+            summary.latency_ms[camera.name] = {k: round(v, 2) for k, v in camera.latency_percentiles().items()}
+            summary.dropped[camera.name] = camera.dropped()
+        self.log(f"edge_app: done ({summary.stopped_by}): {summary.frames} frames from {len(self.cameras)} cameras "
+                 f"in {seconds:.1f}s ({summary.fps:.1f} FPS), {self.batches} inference calls")
+        return summary

@@ -1,0 +1,223 @@
+"""Many cameras, one model (edge_app/multi.py): a YAML config as a user writes it, with video files and
+a live MJPEG stream that is killed and restarted; results routed to the right camera (equal to one
+camera at a time); the web page in a real headless browser (Debian's chromium); /metrics parsed with
+prometheus-client's own parser; bad camera configs refused by where they are."""
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edge_app.app import AppConfig, EdgeApp
+from edge_app.camera_config import camera_configs, camera_list
+from edge_app.cli import main as edge_cli
+from edge_app.multi import BatchSettings, MultiCameraApp, _DropOldest
+from edge_app.outputs import MjpegServer
+from media import crossing_digits_video, feed, frame_count, moving_digits_video
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model(exported):
+    return exported
+
+
+@pytest.fixture(scope="module")
+def videos(mnist_digits, tmp_path_factory):
+    """Three different videos (different lengths and motions), so that a mix-up between cameras shows."""
+    folder = tmp_path_factory.mktemp("cameras")
+    paths = [folder / "door.mp4", folder / "garden.mp4", folder / "street.mp4"]
+    moving_digits_video(paths[0], mnist_digits, frames=50)
+    moving_digits_video(paths[1], mnist_digits, frames=70, size=320)
+    crossing_digits_video(paths[2], mnist_digits, frames=60)
+    return paths
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _boxes(records: list[dict]) -> list:
+    return [[(d["class"], d["box"], d["confidence"]) for d in r["detections"]] for r in records]
+
+
+def test_each_camera_gets_its_own_results_equal_to_one_camera_at_a_time(model, videos, tmp_path):
+    """Batched across cameras, every camera's JSON lines equal what the single-camera loop gives for
+    its video alone: same frames, same boxes, same confidences, its own --conf."""
+    configs = [AppConfig(source=str(v), camera=v.stem, json=str(tmp_path / f"{v.stem}.jsonl"),
+                         min_confidence=conf) for v, conf in zip(videos, (0.5, 0.95, 0.5))]
+    summary = MultiCameraApp(model, configs, batch=BatchSettings(max_batch=3, max_wait_ms=50)).run()
+    assert summary.batched_frames / summary.batches > 1.5  # frames of several cameras did share calls
+    assert not summary.failed_outputs
+    for config, video in zip(configs, videos):
+        alone = tmp_path / f"alone-{video.stem}.jsonl"
+        EdgeApp(model, AppConfig(source=str(video), json=str(alone), min_confidence=config.min_confidence)).run()
+        batched, single = _lines(Path(config.json)), _lines(alone)
+        assert len(batched) == len(single) == frame_count(video)  # files: nothing dropped
+        assert all(r["camera"] == video.stem for r in batched)
+        assert [r["frame"] for r in batched] == list(range(len(single)))
+        assert _boxes(batched) == _boxes(single)
+        assert sum(map(len, _boxes(batched))) > 0
+    garden = _lines(tmp_path / "garden.jsonl")
+    assert all(d["confidence"] >= 0.95 for r in garden for d in r["detections"])
+
+
+def test_yaml_config_with_files_and_a_live_stream_that_is_killed_and_restarted(model, videos, tmp_path, capsys):
+    server = MjpegServer("127.0.0.1", 0)
+    port = server.address[1]
+    stop = threading.Event()
+    threading.Thread(target=feed, args=(server, stop), daemon=True).start()
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(yaml.safe_dump({"cameras": [
+        {"name": "door", "source": str(videos[0]), "outputs": [str(tmp_path / "door.mp4")]},
+        {"name": "garden", "source": str(videos[1]), "conf": 0.9, "realtime": True},
+        {"source": str(videos[2])},
+        {"name": "drone", "source": f"http://127.0.0.1:{port}/stream.mjpg", "max_frames": 150,
+         "reconnect_timeout": 20},
+    ]}))
+    done = {}
+    thread = threading.Thread(target=lambda: done.setdefault("rc", edge_cli(
+        ["--model", str(model), "--cameras", str(cameras), "--json", str(tmp_path / "{camera}.jsonl"),
+         "--summary-every", "1"])))
+    thread.start()
+    time.sleep(2.5)
+    stop.set()
+    server.close()  # the drone's stream goes away ...
+    time.sleep(1.5)
+    stop2 = threading.Event()
+    server2 = MjpegServer("127.0.0.1", port)  # ... and comes back on the same address
+    threading.Thread(target=feed, args=(server2, stop2), daemon=True).start()
+    thread.join(timeout=120)
+    stop2.set()
+    server2.close()
+    assert done.get("rc") == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])["summary"]
+    assert summary["cameras"]["drone"]["reconnects"] >= 1
+    assert sorted(summary["cameras"]) == ["door", "drone", "garden", "street"]
+    assert (tmp_path / "drone.jsonl.config.yaml").is_file()  # the settings beside what it wrote
+    lines = {name: _lines(tmp_path / f"{name}.jsonl") for name in ("door", "garden", "street", "drone")}
+    assert len(lines["door"]) == frame_count(videos[0]) == frame_count(tmp_path / "door.mp4")
+    assert len(lines["street"]) == frame_count(videos[2])
+    assert 0 < len(lines["garden"]) <= frame_count(videos[1])  # realtime: what there was time for
+    assert len(lines["drone"]) == 150
+    assert all(d["confidence"] >= 0.9 for r in lines["garden"] for d in r["detections"])
+    assert all(r["camera"] == name for name, records in lines.items() for r in records)
+
+
+def test_live_stream_reconnect_is_counted_per_camera(model, videos, tmp_path):
+    server = MjpegServer("127.0.0.1", 0)
+    port = server.address[1]
+    stop = threading.Event()
+    threading.Thread(target=feed, args=(server, stop), daemon=True).start()
+    configs = camera_configs(AppConfig(json=str(tmp_path / "{camera}.jsonl")), camera_list([
+        {"name": "file", "source": str(videos[0]), "realtime": True},
+        {"name": "live", "source": f"http://127.0.0.1:{port}/stream.mjpg", "max_frames": 120,
+         "reconnect_timeout": 20}]))
+    logs, result = [], {}
+    app = MultiCameraApp(model, configs, log=logs.append)
+    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
+    thread.start()
+    time.sleep(2)
+    stop.set()
+    server.close()
+    time.sleep(1.5)
+    stop2 = threading.Event()
+    server2 = MjpegServer("127.0.0.1", port)
+    threading.Thread(target=feed, args=(server2, stop2), daemon=True).start()
+    thread.join(timeout=90)
+    stop2.set()
+    server2.close()
+    summary = result["summary"]
+    assert summary.cameras["live"].reconnects >= 1 and summary.cameras["file"].reconnects == 0
+    assert summary.cameras["live"].frames == 120
+    assert any(line.startswith("edge_app: [live]") and "reopened" in line for line in logs)
+    assert summary.cameras["file"].frames == len(_lines(tmp_path / "file.jsonl")) > 0
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no headless browser: apt-get install chromium (the web page is tested in a real one)")
+
+
+def test_web_page_in_a_real_browser_and_metrics(model, mnist_digits, tmp_path):
+    browser = _chromium()
+    pytest.importorskip("prometheus_client", reason="/metrics needs prometheus-client (spamcam[web], make setup)")
+    videos = []
+    for i in range(3):
+        videos.append(tmp_path / f"cam{i}.mp4")
+        moving_digits_video(videos[-1], mnist_digits, frames=400)
+    configs = [AppConfig(source=str(v), camera=f"cam{i}", realtime=True) for i, v in enumerate(videos)]
+    app = MultiCameraApp(model, configs, web="http://127.0.0.1:0")
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while app.web is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    url = app.web.url
+    try:
+        page = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000",
+                               "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout
+        from prometheus_client.parser import text_string_to_metric_families
+
+        metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(
+            urllib.request.urlopen(url + "metrics", timeout=10).read().decode()) for s in family.samples}
+        state = json.loads(urllib.request.urlopen(url + "api/state", timeout=10).read())
+    finally:
+        app.stop("test")
+        thread.join(timeout=60)
+    tiles = re.findall(r'<div class="camera" data-name="(cam\d)">.*?data-loads="(\d+)".*?<ul class="detections">(.*?)</ul>',
+                       page, re.S)
+    assert [name for name, _, _ in tiles] == ["cam0", "cam1", "cam2"]
+    assert all(int(loads) >= 3 for _, loads, _ in tiles), tiles  # each preview was reloaded: live images
+    assert any("<li>3 " in detections for _, _, detections in tiles)  # the moving 3 is listed, with confidence
+    for name in ("cam0", "cam1", "cam2"):
+        assert metrics[("edge_app_frames_total", (("camera", name),))] > 10
+        assert ("edge_app_dropped_frames_total", (("camera", name), ("stage", "source"))) in metrics
+        assert metrics[("edge_app_stage_seconds_count", (("camera", name), ("stage", "inference")))] > 10
+        assert metrics[("edge_app_latency_seconds_count", (("camera", name),))] > 10
+    assert metrics[("edge_app_batch_size_count", ())] > 10
+    assert [c["name"] for c in state["cameras"]] == ["cam0", "cam1", "cam2"] and state["batches"] > 0
+    assert result["summary"].stopped_by == "test"
+
+
+@pytest.mark.parametrize("cameras, message", [
+    ([{"name": "a", "source": "x.mp4", "colour": "red"}], "cameras[0]: unknown key 'colour'"),
+    ([{"name": "a"}], "cameras[0]: no source"),
+    ([{"source": "x.mp4", "fps": -3}], "cameras[0].fps"),
+    ([{"source": "x.mp4", "flip": "sideways"}], "cameras[0].flip"),
+    ([{"name": "a", "source": "x.mp4"}, {"name": "a", "source": "y.mp4"}], "name 'a' is taken"),
+])
+def test_bad_camera_configs_are_refused_by_where_they_are(model, tmp_path, capsys, cameras, message):
+    config = tmp_path / "cameras.yaml"
+    config.write_text(yaml.safe_dump({"cameras": cameras}))
+    with pytest.raises(SystemExit) as exit_info:
+        edge_cli(["--model", str(model), "--cameras", str(config)])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_file_every_camera_would_write_is_refused_before_anything_runs(model, videos, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        edge_cli(["--model", str(model), "--source", str(videos[0]), "--source", str(videos[1]), "--json", str(out)])
+    assert exit_info.value.code == 2
+    assert "put {camera} in it" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_drop_oldest_queue_counts_what_it_drops():
+    stop = threading.Event()
+    q = _DropOldest(2)
+    for item in range(5):
+        q.put(item, block=False, stop=stop)
+    assert q.dropped == 3 and [q.get_nowait(), q.get_nowait()] == [3, 4]
