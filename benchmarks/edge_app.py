@@ -262,10 +262,11 @@ def main() -> None:
             EdgeApp(onnx_path, AppConfig(source=str(video), max_frames=150), log=lambda _m: None).run()
             for with_output in (False, True):
                 outputs = [str(work / "out.mp4")] if with_output else []
-                app = EdgeApp(onnx_path, AppConfig(source=str(video), outputs=outputs), log=lambda _m: None)
+                app = EdgeApp(onnx_path, AppConfig(source=str(video), outputs=outputs, json=str(work / "out.jsonl")),
+                              log=lambda _m: None)
                 summary = app.run()
                 label = f"{name}@{size} {'INT8' if int8 else 'FP32'}"
-                rows.append((label, "overlay + mp4" if with_output else "JSON only", summary.fps,
+                rows.append((label, "JSON lines + overlay + mp4" if with_output else "JSON lines", summary.fps,
                              *(summary.stage_ms[s] for s in STAGES)))
         event_video = work / "events.mp4"
         make_event_video(event_video, args.event_frames)

@@ -12,7 +12,7 @@ from runtime.errors import ConfigError
 
 from .app import AppConfig, EdgeApp
 from .camera_config import camera_configs, camera_list
-from .multi import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, BatchSettings, MultiCameraApp
+from .multi import DEFAULT_INFERENCE_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, BatchSettings, MultiCameraApp
 
 EXAMPLES = """sources (--source):  csi://0 | v4l2:///dev/video0 | 0 | rtsp://host/path | http://host/stream.mjpg |
                      video.mp4 | image.jpg | folder/
@@ -69,6 +69,9 @@ class EdgeAppCommand(AppConfig):
                              "Prometheus /metrics here, e.g. http://127.0.0.1:8080", metavar="URL", group="cameras")
     max_batch: int = option(DEFAULT_MAX_BATCH, "frames of different cameras in one inference call, at most",
                             type=number(int, minimum=1), group="cameras")
+    inference_threads: int = option(DEFAULT_INFERENCE_THREADS, "inference calls at once, the cameras split between them "
+                                    "(0: auto — one per CPU core with ONNX Runtime, 1 with TensorRT)",
+                                    type=number(int, minimum=0), group="cameras")
     max_wait_ms: float = option(DEFAULT_MAX_WAIT_MS, "after one camera's frame, how long to wait for the others' "
                                 "before inferring", type=number(float, minimum=0), group="cameras")
 
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             lost = summary.stopped_by == "source lost"
         else:
             app = MultiCameraApp(args.model, configs, web=args.web, **options,
-                                 batch=BatchSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms))
+                                 batch=BatchSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                                                     inference_threads=args.inference_threads))
             summary = app.run()
             lost = bool(summary.lost_sources)
         for path in summary.outputs:  # the settings beside each file and folder it wrote

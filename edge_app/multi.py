@@ -1,7 +1,7 @@
 """Many cameras, one model: readers, a batching inference stage and per-camera workers, pipelined.
 
-    reader thread per camera -> [its input queue] -> batcher (pre-processing + one inference call for
-    frames of several cameras) -> [each camera's work queue] -> worker thread per camera
+    reader thread per camera (decoding, pre-processing) -> [its input queue] -> batcher (one inference
+    call for frames of several cameras) -> [each camera's work queue] -> worker thread per camera
     (post-processing, tracking, events, drawing, encoding, JSON lines)
 
 Why this shape: on an edge device the accelerator (or ONNX Runtime's own threads) runs while Python
@@ -17,6 +17,7 @@ from `--cameras FILE` or repeated `--source`.
 from __future__ import annotations
 
 import collections
+import os
 import queue
 import signal
 import sys
@@ -30,7 +31,7 @@ import numpy as np
 
 from runtime.confidence import BoxPolicy
 from runtime.errors import ConfigError
-from runtime.localizer import Localizer, PendingResult
+from runtime.localizer import Localizer, PendingResult, Prepared
 from runtime.output_paths import writable_file, writable_folder
 
 from .app import RunSummary
@@ -44,6 +45,7 @@ __all__ = ["MultiCameraApp", "MultiRunSummary", "BatchSettings", "PIPELINE_STAGE
 PIPELINE_STAGES = ("capture", "wait", "preprocess", "inference", "postprocess", "output")
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_WAIT_MS = 10.0
+DEFAULT_INFERENCE_THREADS = 0  # auto: ONNX Runtime one per core (at most one per camera); TensorRT 1
 _LATENCY_SAMPLES = 4096  # per camera, for p50/p99: constant memory on a run of any length
 _END = None  # what a reader queues after a file's last frame
 
@@ -55,17 +57,22 @@ class BatchSettings:
     max_batch: int = DEFAULT_MAX_BATCH  # frames per call, at most
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS  # after the first frame, how long to wait for the others
     queue_frames: int = 2  # frames each camera may have waiting between two stages
+    # Inference calls running at once (one session run concurrently; the cameras split between them).
+    # On a CPU, concurrent single-threaded runs beat one batched run on all cores (docs/benchmarks.md);
+    # a TensorRT execution context is used by one thread at a time, so there batching is the lever.
+    inference_threads: int = DEFAULT_INFERENCE_THREADS
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.queue_frames < 1 or not self.max_wait_ms >= 0:
+        if self.max_batch < 1 or self.queue_frames < 1 or self.inference_threads < 0 or not self.max_wait_ms >= 0:
             raise ConfigError(f"batching needs max_batch >= 1, queue_frames >= 1, max_wait_ms >= 0; got {self}")
 
 
 @dataclass
 class _Captured:
     frame: Frame
-    captured: float  # perf_counter when the reader got it
+    captured: float  # perf_counter when it arrived (live: at the source; files: when the reader got it)
     capture_ms: float
+    prepared: Prepared  # pre-processed on the reader's thread
 
 
 class _DropOldest:
@@ -237,11 +244,22 @@ class MultiCameraApp:
                               f"repeated: {', '.join(repeated)}")
         self.configs, self.batch, self.web_address = configs, batch, web
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
+        onnx = (model.backend.name == "onnxruntime" if isinstance(model, Localizer)
+                else str(model).endswith(".onnx"))
+        if batch.inference_threads > 1 and not onnx:
+            raise ConfigError("several inference threads share one ONNX Runtime session; a TensorRT engine's "
+                              "execution context is one thread's (batching is what a GPU gains from): use 1")
+        batchers = min(batch.inference_threads or ((os.cpu_count() or 1) if onnx else 1), len(configs))
+        if batchers > 1 and "threads" not in backend_options and not isinstance(model, Localizer):
+            # Concurrent runs of one session: split the cores between them instead of each taking all.
+            backend_options["threads"] = max(1, (os.cpu_count() or 1) // batchers)
         # The shared Localizer keeps every box with its confidence; each camera gates with its own policy.
         self.localizer = model if isinstance(model, Localizer) else Localizer(
             model, resize_mode=configs[0].resize_mode, min_score=configs[0].min_score, min_confidence=None,
             overlap_iou=None, **backend_options)
         self.cameras = [_Camera(c, self.localizer, batch, self._camera_log(c.camera)) for c in configs]
+        self.groups = [self.cameras[i::batchers] for i in range(batchers)]  # camera -> its one batcher
+        self._count_lock = threading.Lock()
         self.metrics = AppMetrics(self)
         self.web = None
         self._stop = threading.Event()
@@ -292,8 +310,16 @@ class MultiCameraApp:
                     break
                 now = time.perf_counter()
                 camera.read_frames += 1
-                camera.inputs.put(_Captured(frame, now, (now - t0) * 1000), block=not camera.live, stop=camera.halt,
-                                  notify=self._arrivals)
+                # Latency counts from the frame's arrival: a live frame's timestamp is when the source got it.
+                arrived = now - max(0.0, time.time() - frame.timestamp) if camera.live else now
+                try:
+                    prepared = self.localizer.prepare(frame.image)  # here, in parallel with the other cameras
+                except ValueError as error:  # an empty or odd-shaped frame: skip it, count it
+                    camera.summary.bad += 1
+                    camera.log(f"edge_app: skipped frame {frame.index}: {error}")
+                    continue
+                camera.inputs.put(_Captured(frame, arrived, (now - t0) * 1000, prepared), block=not camera.live,
+                                  stop=camera.halt, notify=self._arrivals)
         except Exception as error:  # a broken source ends this camera, not the app
             camera.log(f"edge_app: reading failed: {error}")
             camera.stopped_by = f"read error: {error}"
@@ -302,12 +328,12 @@ class MultiCameraApp:
             with self._arrivals:
                 self._arrivals.notify_all()
 
-    def _collect(self, start: int) -> list[tuple[_Camera, _Captured]]:
-        """Up to max_batch frames, one per camera per round from `start` on; after the first frame,
-        wait at most max_wait_ms for the others."""
+    def _collect(self, group: list[_Camera], start: int) -> list[tuple[_Camera, _Captured]]:
+        """Up to max_batch frames of the group's cameras, one per camera, from camera `start` on; after
+        the first frame, wait at most max_wait_ms for the others."""
         deadline = None
         taken: list[tuple[_Camera, _Captured]] = []
-        order = self.cameras[start:] + self.cameras[:start]
+        order = group[start:] + group[:start]
         while not self._stop.is_set():
             progress = False
             for camera in order:
@@ -323,7 +349,7 @@ class MultiCameraApp:
             waiting_for = [c for c in order if c.reading and not any(c is t for t, _ in taken)]
             if len(taken) >= self.batch.max_batch or (taken and not waiting_for):
                 break
-            if not taken and not any(c.reading or len(c.inputs) for c in self.cameras):
+            if not taken and not any(c.reading or len(c.inputs) for c in group):
                 break  # every source has ended and nothing is left
             now = time.perf_counter()
             if taken and deadline is None:
@@ -335,36 +361,27 @@ class MultiCameraApp:
                     self._arrivals.wait(0.5 if deadline is None else max(deadline - now, 0.0))
         return taken
 
-    def _infer(self) -> None:
-        """The batcher, on the calling thread: frames of several cameras, one inference call."""
+    def _infer(self, group: list[_Camera]) -> None:
+        """A batcher: frames of the group's cameras, one inference call. Each camera belongs to one
+        batcher, so its frames stay in order."""
         start = 0
         while True:
-            taken = self._collect(start)
+            taken = self._collect(group, start)
             if not taken:
-                if self._stop.is_set() or not any(c.reading or len(c.inputs) for c in self.cameras):
+                if self._stop.is_set() or not any(c.reading or len(c.inputs) for c in group):
                     return
                 continue
-            start = (start + 1) % len(self.cameras)
+            start = (start + 1) % len(group)
             now = time.perf_counter()
-            try:
-                pending = self.localizer.infer_batch([captured.frame.image for _, captured in taken])
-            except ValueError:  # one odd frame (empty, wrong shape): retry one by one, skip the bad ones
-                pending = []
-                for camera, captured in taken:
-                    try:
-                        pending.extend(self.localizer.infer_batch([captured.frame.image]))
-                    except ValueError as error:
-                        camera.summary.bad += 1
-                        camera.log(f"edge_app: skipped frame {captured.frame.index}: {error}")
-                        pending.append(None)
-            self.batches += 1
-            self.batched_frames += len(taken)
+            pending = self.localizer.infer_prepared([captured.prepared for _, captured in taken])
+            with self._count_lock:
+                self.batches += 1
+                self.batched_frames += len(taken)
             self.metrics.batch(len(taken))
             for (camera, captured), result in zip(taken, pending):
-                if result is not None:
-                    result.timings_ms["wait"] = (now - captured.captured) * 1000
-                    if not camera.halt.is_set() or self._stop.is_set():  # a dead camera's frames go nowhere
-                        camera.work.put((captured, result), block=not camera.live, stop=camera.halt)
+                result.timings_ms["wait"] = (now - captured.captured) * 1000 - captured.prepared.preprocess_ms
+                if not camera.halt.is_set() or self._stop.is_set():  # a dead camera's frames go nowhere
+                    camera.work.put((captured, result), block=not camera.live, stop=camera.halt)
 
     def _deliver(self, camera: _Camera) -> None:
         """Worker thread: post-processing, tracking, events, drawing, encoding, JSON lines."""
@@ -454,16 +471,18 @@ class MultiCameraApp:
                     threads.append(thread)
             last = time.perf_counter()
             self._summarise_every = min(c.summary_every for c in self.configs)
-            inference = threading.Thread(target=self._infer_then_mark, name="inference", daemon=True)
-            inference.start()
-            while inference.is_alive():
-                inference.join(0.25)
+            batchers = [threading.Thread(target=self._infer_then_mark, args=(group,), name=f"inference {i}",
+                                         daemon=True) for i, group in enumerate(self.groups)]
+            for batcher in batchers:
+                batcher.start()
+            while any(batcher.is_alive() for batcher in batchers):  # the workers drain once all have ended
+                batchers[0].join(0.25) if batchers[0].is_alive() else time.sleep(0.25)
                 if time.perf_counter() - last >= self._summarise_every:
                     last = time.perf_counter()
                     self._log_progress()
         finally:
-            self.stop(self.stopped_by)
             self._inference_done.set()
+            self.stop(self.stopped_by)
             for thread in threads:
                 thread.join(timeout=30)
             seconds = time.perf_counter() - started
@@ -478,15 +497,12 @@ class MultiCameraApp:
                 signal.signal(signum, handler)
         return self._summary(seconds)
 
-    def _infer_then_mark(self) -> None:
+    def _infer_then_mark(self, group: list[_Camera]) -> None:
         try:
-            self._infer()
+            self._infer(group)
         except Exception as error:
             self.log(f"edge_app: inference failed: {error}")
-            self.stopped_by = f"inference failed: {error}"
-            self._stop.set()
-        finally:
-            self._inference_done.set()
+            self.stop(f"inference failed: {error}")
 
     def _install_signals(self):
         if threading.current_thread() is not threading.main_thread():

@@ -14,9 +14,18 @@ import numpy as np
 from .backends import Backend, open_backend
 from .confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU, BoxPolicy
 from .postprocess import Detection, localize
-from .preprocess import Transform, to_input_array
+from .preprocess import Transform, preprocess
 
-__all__ = ["Localizer", "FrameResult", "PendingResult"]
+__all__ = ["Localizer", "FrameResult", "Prepared", "PendingResult"]
+
+
+@dataclass
+class Prepared:
+    """A frame pre-processed for the network (Localizer.prepare)."""
+
+    array: np.ndarray  # (C, H, W) float32
+    transform: Transform
+    preprocess_ms: float
 
 
 @dataclass
@@ -78,18 +87,25 @@ class Localizer:
             detections = [d for d in detections if d.score >= self.min_score]
         return (policy or self.policy).apply(detections, cam, self.head, self.params)
 
-    def infer_batch(self, frames: Sequence[np.ndarray]) -> list[PendingResult]:
-        """Pre-processing and inference for a batch of frames: the stage that runs on the accelerator.
-        `finish` turns each into boxes; a pipelined app runs the two on different threads."""
+    def prepare(self, frame: np.ndarray) -> Prepared:
+        """Pre-processing of one frame (resize, channels, float): a multi-camera app runs it on each
+        camera's own thread, so that the inference stage only runs the model."""
         start = time.perf_counter()
-        batch, transforms = to_input_array(list(frames), tuple(self.info.input_size), self.info.in_channels,
-                                           self.resize_mode)
-        prepared = time.perf_counter()
-        cams = self.backend.infer(batch)
-        inferred = time.perf_counter()
-        per_frame = 1000.0 / len(frames)
-        timings = {"preprocess": (prepared - start) * per_frame, "inference": (inferred - prepared) * per_frame}
-        return [PendingResult(cam, transform, dict(timings), len(frames)) for cam, transform in zip(cams, transforms)]
+        array, transform = preprocess(frame, tuple(self.info.input_size), self.info.in_channels, self.resize_mode)
+        return Prepared(array, transform, (time.perf_counter() - start) * 1000)
+
+    def infer_prepared(self, prepared: Sequence[Prepared]) -> list[PendingResult]:
+        """One inference call for frames already pre-processed (of one size: the model's input)."""
+        start = time.perf_counter()
+        cams = self.backend.infer(np.stack([p.array for p in prepared]))
+        per_frame = (time.perf_counter() - start) * 1000 / len(prepared)
+        return [PendingResult(cam, p.transform, {"preprocess": p.preprocess_ms, "inference": per_frame}, len(prepared))
+                for cam, p in zip(cams, prepared)]
+
+    def infer_batch(self, frames: Sequence[np.ndarray]) -> list[PendingResult]:
+        """Pre-processing and inference for a batch of frames; `finish` turns each into boxes (a
+        pipelined app runs the two on different threads)."""
+        return self.infer_prepared([self.prepare(frame) for frame in frames])
 
     def finish(self, pending: PendingResult, policy: BoxPolicy | None = None) -> FrameResult:
         """Post-processing of one inferred frame: boxes in frame pixels, confidences, P(present)."""

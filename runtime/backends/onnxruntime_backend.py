@@ -9,9 +9,10 @@ import numpy as np
 from ..model_info import info_from_metadata
 from ..errors import DeviceError, ModelError
 
-__all__ = ["OnnxRuntimeBackend", "PREFERRED_PROVIDERS"]
+__all__ = ["OnnxRuntimeBackend", "PREFERRED_PROVIDERS", "DEFAULT_SPINNING"]
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+DEFAULT_SPINNING = False  # ORT's intra-op worker threads do not spin between runs (see __init__)
 
 
 def _import_ort():
@@ -26,7 +27,8 @@ def _import_ort():
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, providers: Sequence[str] | None = None, threads: int | None = None,
+                 spinning: bool = DEFAULT_SPINNING) -> None:
         ort = _import_ort()
         path = Path(path)
         available = ort.get_available_providers()
@@ -40,9 +42,10 @@ class OnnxRuntimeBackend:
         if threads:
             options.intra_op_num_threads = int(threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # ORT's worker threads otherwise spin after each run and starve the camera loop's own work
-        # (decode, resize, drawing) on small CPUs: measured in benchmarks/edge_app.py.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Spinning: ORT's worker threads keep polling for work after each run. That saves the wake-up
+        # of the next run but takes the CPU from the camera loop's own work (decode, resize, drawing);
+        # the default is chosen by measurement (benchmarks/edge_app.py, docs/benchmarks.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
         except Exception as error:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
