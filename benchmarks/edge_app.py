@@ -180,6 +180,50 @@ def live_rows(model: Path, video: Path, work: Path, seconds: float = 20.0, fps: 
     return rows
 
 
+def random_onnx(work: Path, name: str, size: int) -> Path:
+    """An untrained model exported to ONNX (speed only)."""
+    import torch
+
+    from export.onnx_export import export_onnx
+    from training.checkpoint import save_checkpoint
+    from training.model import ModelConfig, build_model, default_normalisation
+
+    channels = 1 if name == "lenet" else 3
+    mean, std = default_normalisation(name, channels)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone=name, classes=["3"], input_size=[size, size], in_channels=channels,
+                                    mean=mean, std=std))
+    return export_onnx(save_checkpoint(work / f"{name}.pt", model), work / f"{name}{size}.onnx")
+
+
+def spinning_rows(work: Path, video: Path, repeats: int = 3) -> list:
+    """ONNX Runtime's worker threads spinning between runs or not: a file read as fast as the loop goes
+    (FPS), and the same file played at 30 FPS like a camera (processed FPS, CPU % of one core, whole
+    process). Interleaved `repeats` times; medians."""
+    from edge_app.app import AppConfig, EdgeApp
+
+    rows = []
+    for name, size in (("lenet", 128), ("mobilenet_v3_large", 320)):
+        model = random_onnx(work, name, size)
+        EdgeApp(model, AppConfig(source=str(video), max_frames=100), log=lambda _m: None).run()  # warm-up
+        measured = {(spin, live): [] for spin in (False, True) for live in (False, True)}
+        for _ in range(repeats):
+            for spin in (False, True):
+                for live in (False, True):
+                    app = EdgeApp(model, AppConfig(source=str(video), json=str(work / "spin.jsonl"), realtime=live,
+                                                   track=False), log=lambda _m: None, spinning=spin)
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    summary = app.run()
+                    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+                    measured[(spin, live)].append((summary.frames / wall, summary.stage_ms["inference"],
+                                                   100 * cpu / wall, summary.dropped))
+        for (spin, live), values in measured.items():
+            fps, inference, cpu_percent, dropped = (float(np.median([v[k] for v in values])) for k in range(4))
+            rows.append((f"{name}@{size}", "file at 30 FPS (--realtime)" if live else "file, as fast as possible",
+                         "on" if spin else "off", fps, inference, cpu_percent, dropped))
+    return rows
+
+
 def memory_row(model: Path, video: Path, work: Path, frames: int) -> tuple[int, float, float, float]:
     """Resident memory after the first 10% of `frames` and at the end, everything on, a live feed."""
     import threading
@@ -231,6 +275,8 @@ def main() -> None:
     parser.add_argument("--event-frames", type=int, default=2400, help="frames of the events video")
     parser.add_argument("--long-frames", type=int, default=10000, help="frames of the memory run (0: skip it)")
     parser.add_argument("--only-events", action="store_true", help="skip the first table")
+    parser.add_argument("--only-spinning", action="store_true",
+                        help="only the ONNX Runtime spinning table (worker threads spinning between runs or not)")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure a 30 FPS live feed, 20 s per setup")
     args = parser.parse_args()
@@ -247,6 +293,15 @@ def main() -> None:
         work = Path(tmp)
         video = work / "input.mp4"
         make_video(video, args.frames)
+        spinning = spinning_rows(work, video)
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores; 640x480 video, {args.frames} frames; "
+              "ONNX Runtime CPU, default threads; JSON lines, no video output; median of 3 interleaved runs")
+        print("| model | source | spinning | processed FPS | inference ms | CPU % of one core | dropped |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in spinning:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.0f} | {r[6]:.0f} |")
+        if args.only_spinning:
+            return
         for name, size, int8 in () if args.only_events else (("lenet", 128, False), ("lenet", 128, True),
                                                                ("mobilenet_v3_large", 320, False)):
             channels = 1 if name == "lenet" else 3

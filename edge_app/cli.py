@@ -8,6 +8,7 @@ from pathlib import Path
 
 from runtime.cli import EXIT_OUTPUT_FAILED, EXIT_SOURCE_LOST, number, run_cli
 from runtime.config_cli import command_parser, option, parse_command
+from runtime.backends.onnxruntime_backend import DEFAULT_SPINNING
 from runtime.errors import ConfigError
 
 from .app import AppConfig, EdgeApp
@@ -62,6 +63,8 @@ class EdgeAppCommand(AppConfig):
                         metavar="FILE")
     headless: bool = option(False, "refuse display:// outputs (for servers and drones)")
     threads: int | None = option(None, "ONNX Runtime intra-op threads", type=number(int, minimum=1))
+    ort_spinning: bool = option(DEFAULT_SPINNING, "let ONNX Runtime's worker threads spin between runs (faster "
+                                "inference, less CPU for everything else; docs/benchmarks.md measures both)")
     cameras: list[dict] = option(help="the cameras, from a YAML file: a list of mappings whose keys are these options' "
                                  "names (name, source, outputs, json, min_confidence, zones, ...); in a --config file, "
                                  "the list itself", factory=list, type=camera_list, metavar="FILE", group="cameras")
@@ -92,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         if args.headless and any(o.startswith("display://") for o in args.outputs):
             raise ConfigError("--headless and a display:// output contradict each other")
-        options = {"threads": args.threads} if args.threads and args.model.endswith(".onnx") else {}
+        options = {}
+        if args.model.endswith(".onnx"):
+            options = {"spinning": args.ort_spinning, **({"threads": args.threads} if args.threads else {})}
         configs = camera_configs(args, args.cameras)
         if len(configs) == 1 and not args.web:
             summary = EdgeApp(args.model, configs[0], **options).run()  # SIGINT/SIGTERM end it cleanly

@@ -20,6 +20,7 @@ Boxes are (x0, y0, x1, y1) in pixel-edge coordinates of the network input (x1, y
 """
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -165,42 +166,38 @@ def mountains(cams: np.ndarray, seeds: np.ndarray, floor: float, relative_floor:
     return reached
 
 
-def _rounded_rects(params: LocalizerParams, rows: np.ndarray, cols: np.ndarray):
-    """Back-projected, ratio-resized rectangles rounded to inclusive pixels, and which survive:
-    r >= 1 can make a rectangle vanish, and a field can lie wholly outside the image."""
-    height, width = params.input_size
-    stride, low, high = params.affine
-    x_lo, x_hi = apply_ratio(cols * stride + low, cols * stride + high, params.ratio)
-    y_lo, y_hi = apply_ratio(rows * stride + low, rows * stride + high, params.ratio)
-    xl, xh, yl, yh = (np.floor(np.asarray(v, dtype=np.float64) + 0.5) for v in (x_lo, x_hi, y_lo, y_hi))
-    kept = (xh >= xl) & (yh >= yl) & (xh >= 0) & (xl <= width - 1) & (yh >= 0) & (yl <= height - 1)
-    rects = np.stack([xl.clip(0, width - 1), yl.clip(0, height - 1), xh.clip(0, width - 1), yh.clip(0, height - 1)], 1)
-    return rects.reshape(-1, 4).astype(np.int64), kept.reshape(-1)
+@functools.lru_cache(maxsize=256)
+def _axis_cells(affine: tuple[int, float, float], ratio: float, extent: int, count: int):
+    """Along one axis of a CAM with `count` cells: each cell's back-projected, ratio-resized range
+    rounded to inclusive pixels and clipped to the image (lo, hi), whether it survives (r >= 1 can make
+    a range vanish, and a field can lie wholly outside the image), the edges of the compressed grid
+    those ranges make, and which grid cells each range covers, (count, cells) float32.
+
+    A rectangle is the product of its column's x range and its row's y range, so these per-axis
+    tables, cached per model geometry and r, replace per-pixel rectangle arithmetic on every frame."""
+    stride, low, high = affine
+    index = np.arange(count, dtype=np.float64)
+    lo, hi = apply_ratio(index * stride + low, index * stride + high, ratio)
+    lo, hi = np.floor(np.asarray(lo) + 0.5), np.floor(np.asarray(hi) + 0.5)
+    kept = (hi >= lo) & (hi >= 0) & (lo <= extent - 1)
+    lo, hi = lo.clip(0, extent - 1).astype(np.int64), hi.clip(0, extent - 1).astype(np.int64)
+    edges = np.unique(np.concatenate([lo[kept], hi[kept] + 1]))
+    cover = np.zeros((count, max(len(edges) - 1, 0)), dtype=np.float32)
+    for i in np.flatnonzero(kept):
+        cover[i, np.searchsorted(edges, lo[i]) : np.searchsorted(edges, hi[i] + 1)] = 1.0
+    for table in (lo, hi, kept, edges, cover):
+        table.flags.writeable = False  # shared through the cache
+    return lo, hi, kept, edges, cover
 
 
 def _rectangles(params: LocalizerParams, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(K, 4) int inclusive x0, y0, x1, y1 of the surviving rectangles."""
-    rects, kept = _rounded_rects(params, rows, cols)
-    return rects[kept]
-
-
-def _compressed_masks(classes: np.ndarray, rects: np.ndarray, count: int):
-    """Paint inclusive rectangles, each tagged with its class, into one coordinate-compressed grid
-    per class: (count, gy, gx) uint8 plus the edge lists xs, ys (cell i spans [xs[i], xs[i+1])).
-
-    The edges are shared by all classes (a finer grid is still exact for each), and painting uses a
-    2-D difference array and two cumulative sums, so there is no Python loop over rectangles."""
-    xs = np.unique(np.concatenate([rects[:, 0], rects[:, 2] + 1]))
-    ys = np.unique(np.concatenate([rects[:, 1], rects[:, 3] + 1]))
-    x0, x1 = np.searchsorted(xs, rects[:, 0]), np.searchsorted(xs, rects[:, 2] + 1)
-    y0, y1 = np.searchsorted(ys, rects[:, 1]), np.searchsorted(ys, rects[:, 3] + 1)
-    diff = np.zeros((count, len(ys), len(xs)), dtype=np.int32)
-    np.add.at(diff, (classes, y0, x0), 1)
-    np.add.at(diff, (classes, y0, x1), -1)
-    np.add.at(diff, (classes, y1, x0), -1)
-    np.add.at(diff, (classes, y1, x1), 1)
-    covered = diff.cumsum(axis=1).cumsum(axis=2)[:, :-1, :-1] > 0
-    return covered.astype(np.uint8), xs, ys
+    """(K, 4) int inclusive x0, y0, x1, y1 of the surviving rectangles of CAM pixels (rows, cols)."""
+    (height, width), n, m = params.input_size, int(np.max(rows, initial=0)) + 1, int(np.max(cols, initial=0)) + 1
+    ylo, yhi, ykept, _, _ = _axis_cells(params.affine, float(params.ratio), height, n)
+    xlo, xhi, xkept, _, _ = _axis_cells(params.affine, float(params.ratio), width, m)
+    kept = ykept[rows] & xkept[cols]
+    rows, cols = rows[kept], cols[kept]
+    return np.stack([xlo[cols], ylo[rows], xhi[cols], yhi[rows]], 1).reshape(-1, 4)
 
 
 def _contour_boxes(mask: np.ndarray, xs: np.ndarray | None = None, ys: np.ndarray | None = None) -> np.ndarray:
@@ -227,10 +224,6 @@ def _score_boxes(boxes: np.ndarray, peak_centres: np.ndarray, peak_values: np.nd
     return scores
 
 
-def _peak_centres(rects: np.ndarray) -> np.ndarray:
-    return np.stack([(rects[:, 0] + rects[:, 2] + 1) / 2.0, (rects[:, 1] + rects[:, 3] + 1) / 2.0], axis=1)
-
-
 def _active_peaks(cams: np.ndarray, params: LocalizerParams):
     """(indices of the classes that can have a peak, their maps, their peaks): only classes whose
     maximum clears t_c, usually a few of many."""
@@ -246,18 +239,21 @@ def _localize_fast(cams: np.ndarray, params: LocalizerParams) -> list[Detection]
     if len(active) == 0:
         return []
     reach = mountains(cams, peaks, params.floor, params.relative_floor)
-    k, rows, cols = np.nonzero(reach)  # every mountain pixel of every active class
-    rects, kept = _rounded_rects(params, rows, cols)
-    k, rects = k[kept], rects[kept]
-    if len(rects) == 0:
-        return []
-    masks, xs, ys = _compressed_masks(k, rects, len(active))
+    (height, width), (n, m) = params.input_size, cams.shape[1:]
+    ylo, yhi, ykept, ys, cover_y = _axis_cells(params.affine, float(params.ratio), height, n)
+    xlo, xhi, xkept, xs, cover_x = _axis_cells(params.affine, float(params.ratio), width, m)
+    # Paint every mountain pixel's rectangle into a coordinate-compressed grid per class at once: a
+    # grid cell is covered when some mountain pixel's row covers its y and its column its x, which is
+    # the (0/1) matrix product cover_y^T . reach . cover_x. Exact: the counts are small integers.
+    covered = (cover_y.T @ reach.astype(np.float32) @ cover_x) > 0  # (K, grid rows, grid columns)
     pk, prow, pcol = np.nonzero(peaks)
-    prects, pkept = _rounded_rects(params, prow, pcol)
-    pk, centres, values = pk[pkept], _peak_centres(prects[pkept]), cams[pk, prow, pcol][pkept]
+    pkept = ykept[prow] & xkept[pcol]
+    pk, prow, pcol = pk[pkept], prow[pkept], pcol[pkept]
+    centres = np.stack([(xlo[pcol] + xhi[pcol] + 1) / 2.0, (ylo[prow] + yhi[prow] + 1) / 2.0], axis=1)
+    values = cams[pk, prow, pcol]
     detections = []
-    for index in np.unique(k):
-        boxes = _contour_boxes(masks[index], xs, ys)
+    for index in np.flatnonzero(covered.any(axis=(1, 2))):
+        boxes = _contour_boxes(covered[index].astype(np.uint8), xs, ys)
         own = pk == index
         scores = _score_boxes(boxes, centres[own], values[own])
         c = int(active[index])
