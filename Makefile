@@ -11,7 +11,7 @@ STAMP := $(VENV)/.spamcam-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,cpu,video,mqtt,web,dev]'
+	$(PY) -m pip install --quiet -e '.[train,cpu,video,mqtt,web,triton,dev]'
 	@# The MQTT tests run a real broker, Debian's mosquitto; installed here where apt and root allow it
 	@# (the tests skip, saying why, where it is missing).
 	-@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml
 	-@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
 		echo "note: chromium is not installed (apt-get install chromium); the web page test will skip"; }
+	@# A real Triton server for the triton:// tests: the tritonserver binary from NVIDIA's nvidia-pytriton
+	@# wheel, unpacked into $(VENV)/tritonserver (tests/triton_server.py says why and how).
+	-@$(PY) tests/triton_server.py --prepare >/dev/null 2>&1 || \
+		echo "note: no Triton server could be prepared (python tests/triton_server.py --prepare); the Triton server tests will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -87,8 +87,13 @@ def build_tensorrt_engine(
                                        dla_core=dla_core, timing_cache=timing_cache)
         plan = serialize_plan(parsed, config)
         info = source.info
+        network = parsed.network
+        io_tensors = ([network.get_input(i) for i in range(network.num_inputs)]
+                      + [network.get_output(i) for i in range(network.num_outputs)])
         info.extra.update({"precision": precision, "tensorrt_version": trt.__version__, **device,
-                           "profile": [list(s) for s in shapes], "dla_core": dla_core})
+                           "profile": [list(s) for s in shapes], "dla_core": dla_core,
+                           # what export-triton declares (Triton checks a plan's I/O types against its config)
+                           "io_types": {t.name: t.dtype.name for t in io_tensors}})
         save_engine(plan, info, output)
         if cache is not None:
             write_bytes_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))

@@ -1,5 +1,6 @@
 """Inference backends behind one interface: `open_backend(path)` picks by file type, `infer(batch)`
-returns CAMs. ONNX Runtime for `.onnx`, TensorRT for `.engine` / `.plan` (with a sidecar JSON).
+returns CAMs. ONNX Runtime for `.onnx`, TensorRT for `.engine` / `.plan` (with a sidecar JSON), and a
+Triton Inference Server for `triton://host:port/model` URIs.
 
 Heavy dependencies are imported inside each backend, so `import runtime.backends` works anywhere
 and the error, when one is needed, names what to install.
@@ -38,8 +39,20 @@ def sidecar_path(engine: str | Path) -> Path:
 
 def open_backend(path: str | Path, **options) -> Backend:
     """ONNX Runtime for .onnx; TensorRT for .engine/.plan/.trt. Options go to the backend
-    (ONNX Runtime: providers, threads; TensorRT: check_build). A TensorRT engine's batch limit is
+    (ONNX Runtime: providers, threads, spinning; TensorRT: check_build; Triton: timeout). A TensorRT engine's batch limit is
     its optimization profile's, fixed by `build-engine --max-batch`; larger batches run in chunks."""
+    from .triton_backend import is_triton_uri
+
+    if is_triton_uri(path):
+        from .triton_backend import TritonBackend
+
+        backend = TritonBackend(path, **options)
+        try:
+            check_graph(backend, str(path))
+        except Exception:
+            backend.close()
+            raise
+        return backend
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"{path}: no such model file")
