@@ -27,19 +27,9 @@ import numpy as np
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
 # edge_app package it measures.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(Path(__file__).resolve().parent))  # last: for _speed, after the edge_app package
 
-
-def make_video(path: Path, frames: int) -> None:
-    rng = np.random.default_rng(0)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
-    for t in range(frames):
-        frame = np.full((480, 640, 3), 30, np.uint8)
-        for k in range(3):
-            x, y = int(80 + 200 * k + 60 * np.sin(t / 20 + k)), int(200 + 120 * np.cos(t / 25 + k))
-            cv2.putText(frame, str((t // 30 + k) % 10), (x, y), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 8)
-        frame = cv2.add(frame, rng.integers(0, 20, frame.shape, dtype=np.uint8))
-        writer.write(frame)
-    writer.release()
+from _speed import make_video, random_onnx  # noqa: E402
 
 
 def make_event_video(path: Path, frames: int, fps: int = 30) -> None:
@@ -180,22 +170,6 @@ def live_rows(model: Path, video: Path, work: Path, seconds: float = 20.0, fps: 
     return rows
 
 
-def random_onnx(work: Path, name: str, size: int) -> Path:
-    """An untrained model exported to ONNX (speed only)."""
-    import torch
-
-    from export.onnx_export import export_onnx
-    from training.checkpoint import save_checkpoint
-    from training.model import ModelConfig, build_model, default_normalisation
-
-    channels = 1 if name == "lenet" else 3
-    mean, std = default_normalisation(name, channels)
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone=name, classes=["3"], input_size=[size, size], in_channels=channels,
-                                    mean=mean, std=std))
-    return export_onnx(save_checkpoint(work / f"{name}.pt", model), work / f"{name}{size}.onnx")
-
-
 def spinning_rows(work: Path, video: Path, repeats: int = 3) -> list:
     """ONNX Runtime's worker threads spinning between runs or not: a file read as fast as the loop goes
     (FPS), and the same file played at 30 FPS like a camera (processed FPS, CPU % of one core, whole
@@ -284,9 +258,6 @@ def main() -> None:
 
     from calibration.quantize import quantize_int8
     from edge_app.app import STAGES, AppConfig, EdgeApp
-    from export.onnx_export import export_onnx
-    from training.checkpoint import save_checkpoint
-    from training.model import ModelConfig, build_model, default_normalisation
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -304,12 +275,7 @@ def main() -> None:
             return
         for name, size, int8 in () if args.only_events else (("lenet", 128, False), ("lenet", 128, True),
                                                                ("mobilenet_v3_large", 320, False)):
-            channels = 1 if name == "lenet" else 3
-            mean, std = default_normalisation(name, channels)
-            torch.manual_seed(0)
-            model = build_model(ModelConfig(backbone=name, classes=["3"], input_size=[size, size], in_channels=channels,
-                                            mean=mean, std=std))
-            onnx_path = export_onnx(save_checkpoint(work / f"{name}.pt", model), work / f"{name}.onnx")
+            onnx_path = random_onnx(work, name, size)
             if int8:
                 onnx_path = quantize_int8(onnx_path, work / f"{name}.int8.onnx", calibration="embedded", samples=32,
                                           show_progress=False)

@@ -29,39 +29,25 @@ from pathlib import Path
 import numpy as np
 
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.append(str(Path(__file__).resolve().parent))  # last: for _speed, after the edge_app package
 ROOT = Path(__file__).resolve().parents[1]
+
+from _speed import make_video, random_onnx  # noqa: E402
 FPS = 30
 
 
 def make_streams(work: Path, count: int, seconds: float) -> list[Path]:
-    from edge_app_bench import make_video  # benchmarks/edge_app.py's generated 640x480 video
-
-    frames = int(seconds * FPS)
+    """`count` copies of the generated 640x480 footage, each a file of its own (its own decoder)."""
     base = work / "stream.mp4"
     if not base.exists():
-        make_video(base, frames)
+        make_video(base, int(seconds * FPS))
     paths = []
-    for i in range(count):  # the same footage per camera, as files of their own (each its own decoder)
+    for i in range(count):
         path = work / f"cam{i}.mp4"
         if not path.exists():
             path.write_bytes(base.read_bytes())
         paths.append(path)
     return paths
-
-
-def random_model(work: Path, backbone: str, size: int) -> Path:
-    import torch
-
-    from export.onnx_export import export_onnx
-    from training.checkpoint import save_checkpoint
-    from training.model import ModelConfig, build_model, default_normalisation
-
-    channels = 1 if backbone == "lenet" else 3
-    mean, std = default_normalisation(backbone, channels)
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(backbone=backbone, classes=["3"], input_size=[size, size], in_channels=channels,
-                                    mean=mean, std=std))
-    return export_onnx(save_checkpoint(work / f"{backbone}.pt", model), work / f"{backbone}{size}.onnx")
 
 
 def sequential(model: Path, videos: list[Path], work: Path, realtime: bool) -> dict:
@@ -142,18 +128,13 @@ def main() -> None:
     parser.add_argument("--models", default="lenet@128,mobilenet_v3_large@320")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("edge_app_bench", Path(__file__).resolve().parent / "edge_app.py")
-    sys.modules["edge_app_bench"] = module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     rows = []
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for spec_text in args.models.split(","):
             backbone, size = spec_text.split("@")
-            model = random_model(work, backbone, int(size))
+            model = random_onnx(work, backbone, int(size))
             for count in (int(n) for n in args.streams.split(",")):
                 videos = make_streams(work, count, args.seconds)
                 for realtime in (True, False):

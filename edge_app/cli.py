@@ -27,6 +27,7 @@ examples:
   edge_app --model model.fp16.engine --source csi://0 --output display://0 --width 1280 --height 720
   edge_app --model model.int8.onnx --source rtsp://drone.local/live --output http://0.0.0.0:8080 --headless
   edge_app --model model.onnx --source /dev/video0 --overlay heatmap --output http://127.0.0.1:8080
+  edge_app --model triton://gpu-server:8001/birds --source rtsp://cam.local/live --json -
   edge_app --model model.onnx --source rtsp://cam.local/live --camera feeder --mqtt mqtt://127.0.0.1 \\
       --webhook http://127.0.0.1:1880/spamcam --snapshots snaps/ --clips clips/ --zone "door:0,300 200,300 200,480 0,480"
 
@@ -59,8 +60,8 @@ failed_outputs says which and why); 1 a bug (SPAMCAM_TRACEBACK=1 shows where).
 class EdgeAppCommand(AppConfig):
     """edge_app's options: the model and how it runs, the cameras, and everything `AppConfig` says."""
 
-    model: str = option("", "model.onnx, model.int8.onnx or a TensorRT model.engine", required=True,
-                        metavar="FILE")
+    model: str = option("", "model.onnx, model.int8.onnx, a TensorRT model.engine, or triton://HOST:PORT/MODEL",
+                        required=True, metavar="MODEL")
     headless: bool = option(False, "refuse display:// outputs (for servers and drones)")
     threads: int | None = option(None, "ONNX Runtime intra-op threads", type=number(int, minimum=1))
     ort_spinning: bool = option(DEFAULT_SPINNING, "let ONNX Runtime's worker threads spin between runs (faster "

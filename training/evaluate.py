@@ -17,7 +17,8 @@ import numpy as np
 from runtime.cli import BadValue, number
 from runtime.config_cli import option
 from runtime.confidence import DEFAULT_MIN_CONFIDENCE, SCORINGS, BoxPolicy
-from runtime.errors import DataError
+from runtime.backends.triton_backend import is_triton_uri
+from runtime.errors import ConfigError, DataError
 from runtime.evaluation import Predictions, evaluate, tune_box_settings
 from runtime.geometry import PROJECTIONS
 from runtime.postprocess import BoxSettings
@@ -42,6 +43,7 @@ class EvaluatedModel:
 
 
 def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto", progress: bool = True) -> EvaluatedModel:
+    uri = str(path) if is_triton_uri(str(path)) else None  # a Triton model is a URI, not a file
     path = Path(path)
     if path.suffix == ".pt":
         from .checkpoint import load_model
@@ -63,7 +65,7 @@ def load_for_eval(path: str | Path, *, batch_size: int = 32, device: str = "auto
     from runtime.backends import open_backend
     from runtime.scores import class_probabilities, pool_cams
 
-    backend = open_backend(path)
+    backend = open_backend(uri or path)
 
     def run(split) -> Predictions:
         from tqdm import tqdm
@@ -177,6 +179,9 @@ def evaluate_model(model_path: str | Path, config: EvalConfig | None = None, **s
 
 def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
     model = load_for_eval(model_path, batch_size=c.batch_size, device=c.device, progress=c.progress)
+    if c.tune and c.write_settings and is_triton_uri(str(model_path)):
+        raise ConfigError("--tune stores the chosen settings in the model's file; a triton:// model's live in its "
+                          "repository: tune the ONNX model or engine, then export-triton it again")
     if c.tune and c.write_settings:  # stored into the model's own file: say now if that cannot be written
         writable_folder(Path(model_path).parent, "--tune (stores the chosen settings in the model)")
     info = model.info

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.cli import EXIT_OUTPUT_FAILED, run_cli
+from runtime.backends.triton_backend import is_triton_uri
 from runtime.config_cli import command_parser, option, parse_command
 from runtime.errors import NotFoundError
 from runtime.output_paths import json_destination, writable_folder
@@ -34,7 +35,8 @@ ran with, for --config.
 class EvalCommand(EvalConfig):
     """eval-cam's options: what to evaluate, how (`EvalConfig`), and where the metrics go."""
 
-    model: str = option(help="ckpt.pt (PyTorch), model.onnx (ONNX Runtime) or model.engine (TensorRT)",
+    model: str = option(help="ckpt.pt (PyTorch), model.onnx (ONNX Runtime), model.engine (TensorRT) or "
+                        "triton://HOST:PORT/MODEL (Triton Inference Server)",
                         positional=True)
     json: str | None = option(None, "write all metrics to this JSON file (- : standard output, the table then goes to "
                               "stderr)")
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = command.config
 
     def work() -> int:
-        if not Path(args.model).is_file():  # before the outputs are checked: they must not be made for nothing
+        if not is_triton_uri(args.model) and not Path(args.model).is_file():  # before the outputs are checked
             raise NotFoundError(f"{args.model}: no such model file")
         json_target = json_destination(args.json)  # checked before the evaluation, not after
         say = sys.stderr if json_target == "-" else sys.stdout  # --json -: standard output holds the JSON alone
