@@ -27,7 +27,8 @@ import numpy as np
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
 # edge_app package it measures.
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.append(str(Path(__file__).resolve().parent))  # last: for _speed, after the edge_app package
+import edge_app.app  # noqa: E402,F401  the package, imported before this folder (with edge_app.py) is back
+sys.path.append(str(Path(__file__).resolve().parent))  # for _speed
 
 from _speed import make_video, random_onnx  # noqa: E402
 
@@ -248,33 +249,27 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--event-frames", type=int, default=2400, help="frames of the events video")
     parser.add_argument("--long-frames", type=int, default=10000, help="frames of the memory run (0: skip it)")
-    parser.add_argument("--only-events", action="store_true", help="skip the first table")
-    parser.add_argument("--only-spinning", action="store_true",
-                        help="only the ONNX Runtime spinning table (worker threads spinning between runs or not)")
+    parser.add_argument("--tables", default="loop,spinning,events",
+                        help="which tables: loop (the whole loop per model), spinning (ONNX Runtime's worker threads "
+                        "spinning between runs or not), events (tracking, events, clips; memory; live feed)")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure a 30 FPS live feed, 20 s per setup")
     args = parser.parse_args()
+    tables = set(args.tables.split(","))
     import torch
 
     from calibration.quantize import quantize_int8
     from edge_app.app import STAGES, AppConfig, EdgeApp
+    from edge_app.multi import MultiCameraApp
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         video = work / "input.mp4"
         make_video(video, args.frames)
-        spinning = spinning_rows(work, video)
-        print(f"machine: {platform.machine()}, {os.cpu_count()} cores; 640x480 video, {args.frames} frames; "
-              "ONNX Runtime CPU, default threads; JSON lines, no video output; median of 3 interleaved runs")
-        print("| model | source | spinning | processed FPS | inference ms | CPU % of one core | dropped |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for r in spinning:
-            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.0f} | {r[6]:.0f} |")
-        if args.only_spinning:
-            return
-        for name, size, int8 in () if args.only_events else (("lenet", 128, False), ("lenet", 128, True),
-                                                               ("mobilenet_v3_large", 320, False)):
+        spinning = spinning_rows(work, video) if "spinning" in tables else []
+        for name, size, int8 in () if "loop" not in tables else (("lenet", 128, False), ("lenet", 128, True),
+                                                                 ("mobilenet_v3_large", 320, False)):
             onnx_path = random_onnx(work, name, size)
             if int8:
                 onnx_path = quantize_int8(onnx_path, work / f"{name}.int8.onnx", calibration="embedded", samples=32,
@@ -287,19 +282,36 @@ def main() -> None:
                               log=lambda _m: None)
                 summary = app.run()
                 label = f"{name}@{size} {'INT8' if int8 else 'FP32'}"
-                rows.append((label, "JSON lines + overlay + mp4" if with_output else "JSON lines", summary.fps,
-                             *(summary.stage_ms[s] for s in STAGES)))
-        event_video = work / "events.mp4"
-        make_event_video(event_video, args.event_frames)
-        event_table, model = events_rows(event_video, work)
-        memory = memory_row(model, event_video, work, args.long_frames) if args.long_frames else None
-        live = live_rows(model, event_video, work) if args.live else []
+                what = "JSON lines + overlay + mp4" if with_output else "JSON lines"
+                rows.append((label, what, summary.fps, *(summary.stage_ms[s] for s in STAGES)))
+                # The same camera through the pipelined app (edge_app --web, or several cameras).
+                piped = MultiCameraApp(onnx_path, [AppConfig(source=str(video), outputs=outputs,
+                                                             json=str(work / "out.jsonl"))], log=lambda _m: None).run()
+                stages = piped.cameras["camera"].stage_ms
+                rows.append((label, what + ", pipelined", piped.fps, *(stages[s] for s in STAGES)))
+        event_table, memory, live = [], None, []
+        if "events" in tables:
+            event_video = work / "events.mp4"
+            make_event_video(event_video, args.event_frames)
+            event_table, model = events_rows(event_video, work)
+            memory = memory_row(model, event_video, work, args.long_frames) if args.long_frames else None
+            live = live_rows(model, event_video, work) if args.live else []
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads; 640x480 video, {args.frames} frames; "
           "ONNX Runtime CPU")
-    print("| model | outputs | FPS | capture ms | preprocess ms | inference ms | postprocess ms | output ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | " + " | ".join(f"{v:.2f}" for v in r[3:]) + " |")
+    if rows:
+        print("| model | outputs | FPS | capture ms | preprocess ms | inference ms | postprocess ms | output ms |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | " + " | ".join(f"{v:.2f}" for v in r[3:]) + " |")
+    if spinning:
+        print("\nONNX Runtime's worker threads spinning between runs or not; default threads; JSON lines, no video "
+              "output; median of 3 interleaved runs")
+        print("| model | source | spinning | processed FPS | inference ms | CPU % of one core | dropped |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in spinning:
+            print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.1f} | {r[4]:.2f} | {r[5]:.0f} | {r[6]:.0f} |")
+    if not event_table:
+        return
     print("\nLeNet@128 FP32 trained on the embedded digits, 640x480 video of passing 3s, no video output; "
           "median of 5 interleaved runs")
     print("| setup | FPS | FPS vs boxes only | CPU ms / frame | CPU vs boxes only | events |")

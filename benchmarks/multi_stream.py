@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.append(str(Path(__file__).resolve().parent))  # last: for _speed, after the edge_app package
+import edge_app.app  # noqa: E402,F401  the package, imported before this folder (with edge_app.py) is back
+sys.path.append(str(Path(__file__).resolve().parent))  # for _speed
 ROOT = Path(__file__).resolve().parents[1]
 
 from _speed import make_video, random_onnx  # noqa: E402

@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-sys.path.append(str(Path(__file__).resolve().parent))  # last: for _speed
+import edge_app.app  # noqa: E402,F401  the package, imported before this folder (with edge_app.py) is back
+sys.path.append(str(Path(__file__).resolve().parent))  # for _speed
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # tests/triton_server.py: the server the tests use
 
