@@ -18,7 +18,7 @@ from typing import Callable
 from runtime.cli import number
 from runtime.config_cli import option
 from runtime.confidence import DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, ServerLost
 from runtime.events import DEFAULT_UPDATE_INTERVAL, parse_zone
 from runtime.localizer import Localizer
 from runtime.output_paths import writable_file, writable_folder
@@ -31,9 +31,10 @@ from .outputs import refuse_clashing_paths
 from .overlay import OVERLAYS
 from .sources import DEFAULT_STALL_TIMEOUT, FLIPS, SourceLost, open_source
 
-__all__ = ["EdgeApp", "AppConfig", "RunSummary"]
+__all__ = ["EdgeApp", "AppConfig", "RunSummary", "MODEL_SERVER_LOST"]
 
 STAGES = ("capture", "preprocess", "inference", "postprocess", "output")
+MODEL_SERVER_LOST = "model server lost"  # stopped_by when a triton:// model's server is gone (exit 3)
 
 
 def zone_text(value) -> str:
@@ -176,6 +177,22 @@ class RunSummary:
                 **({"events": self.events} if self.events else {})}
 
 
+def install_stop_signals(stop: Callable[[str], None]) -> dict:
+    """Ctrl-C and SIGTERM call `stop(signal name)` (the loop ends after the current frame and closes
+    every output); only on the main thread, where Python allows handlers. Returns what to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda n, _f: stop(signal.Signals(n).name))
+    return previous
+
+
+def restore_signals(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
 class _Meter:
     """Running sums and an exponential moving average of FPS; constant memory."""
 
@@ -216,14 +233,6 @@ class EdgeApp:
         self.stopped_by = reason
         self._stop.set()
 
-    def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda n, _f: self.stop(signal.Signals(n).name))
-        return previous
-
     def _maybe_summarise(self, summary: RunSummary, meter: _Meter, source, last: float) -> float:
         """The periodic log line, also while a live source delivers nothing (a silent app looks dead)."""
         now = time.perf_counter()
@@ -251,7 +260,7 @@ class EdgeApp:
                              give_up_after=config.reconnect_timeout, log=self.log, stall_timeout=config.stall_timeout,
                              realtime=config.realtime)
         delivery = None
-        previous = self._install_signals()
+        previous = install_stop_signals(self.stop)
         summary = RunSummary()
         meter = _Meter()
         started = time.perf_counter()
@@ -281,6 +290,10 @@ class EdgeApp:
                 capture_ms = (time.perf_counter() - t0) * 1000
                 try:
                     result = self.localizer(frame.image)
+                except ServerLost as error:  # a triton:// model's server went away and did not come back
+                    self.log(f"edge_app: {error}")
+                    self.stopped_by = MODEL_SERVER_LOST
+                    break
                 except ValueError as error:  # e.g. an empty or odd-shaped frame: skip it, count it
                     summary.bad += 1
                     self.log(f"edge_app: skipped frame {frame.index}: {error}")
@@ -305,8 +318,7 @@ class EdgeApp:
                 summary.events = delivery.events
                 summary.failed_outputs.update(delivery.failed)
             source.close()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            restore_signals(previous)
         summary.stage_ms = meter.means()
         summary.dropped = source.stats.dropped
         summary.bad += source.stats.bad

@@ -11,7 +11,7 @@ from runtime.config_cli import command_parser, option, parse_command
 from runtime.backends.onnxruntime_backend import DEFAULT_SPINNING
 from runtime.errors import ConfigError
 
-from .app import AppConfig, EdgeApp
+from .app import MODEL_SERVER_LOST, AppConfig, EdgeApp
 from .camera_config import camera_configs, camera_list
 from .multi import DEFAULT_INFERENCE_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, BatchSettings, MultiCameraApp
 
@@ -51,7 +51,7 @@ loss) leaves a playable .mkv, and a playable .mp4 where PyAV is installed (fragm
 'spamcam[video]'); without PyAV an .mp4 plays only once closed. docs/reliability.md has the details.
 
 exit codes: 0 done; 2 bad input (model, source, options, an output that cannot be written); 3 a live
-source was lost; 4 an output failed, so not everything asked for was written (the summary's
+source, or a triton:// model's server, was lost; 4 an output failed, so not everything asked for was written (the summary's
 failed_outputs says which and why); 1 a bug (SPAMCAM_TRACEBACK=1 shows where).
 """
 
@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         configs = camera_configs(args, args.cameras)
         if len(configs) == 1 and not args.web:
             summary = EdgeApp(args.model, configs[0], **options).run()  # SIGINT/SIGTERM end it cleanly
-            lost = summary.stopped_by == "source lost"
+            lost = summary.stopped_by in ("source lost", MODEL_SERVER_LOST)
         else:
             app = MultiCameraApp(args.model, configs, web=args.web, **options,
                                  batch=BatchSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                                                      inference_threads=args.inference_threads))
             summary = app.run()
-            lost = bool(summary.lost_sources)
+            lost = bool(summary.lost_sources) or summary.stopped_by == MODEL_SERVER_LOST
         for path in summary.outputs:  # the settings beside each file and folder it wrote
             command.save_beside(path, folder=Path(path).is_dir())
         print(json.dumps({"summary": summary.to_dict()}), file=sys.stderr if args.json == "-" else sys.stdout)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -30,11 +29,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from runtime.confidence import BoxPolicy
-from runtime.errors import ConfigError
+from runtime.errors import ConfigError, ServerLost
 from runtime.localizer import Localizer, PendingResult, Prepared
 from runtime.output_paths import writable_file, writable_folder
 
-from .app import RunSummary
+from .app import MODEL_SERVER_LOST, RunSummary, install_stop_signals, restore_signals
 from .camera_outputs import CameraOutputs
 from .metrics import AppMetrics
 from .outputs import refuse_clashing_paths
@@ -89,6 +88,8 @@ class _DropOldest:
         with self.condition:
             while block and len(self.items) >= self.size and not stop.is_set():
                 self.condition.wait(0.1)
+            if block and len(self.items) >= self.size:
+                return  # stopping: a file's frame that was never processed is not a dropped one
             if len(self.items) >= self.size:
                 self.items.popleft()
                 self.dropped += 1
@@ -449,7 +450,7 @@ class MultiCameraApp:
 
     def run(self) -> MultiRunSummary:
         self._check_outputs()
-        previous = self._install_signals()
+        previous = install_stop_signals(self.stop)
         self._inference_done = threading.Event()
         threads: list[threading.Thread] = []
         started = time.perf_counter()
@@ -493,24 +494,18 @@ class MultiCameraApp:
                     camera.source.close()
             if self.web is not None:
                 self.web.close()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            restore_signals(previous)
         return self._summary(seconds)
 
     def _infer_then_mark(self, group: list[_Camera]) -> None:
         try:
             self._infer(group)
+        except ServerLost as error:  # a triton:// model's server went away and did not come back
+            self.log(f"edge_app: {error}")
+            self.stop(MODEL_SERVER_LOST)
         except Exception as error:
             self.log(f"edge_app: inference failed: {error}")
             self.stop(f"inference failed: {error}")
-
-    def _install_signals(self):
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda n, _f: self.stop(signal.Signals(n).name))
-        return previous
 
     def _log_progress(self) -> None:
         parts = []

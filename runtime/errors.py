@@ -35,6 +35,10 @@ class DeviceError(SpamcamError, RuntimeError):
     """What the work needs is missing here: a library (TensorRT, ONNX Runtime), a GPU, a DLA, a driver."""
 
 
+class ServerLost(DeviceError):
+    """A model server (Triton) stopped answering during a run and did not come back in time."""
+
+
 class DownloadError(SpamcamError, RuntimeError):
     """A download failed or brought something other than what was expected."""
 

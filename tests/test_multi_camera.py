@@ -225,3 +225,35 @@ def test_drop_oldest_queue_counts_what_it_drops():
     for item in range(5):
         q.put(item, block=False, stop=stop)
     assert q.dropped == 3 and [q.get_nowait(), q.get_nowait()] == [3, 4]
+
+
+def test_sigint_stops_every_camera_cleanly(model, mnist_digits, tmp_path):
+    """Ctrl-C on a multi-camera run: exit 0, every camera's JSON lines whole and in order, its video
+    finalised with exactly the frames the JSON lines report."""
+    import os
+    import signal
+    import sys
+
+    long_videos = []
+    for i in range(2):
+        long_videos.append(tmp_path / f"long{i}.mp4")
+        moving_digits_video(long_videos[-1], mnist_digits, frames=600)
+    root = Path(__file__).resolve().parents[1]
+    process = subprocess.Popen([sys.executable, "-m", "edge_app", "--model", str(model),
+                                "--source", str(long_videos[0]), "--source", str(long_videos[1]), "--realtime",
+                                "--json", str(tmp_path / "{camera}.jsonl"), "--output", str(tmp_path / "out" / "{camera}.mp4")],
+                               env=dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = tmp_path / "long0.jsonl"
+    deadline = time.time() + 60
+    while (not first.exists() or first.read_text().count("\n") < 30) and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "done (SIGINT)" in stderr
+    for name in ("long0", "long1"):
+        records = _lines(tmp_path / f"{name}.jsonl")
+        assert 10 <= len(records) < 600
+        assert [r["frame"] for r in records] == sorted(r["frame"] for r in records)
+        assert frame_count(tmp_path / "out" / f"{name}.mp4") == len(records)

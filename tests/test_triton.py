@@ -112,3 +112,40 @@ def test_edge_app_on_triton_writes_what_the_local_model_does(model, server, mnis
     boxes = {name: [[(d["class"], d["box"], d.get("track_id")) for d in r["detections"]] for r in records]
              for name, records in lines.items()}
     assert boxes["triton"] == boxes["local"]
+
+
+def test_a_server_restart_mid_run_is_ridden_out_and_a_server_gone_for_good_ends_the_run(model, server, mnist_digits,
+                                                                                        tmp_path):
+    """edge_app on triton:// with a camera-rate source: the server is killed and started again (the
+    run goes on, retrying), then killed for good (the run ends with 'model server lost', exit 3)."""
+    import threading
+    import time
+
+    from edge_app.app import MODEL_SERVER_LOST, AppConfig, EdgeApp
+
+    repository = tmp_path / "repo"
+    triton_server.python_model(repository, "spamcam", Path(model))
+    video = tmp_path / "v.mp4"
+    moving_digits_video(video, mnist_digits, frames=1500)  # 60 s at 25 FPS: longer than the test
+    own = triton_server.Server(repository, tmp_path / "a.log")
+    localizer = Localizer(f"triton://127.0.0.1:{own.grpc}/spamcam", give_up_after=6.0)
+    logs, result = [], {}
+    app = EdgeApp(localizer, AppConfig(source=str(video), realtime=True, json=str(tmp_path / "out.jsonl")),
+                  log=logs.append)
+    thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
+    thread.start()
+    time.sleep(3)
+    own.process.kill()  # the server dies ...
+    own.process.wait()
+    time.sleep(1)
+    again = triton_server.Server(repository, tmp_path / "b.log", ports=(own.http, own.grpc))  # ... and comes back
+    before = len((tmp_path / "out.jsonl").read_text().splitlines())
+    time.sleep(3)
+    after = len((tmp_path / "out.jsonl").read_text().splitlines())
+    again.process.kill()  # ... and goes away for good
+    thread.join(timeout=60)
+    summary = result["summary"]
+    assert after > before + 20  # frames flowed again after the restart
+    assert localizer.backend.retries > 0
+    assert summary.stopped_by == MODEL_SERVER_LOST
+    assert any("stopped answering" in line for line in logs)

@@ -119,8 +119,10 @@ def _free_port() -> int:
 class Server:
     """tritonserver on loopback ports, serving `repository`; a context manager."""
 
-    def __init__(self, repository: Path, log: Path, timeout: float = 60.0) -> None:
-        self.http, self.grpc, metrics = _free_port(), _free_port(), _free_port()
+    def __init__(self, repository: Path, log: Path, timeout: float = 60.0, ports: tuple[int, int] | None = None) -> None:
+        """`ports`: (HTTP, gRPC) to listen on (a restart on the same address); default: free ones."""
+        self.http, self.grpc = ports or (_free_port(), _free_port())
+        metrics = _free_port()
         tritonserver = binary().parent.parent
         self.log = log
         self.process = subprocess.Popen(

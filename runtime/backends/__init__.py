@@ -41,37 +41,34 @@ def open_backend(path: str | Path, **options) -> Backend:
     """ONNX Runtime for .onnx; TensorRT for .engine/.plan/.trt. Options go to the backend
     (ONNX Runtime: providers, threads, spinning; TensorRT: check_build; Triton: timeout). A TensorRT engine's batch limit is
     its optimization profile's, fixed by `build-engine --max-batch`; larger batches run in chunks."""
-    from .triton_backend import is_triton_uri
-
-    if is_triton_uri(path):
-        from .triton_backend import TritonBackend
-
-        backend = TritonBackend(path, **options)
-        try:
-            check_graph(backend, str(path))
-        except Exception:
-            backend.close()
-            raise
-        return backend
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"{path}: no such model file")
-    if path.suffix == ".onnx":
-        from .onnxruntime_backend import OnnxRuntimeBackend
-
-        backend = OnnxRuntimeBackend(path, **options)
-    elif path.suffix in ENGINE_SUFFIXES:
-        from .tensorrt_backend import TensorRTBackend
-
-        backend = TensorRTBackend(path, **options)
-    else:
-        raise ModelError(f"{path}: unknown model type {path.suffix!r}; expected .onnx or a TensorRT {'/'.join(ENGINE_SUFFIXES)}")
+    backend = _open(path, options)
     try:
         check_graph(backend, str(path))
     except Exception:
         backend.close()
         raise
     return backend
+
+
+def _open(path: str | Path, options: dict) -> Backend:
+    from .triton_backend import is_triton_uri
+
+    if is_triton_uri(path):  # a URI, not a file: Path() would fold its "//"
+        from .triton_backend import TritonBackend
+
+        return TritonBackend(path, **options)
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such model file")
+    if path.suffix == ".onnx":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, **options)
+    if path.suffix in ENGINE_SUFFIXES:
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path, **options)
+    raise ModelError(f"{path}: unknown model type {path.suffix!r}; expected .onnx or a TensorRT {'/'.join(ENGINE_SUFFIXES)}")
 
 
 def check_graph(backend: Backend, source: str) -> None:

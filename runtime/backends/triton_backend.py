@@ -7,13 +7,17 @@ thresholds, geometry — comes from the model config's `spamcam` parameter, whic
 (engines/triton_repository.py). Pre- and post-processing stay on the client, as with a local model.
 
 tritonclient is imported here only (`pip install 'spamcam[triton]'`). A server that cannot be reached,
-a model that is not ready or that has no spamcam metadata is refused at open with what to do.
+a model that is not ready or that has no spamcam metadata is refused at open with what to do. A
+server that stops answering during a run is retried with back-off for `give_up_after` seconds (a
+restart, a network blip), then `ServerLost` is raised: the app ends the run as for a lost camera.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError, DeviceError, ModelError
+import time
+
+from ..errors import ConfigError, DeviceError, ModelError, ServerLost
 from ..model_info import METADATA_KEY, MetadataError, ModelInfo
 
 __all__ = ["TritonBackend", "TRITON_SCHEMES", "is_triton_uri", "parse_triton_uri"]
@@ -44,8 +48,10 @@ def parse_triton_uri(uri: str) -> tuple[str, str, str, str]:
 class TritonBackend:
     name = "triton"
 
-    def __init__(self, uri: str, *, timeout: float = 10.0) -> None:
-        self.uri = uri
+    def __init__(self, uri: str, *, timeout: float = 10.0, give_up_after: float = 30.0,
+                 backoff: tuple[float, float] = (0.25, 4.0)) -> None:
+        self.uri, self.give_up_after, self.backoff = uri, give_up_after, backoff
+        self.retries = 0  # requests that had to be retried because the server did not answer
         self.protocol, self.address, self.model, self.version = parse_triton_uri(uri)
         try:
             if self.protocol == "grpc":
@@ -101,14 +107,34 @@ class TritonBackend:
         request = self._module.InferInput(self.info.input_name, list(batch.shape), "FP32")
         request.set_data_from_numpy(batch)
         output = self._module.InferRequestedOutput(self.info.output_name)
-        try:
-            result = self.client.infer(self.model, [request], model_version=self.version, outputs=[output])
-        except self._error as error:
-            raise ModelError(f"{self.uri}: Triton refused the request ({_short(error)})") from None
-        return np.asarray(result.as_numpy(self.info.output_name), dtype=np.float32)
+        started, delay = time.monotonic(), self.backoff[0]
+        while True:
+            try:
+                result = self.client.infer(self.model, [request], model_version=self.version, outputs=[output])
+                return np.asarray(result.as_numpy(self.info.output_name), dtype=np.float32)
+            except (self._error, OSError) as error:
+                if not _unreachable(error):
+                    raise ModelError(f"{self.uri}: Triton refused the request ({_short(error)})") from None
+                waited = time.monotonic() - started
+                if waited + delay > self.give_up_after:
+                    raise ServerLost(f"{self.uri}: Triton at {self.address} stopped answering ({_short(error)}); "
+                                     f"gave up after {waited:.0f}s") from None
+                self.retries += 1
+                time.sleep(delay)
+                delay = min(delay * 2, self.backoff[1])
 
     def close(self) -> None:
         self.client.close()
+
+
+def _unreachable(error: Exception) -> bool:
+    """The server did not answer (down, restarting, network), as opposed to refusing the request, or
+    answering that the model is not loaded (it is being reloaded)."""
+    if isinstance(error, OSError):  # the HTTP client's connection errors
+        return True
+    text = str(error)
+    return any(mark in text for mark in ("UNAVAILABLE", "Connection refused", "failed to connect", "DEADLINE_EXCEEDED",
+                                         "Socket closed", "not ready", "unavailable"))
 
 
 def _short(error: Exception) -> str:
