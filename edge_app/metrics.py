@@ -82,13 +82,14 @@ class _SourceCollector:
         bad = CounterMetricFamily("edge_app_bad_frames", "frames that could not be decoded or processed",
                                   labels=["camera"])
         fps = GaugeMetricFamily("edge_app_fps", "processed frames per second (moving average)", labels=["camera"])
-        up = GaugeMetricFamily("edge_app_camera_up", "1 while the camera delivers frames", labels=["camera"])
+        up = GaugeMetricFamily("edge_app_camera_up", "1 while the camera delivers frames (0: ended, or reconnecting)",
+                               labels=["camera"])
         for camera in self.app.cameras:
             for stage, count in camera.dropped().items():
                 dropped.add_metric([camera.name, stage], count)
             stats = camera.source.stats if camera.source is not None else None
             reconnects.add_metric([camera.name], stats.reconnects if stats else 0)
             bad.add_metric([camera.name], camera.summary.bad + (stats.bad if stats else 0))
-            fps.add_metric([camera.name], camera.fps)
-            up.add_metric([camera.name], 1.0 if camera.reading else 0.0)
+            fps.add_metric([camera.name], camera.current_fps())
+            up.add_metric([camera.name], 1.0 if camera.up else 0.0)
         return [dropped, reconnects, bad, fps, up]

@@ -167,6 +167,17 @@ class _Camera:
         source = self.source.stats.dropped if self.source is not None else 0
         return {"source": source, "inference_queue": self.inputs.dropped, "output_queue": self.work.dropped}
 
+    @property
+    def up(self) -> bool:
+        """Delivering frames: reading, and not reconnecting a lost live source."""
+        return self.reading and not getattr(self.source, "reconnecting", False)
+
+    def current_fps(self) -> float:
+        """The moving average, or 0 once no frame has been done for 2 s (a silent camera shows 0)."""
+        if self._last_done is None or time.perf_counter() - self._last_done > 2.0:
+            return 0.0
+        return self.fps
+
     def stage_means(self) -> dict[str, float]:
         count = self.summary.frames
         return {k: (v / count if count else 0.0) for k, v in self.stage_sums.items()}
@@ -183,7 +194,8 @@ class _Camera:
             latest = dict(self.latest)
         stats = self.source.stats if self.source is not None else None
         return {"name": self.name, "source": self.config.source, "frames": self.summary.frames,
-                "fps": round(self.fps, 2), "stage_ms": {k: round(v, 2) for k, v in self.stage_means().items()},
+                "fps": round(self.current_fps(), 2), "up": self.up,
+                "reconnecting": bool(getattr(self.source, "reconnecting", False)), "stage_ms": {k: round(v, 2) for k, v in self.stage_means().items()},
                 "latency_ms": {k: round(v, 2) for k, v in self.latency_percentiles().items()},
                 "dropped": self.dropped(), "reconnects": stats.reconnects if stats else 0,
                 "running": self.reading or len(self.work) > 0, "stopped_by": None if self.reading else self.stopped_by,
@@ -511,7 +523,9 @@ class MultiCameraApp:
         parts = []
         for camera in self.cameras:
             dropped = sum(camera.dropped().values())
-            parts.append(f"{camera.name} {camera.summary.frames} frames {camera.fps:.1f} FPS, dropped {dropped}")
+            state = " (reconnecting)" if getattr(camera.source, "reconnecting", False) else ""
+            parts.append(f"{camera.name}{state} {camera.summary.frames} frames {camera.current_fps():.1f} FPS, "
+                         f"dropped {dropped}")
         self.log("edge_app: " + "; ".join(parts))
 
     def _summary(self, seconds: float) -> MultiRunSummary:

@@ -300,6 +300,12 @@ class LiveSource:
     def finished(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def reconnecting(self) -> bool:
+        """True while the source is lost and being reopened."""
+        with self._lock:
+            return self._lost_since is not None
+
     def read(self, timeout: float | None = 0.5) -> Frame | None:
         """The newest frame, or None if none arrived within `timeout` (or the source was closed).
         Raises SourceLost once reconnecting has given up."""

@@ -94,8 +94,9 @@ function show(state) {
     const stats = div.querySelector(".stats");
     stats.textContent = camera.fps + " FPS, " + camera.frames + " frames, dropped " + dropped +
       ", reconnects " + camera.reconnects + " | latency p50 " + camera.latency_ms.p50 + " ms, p99 " +
-      camera.latency_ms.p99 + " ms | " + stages + (camera.stopped_by ? " | stopped: " + camera.stopped_by : "");
-    stats.classList.toggle("stopped", !camera.running);
+      camera.latency_ms.p99 + " ms | " + stages + (camera.reconnecting ? " | reconnecting" : "") +
+      (camera.stopped_by ? " | stopped: " + camera.stopped_by : "");
+    stats.classList.toggle("stopped", !camera.up);
     const list = div.querySelector(".detections");
     list.replaceChildren(...camera.detections.map(d => {
       const item = document.createElement("li");

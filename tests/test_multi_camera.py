@@ -131,11 +131,13 @@ def test_live_stream_reconnect_is_counted_per_camera(model, videos, tmp_path):
     time.sleep(2)
     stop.set()
     server.close()
-    time.sleep(1.5)
+    time.sleep(2.5)  # more than the 2 s after which a silent camera's FPS reads 0
+    during = {c["name"]: c for c in app.state()["cameras"]}  # what the page and /metrics show meanwhile
     stop2 = threading.Event()
     server2 = MjpegServer("127.0.0.1", port)
     threading.Thread(target=feed, args=(server2, stop2), daemon=True).start()
     thread.join(timeout=90)
+    assert during["live"]["reconnecting"] and not during["live"]["up"] and during["live"]["fps"] == 0
     stop2.set()
     server2.close()
     summary = result["summary"]
