@@ -39,6 +39,8 @@ CAMERA_KEYS = ("camera", "source", "width", "height", "fps", "flip", "realtime",
                "reconnect_timeout", "stall_timeout", "max_frames", "update_interval")
 ALIASES = {"name": "camera", "uri": "source", "output": "outputs", "conf": "min_confidence"}
 PER_CAMERA_PATHS = ("outputs", "json", "event_log", "snapshots", "clips")  # where {camera} is filled in
+# Also filled in, and refused when shared: an MQTT client ID (a broker disconnects a duplicate).
+PER_CAMERA_NAMES = PER_CAMERA_PATHS + ("mqtt_client_id",)
 
 
 def camera_list(value: Any) -> list[dict]:
@@ -133,13 +135,16 @@ def camera_configs(config: AppConfig, cameras: list[dict] | None = None) -> list
                               "topics and the page's tiles)")
         names.add(name)
         merged = {**base, **values, "camera": name}
-        for key in PER_CAMERA_PATHS:
+        for key in PER_CAMERA_NAMES:
             if key not in values:
                 merged[key] = _fill(base[key], name)
-        for key in PER_CAMERA_PATHS:
+        for key in PER_CAMERA_NAMES:
             shared = [p for p in (base[key] if isinstance(base[key], list) else [base[key]]) if p]
             if several and key not in values and any("{camera}" not in p and p != "-" for p in shared):
                 flag = "--" + ("output" if key == "outputs" else key.replace("_", "-"))
+                if key == "mqtt_client_id":
+                    raise ConfigError(f"{flag} {shared[0]} would be every camera's MQTT client ID, and a broker "
+                                      "disconnects duplicates: put {camera} in it (e.g. site-{camera}) or leave it out")
                 raise ConfigError(f"{flag} {shared[0]} would be written by every camera: put {{camera}} in it "
                                   f"(e.g. {{camera}}.mp4) or give each camera its own in --cameras FILE; --web shows every "
                                   "camera's preview on one page")

@@ -219,6 +219,10 @@ def test_a_file_every_camera_would_write_is_refused_before_anything_runs(model, 
     assert exit_info.value.code == 2
     assert "put {camera} in it" in capsys.readouterr().err
     assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:  # one MQTT client ID for every camera: the broker would kick them
+        edge_cli(["--model", str(model), "--source", str(videos[0]), "--source", str(videos[1]),
+                  "--mqtt", "mqtt://127.0.0.1", "--mqtt-client-id", "site"])
+    assert exit_info.value.code == 2 and "every camera's MQTT client ID" in capsys.readouterr().err
 
 
 def test_drop_oldest_queue_counts_what_it_drops():
