@@ -107,6 +107,9 @@ class AppConfig:
                               group="MQTT")
     mqtt_qos: int = option(1, "", choices=[0, 1, 2], type=number(int, minimum=0), group="MQTT")
     mqtt_client_id: str = option("", "client ID (default: spamcam-CAMERA)", group="MQTT")
+    mqtt_available: str = option("", "the retained online / offline topic, with the last will (default: "
+                                 "PREFIX/available; with several cameras PREFIX/CAMERA/available, one per camera)",
+                                 metavar="TOPIC", group="MQTT")
     mqtt_ca: str | None = option(None, "TLS: the broker's CA certificate (default: the system's)", metavar="FILE",
                                  group="MQTT")
     mqtt_cert: str | None = option(None, "TLS: client certificate", metavar="FILE", group="MQTT")

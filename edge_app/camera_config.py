@@ -40,7 +40,7 @@ CAMERA_KEYS = ("camera", "source", "width", "height", "fps", "flip", "realtime",
 ALIASES = {"name": "camera", "uri": "source", "output": "outputs", "conf": "min_confidence"}
 PER_CAMERA_PATHS = ("outputs", "json", "event_log", "snapshots", "clips")  # where {camera} is filled in
 # Also filled in, and refused when shared: an MQTT client ID (a broker disconnects a duplicate).
-PER_CAMERA_NAMES = PER_CAMERA_PATHS + ("mqtt_client_id",)
+PER_CAMERA_NAMES = PER_CAMERA_PATHS + ("mqtt_client_id", "mqtt_available")
 
 
 def camera_list(value: Any) -> list[dict]:
@@ -145,9 +145,16 @@ def camera_configs(config: AppConfig, cameras: list[dict] | None = None) -> list
                 if key == "mqtt_client_id":
                     raise ConfigError(f"{flag} {shared[0]} would be every camera's MQTT client ID, and a broker "
                                       "disconnects duplicates: put {camera} in it (e.g. site-{camera}) or leave it out")
+                if key == "mqtt_available":
+                    raise ConfigError(f"{flag} {shared[0]} would be every camera's availability topic, and the "
+                                      "first camera to end would mark it offline: put {camera} in it or leave it out")
                 raise ConfigError(f"{flag} {shared[0]} would be written by every camera: put {{camera}} in it "
                                   f"(e.g. {{camera}}.mp4) or give each camera its own in --cameras FILE; --web shows every "
                                   "camera's preview on one page")
+        if several and merged["mqtt"] and not merged["mqtt_available"]:
+            # Each camera has its own MQTT connection and last will: one shared availability topic would
+            # read "offline" as soon as the first camera ended.
+            merged["mqtt_available"] = f"{merged['mqtt_prefix']}/{name}/available"
         try:
             configs.append(AppConfig(**merged))
         except ConfigError as error:

@@ -97,7 +97,8 @@ class EventPipeline:
         if config.mqtt:
             self.mqtt = MqttSink(MqttSettings(config.mqtt, prefix=config.mqtt_prefix, client_id=config.mqtt_client_id,
                                               qos=config.mqtt_qos, ca_file=config.mqtt_ca, cert_file=config.mqtt_cert,
-                                              key_file=config.mqtt_key, insecure=config.mqtt_insecure),
+                                              key_file=config.mqtt_key, insecure=config.mqtt_insecure,
+                                              available_topic=config.mqtt_available),
                                  camera=config.camera, log=log)
             self.sinks.append(self.mqtt)
         self.sinks += [WebhookSink(url, log=log) for url in config.webhooks]

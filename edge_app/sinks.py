@@ -131,6 +131,7 @@ class MqttSettings:
     keepalive: int = 30
     reconnect_min: float = 1.0
     reconnect_max: float = 30.0
+    available_topic: str = ""  # the retained online / offline topic (default: PREFIX/available)
 
 
 class MqttSink(Sink):
@@ -150,7 +151,7 @@ class MqttSink(Sink):
         if settings.qos not in (0, 1, 2):
             raise ConfigError(f"--mqtt-qos is 0, 1 or 2, got {settings.qos}")
         self.settings, self.camera = settings, camera
-        self.available_topic = f"{settings.prefix}/available"
+        self.available_topic = settings.available_topic or f"{settings.prefix}/available"
         self._connected = threading.Event()
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=settings.client_id or f"spamcam-{camera}",
                              protocol=mqtt.MQTTv311)

@@ -263,3 +263,32 @@ def test_sigint_stops_every_camera_cleanly(model, mnist_digits, tmp_path):
         assert 10 <= len(records) < 600
         assert [r["frame"] for r in records] == sorted(r["frame"] for r in records)
         assert frame_count(tmp_path / "out" / f"{name}.mp4") == len(records)
+
+
+def test_several_cameras_publish_their_events_and_each_its_own_availability(model, mnist_digits, tmp_path):
+    """Two cameras to one broker: each camera's events carry its name, and each has its own retained
+    availability topic, so the camera that ends first does not mark the other offline."""
+    from brokers import Broker, Subscriber
+
+    short, long = tmp_path / "short.mp4", tmp_path / "long.mp4"
+    crossing_digits_video(short, mnist_digits, frames=60)
+    crossing_digits_video(long, mnist_digits, frames=160)
+    broker = Broker(tmp_path)
+    broker.start()
+    subscriber = Subscriber(broker)
+    try:
+        configs = camera_configs(AppConfig(source=[str(short), str(long)], mqtt=broker.url, realtime=True))
+        app = MultiCameraApp(model, configs)
+        result = {}
+        thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
+        thread.start()
+        assert subscriber.wait_for(lambda s: s.on("spamcam/short/available")[-1:] == ["offline"], timeout=30)
+        assert subscriber.on("spamcam/long/available")[-1:] == ["online"]  # still running
+        thread.join(timeout=60)
+        assert subscriber.wait_for(lambda s: s.on("spamcam/long/available")[-1:] == ["offline"])
+        cameras = {e["camera"] for e in subscriber.events()}
+        assert cameras == {"short", "long"}
+        assert subscriber.on("spamcam/available") == []
+    finally:
+        subscriber.close()
+        broker.stop()
