@@ -22,7 +22,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -270,6 +270,10 @@ class MultiCameraApp:
         self.localizer = model if isinstance(model, Localizer) else Localizer(
             model, resize_mode=configs[0].resize_mode, min_score=configs[0].min_score, min_confidence=None,
             overlap_iou=None, **backend_options)
+        limit = getattr(self.localizer.backend, "max_batch", 0)  # an engine's profile, a Triton model's config
+        if limit and batch.max_batch > limit:
+            batch = replace(batch, max_batch=limit)
+        self.batch = batch
         self.cameras = [_Camera(c, self.localizer, batch, self._camera_log(c.camera)) for c in configs]
         self.groups = [self.cameras[i::batchers] for i in range(batchers)]  # camera -> its one batcher
         self._count_lock = threading.Lock()

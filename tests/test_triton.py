@@ -149,3 +149,13 @@ def test_a_server_restart_mid_run_is_ridden_out_and_a_server_gone_for_good_ends_
     assert localizer.backend.retries > 0
     assert summary.stopped_by == MODEL_SERVER_LOST
     assert any("stopped answering" in line for line in logs)
+
+
+def test_batches_of_several_cameras_stay_within_the_servers_max_batch_size(model, server, tmp_path):
+    from edge_app.app import AppConfig
+    from edge_app.multi import BatchSettings, MultiCameraApp
+
+    configs = [AppConfig(source="unused.mp4", camera=f"c{i}") for i in range(2)]
+    app = MultiCameraApp(Localizer(f"triton://127.0.0.1:{server.grpc}/spamcam"), configs,
+                         batch=BatchSettings(max_batch=16))
+    assert app.batch.max_batch == 8  # the model config's max_batch_size

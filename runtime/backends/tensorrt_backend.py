@@ -64,6 +64,7 @@ class TensorRTBackend:
             raise ModelError(f"{path}: expected one input and one output tensor, got {inputs} and {outputs}")
         self.input_name, self.output_name = inputs[0], outputs[0]
         self.min_shape, _, self.max_shape = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
+        self.max_batch = int(self.max_shape[0])  # the profile's: larger batches run in chunks
         self.stream = self.cuda.stream()
         # Allocate once, for the largest shape the profile allows.
         self.context.set_input_shape(self.input_name, self.max_shape)
