@@ -37,7 +37,7 @@ from .app import MODEL_SERVER_LOST, RunSummary, install_stop_signals, restore_si
 from .camera_outputs import CameraOutputs
 from .metrics import AppMetrics
 from .outputs import refuse_clashing_paths
-from .sources import Frame, SourceLost, open_source
+from .sources import Frame, SourceError, SourceLost, open_source
 
 __all__ = ["MultiCameraApp", "MultiRunSummary", "BatchSettings", "PIPELINE_STAGES"]
 
@@ -46,7 +46,7 @@ DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_WAIT_MS = 10.0
 DEFAULT_INFERENCE_THREADS = 0  # auto: ONNX Runtime one per core (at most one per camera); TensorRT 1
 _LATENCY_SAMPLES = 4096  # per camera, for p50/p99: constant memory on a run of any length
-_END = None  # what a reader queues after a file's last frame
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,12 @@ class _Camera:
     @property
     def live(self) -> bool:
         return bool(getattr(self.source, "live", False))
+
+    @property
+    def networked(self) -> bool:
+        """A network stream: it may be down at start-up and is waited for (retried) on its own thread,
+        so that one dead camera neither blocks nor delays the others."""
+        return str(self.config.source).split("://", 1)[0] in NETWORK_SCHEMES
 
     def open(self) -> None:
         config = self.config
@@ -310,6 +316,13 @@ class MultiCameraApp:
         """Reader thread: the source's frames into the camera's input queue."""
         limit = camera.config.max_frames
         try:
+            if camera.source is None:  # a network stream, opened here: it may be waited for
+                try:
+                    camera.open()
+                except SourceError as error:
+                    camera.log(f"edge_app: {error}; the other cameras go on")
+                    camera.stopped_by = "source lost"
+                    return
             while not camera.halt.is_set():
                 if limit is not None and camera.read_frames >= limit:
                     camera.stopped_by = "max frames"
@@ -471,8 +484,9 @@ class MultiCameraApp:
         threads: list[threading.Thread] = []
         started = time.perf_counter()
         try:
-            for camera in self.cameras:
-                camera.open()
+            for camera in self.cameras:  # files and devices now: a wrong path is refused before anything runs
+                if not camera.networked:
+                    camera.open()
             if self.web_address:
                 from .web import WebServer
 

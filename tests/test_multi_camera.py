@@ -292,3 +292,26 @@ def test_several_cameras_publish_their_events_and_each_its_own_availability(mode
     finally:
         subscriber.close()
         broker.stop()
+
+
+def test_a_stream_that_never_answers_does_not_hold_the_other_cameras(model, videos, tmp_path, capsys):
+    """One camera's stream is down at start-up and stays down: it is waited for on its own thread, the
+    other cameras run from the start, and the run exits 3 (a source was lost) with that camera named."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cameras = tmp_path / "cameras.yaml"
+    cameras.write_text(yaml.safe_dump({"cameras": [
+        {"name": "door", "source": str(videos[0])},
+        {"name": "dead", "source": f"http://127.0.0.1:{port}/stream.mjpg", "reconnect_timeout": 3}]}))
+    started = time.monotonic()
+    code = edge_cli(["--model", str(model), "--cameras", str(cameras), "--json", str(tmp_path / "{camera}.jsonl")])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.splitlines()[-1])["summary"]
+    assert code == 3
+    assert summary["cameras"]["door"]["frames"] == frame_count(videos[0])
+    assert summary["cameras"]["dead"]["frames"] == 0 and summary["cameras"]["dead"]["stopped_by"] == "source lost"
+    assert "[dead]" in captured.err and "the other cameras go on" in captured.err
+    assert time.monotonic() - started < 60
