@@ -484,14 +484,14 @@ class MultiCameraApp:
         threads: list[threading.Thread] = []
         started = time.perf_counter()
         try:
-            for camera in self.cameras:  # files and devices now: a wrong path is refused before anything runs
-                if not camera.networked:
-                    camera.open()
-            if self.web_address:
+            if self.web_address:  # first: a port in use is refused before any output is made
                 from .web import WebServer
 
                 self.web = WebServer(self, self.web_address)
                 self.log(f"edge_app: web page at {self.web.url} (metrics at {self.web.url}metrics)")
+            for camera in self.cameras:  # files and devices now: a wrong path is refused before anything runs
+                if not camera.networked:
+                    camera.open()
             self.log(f"edge_app: {len(self.cameras)} cameras ({', '.join(c.name for c in self.cameras)}); "
                      f"batches of up to {self.batch.max_batch}, waiting at most {self.batch.max_wait_ms:g} ms; "
                      f"model {self.localizer.info.backbone} on {self.localizer.backend.name}")
