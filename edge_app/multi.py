@@ -82,6 +82,7 @@ class _DropOldest:
         self.items: collections.deque = collections.deque()
         self.size = size
         self.dropped = 0
+        self.in_flight = 0
         self.condition = threading.Condition()
 
     def put(self, item, *, block: bool, stop: threading.Event, notify: threading.Condition | None = None) -> None:
@@ -99,13 +100,25 @@ class _DropOldest:
             with notify:
                 notify.notify_all()
 
-    def get_nowait(self):
+    def get_nowait(self, *, claim: bool = False):
+        """The oldest item; `claim`: the taker will `release` it once it has passed it on, and until
+        then the queue does not count as `drained`."""
         with self.condition:
             if not self.items:
                 raise queue.Empty
             item = self.items.popleft()
+            self.in_flight += claim
             self.condition.notify_all()
             return item
+
+    def release(self) -> None:
+        with self.condition:
+            self.in_flight -= 1
+
+    def drained(self) -> bool:
+        """Nothing waiting and nothing taken but not yet passed on."""
+        with self.condition:
+            return not self.items and self.in_flight == 0
 
     def get(self, timeout: float):
         with self.condition:
@@ -372,7 +385,7 @@ class MultiCameraApp:
                 if any(c is camera for c, _ in taken):
                     continue
                 try:
-                    taken.append((camera, camera.inputs.get_nowait()))
+                    taken.append((camera, camera.inputs.get_nowait(claim=True)))
                     progress = True
                 except queue.Empty:
                     pass
@@ -412,14 +425,27 @@ class MultiCameraApp:
                 result.timings_ms["wait"] = (now - captured.captured) * 1000 - captured.prepared.preprocess_ms
                 if not camera.halt.is_set() or self._stop.is_set():  # a dead camera's frames go nowhere
                     camera.work.put((captured, result), block=not camera.live, stop=camera.halt)
+                camera.inputs.release()
 
     def _deliver(self, camera: _Camera) -> None:
-        """Worker thread: post-processing, tracking, events, drawing, encoding, JSON lines."""
+        """Worker thread: post-processing, tracking, events, drawing, encoding, JSON lines. When the
+        camera has ended and its last frame is out, it closes the camera's outputs at once: open
+        events end, clips finish, its MQTT availability goes offline, while the other cameras go on."""
+        try:
+            self._deliver_until_done(camera)
+        finally:
+            if camera.outputs is not None:
+                camera.outputs.close()
+
+    def _deliver_until_done(self, camera: _Camera) -> None:
         while True:
             try:
                 captured, pending = camera.work.get(0.2)
             except queue.Empty:
-                if not camera.reading and self._inference_done.is_set():
+                # Ended: nothing left to read, nothing waiting or being inferred (a batcher passes a
+                # frame on before releasing it, so the work queue is checked after `drained`).
+                if not camera.reading and (camera.inputs.drained() or self._inference_done.is_set()) \
+                        and len(camera.work) == 0:
                     return
                 continue
             try:

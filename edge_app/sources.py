@@ -43,7 +43,7 @@ class SourceLost(RuntimeError):
 class Frame:
     image: np.ndarray
     index: int  # position in the source (files) or arrival count (live)
-    timestamp: float  # seconds: media time for files, wall-clock time for live sources
+    timestamp: float  # seconds: media time for files; for live sources the wall-clock time it arrived
 
 
 @dataclass
@@ -226,6 +226,7 @@ class LiveSource:
         self.fps = 30.0
         self._lock = threading.Condition()
         self._latest: np.ndarray | None = None
+        self._arrived_at = 0.0
         self._arrivals = 0
         self._lost_since: float | None = None
         self._failed: str | None = None
@@ -266,6 +267,7 @@ class LiveSource:
                     if self._latest is not None:
                         self.stats.dropped += 1  # the app had not taken the previous frame yet
                     self._latest = image
+                    self._arrived_at = time.time()  # the frame's timestamp: when it came, not when it was taken
                     self._arrivals += 1
                     self._lost_since = None
                     self._lock.notify_all()
@@ -321,9 +323,9 @@ class LiveSource:
                     return None
                 self._lock.wait(remaining if remaining is not None else 0.5)
             image, self._latest = self._latest, None
-            index = self._arrivals - 1
+            index, arrived = self._arrivals - 1, self._arrived_at
         self.stats.frames += 1
-        return Frame(_apply_flip(image, self.flip), index, time.time())
+        return Frame(_apply_flip(image, self.flip), index, arrived)
 
     def close(self) -> None:
         self._stop.set()

@@ -283,6 +283,7 @@ def test_several_cameras_publish_their_events_and_each_its_own_availability(mode
         thread = threading.Thread(target=lambda: result.setdefault("summary", app.run()))
         thread.start()
         assert subscriber.wait_for(lambda s: s.on("spamcam/short/available")[-1:] == ["offline"], timeout=30)
+        assert thread.is_alive()  # the short camera's connection closed when it ended, not with the app
         assert subscriber.on("spamcam/long/available")[-1:] == ["online"]  # still running
         thread.join(timeout=60)
         assert subscriber.wait_for(lambda s: s.on("spamcam/long/available")[-1:] == ["offline"])
