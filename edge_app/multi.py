@@ -16,7 +16,6 @@ from `--cameras FILE` or repeated `--source`.
 """
 from __future__ import annotations
 
-import collections
 import os
 import queue
 import sys
@@ -26,27 +25,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
-from runtime.confidence import BoxPolicy
 from runtime.errors import ConfigError, ServerLost
-from runtime.localizer import Localizer, PendingResult, Prepared
+from runtime.localizer import Localizer, PendingResult
 from runtime.output_paths import writable_file, writable_folder
 
 from .app import MODEL_SERVER_LOST, RunSummary, install_stop_signals, restore_signals
-from .camera_outputs import CameraOutputs
+from .camera_stream import PIPELINE_STAGES, CameraStream, Captured
 from .metrics import AppMetrics
 from .outputs import refuse_clashing_paths
-from .sources import Frame, SourceError, SourceLost, open_source
+from .sources import SourceError, SourceLost
 
 __all__ = ["MultiCameraApp", "MultiRunSummary", "BatchSettings", "PIPELINE_STAGES"]
 
-PIPELINE_STAGES = ("capture", "wait", "preprocess", "inference", "postprocess", "output")
 DEFAULT_MAX_BATCH = 8
 DEFAULT_MAX_WAIT_MS = 10.0
 DEFAULT_INFERENCE_THREADS = 0  # auto: ONNX Runtime one per core (at most one per camera); TensorRT 1
-_LATENCY_SAMPLES = 4096  # per camera, for p50/p99: constant memory on a run of any length
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 
 
 @dataclass(frozen=True)
@@ -64,161 +57,6 @@ class BatchSettings:
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.queue_frames < 1 or self.inference_threads < 0 or not self.max_wait_ms >= 0:
             raise ConfigError(f"batching needs max_batch >= 1, queue_frames >= 1, max_wait_ms >= 0; got {self}")
-
-
-@dataclass
-class _Captured:
-    frame: Frame
-    captured: float  # perf_counter when it arrived (live: at the source; files: when the reader got it)
-    capture_ms: float
-    prepared: Prepared  # pre-processed on the reader's thread
-
-
-class _DropOldest:
-    """A bounded queue whose `put` drops the oldest item when full and counts it (back-pressure for
-    live cameras), or waits for room (`block`: files, which must not lose frames)."""
-
-    def __init__(self, size: int) -> None:
-        self.items: collections.deque = collections.deque()
-        self.size = size
-        self.dropped = 0
-        self.in_flight = 0
-        self.condition = threading.Condition()
-
-    def put(self, item, *, block: bool, stop: threading.Event, notify: threading.Condition | None = None) -> None:
-        with self.condition:
-            while block and len(self.items) >= self.size and not stop.is_set():
-                self.condition.wait(0.1)
-            if block and len(self.items) >= self.size:
-                return  # stopping: a file's frame that was never processed is not a dropped one
-            if len(self.items) >= self.size:
-                self.items.popleft()
-                self.dropped += 1
-            self.items.append(item)
-            self.condition.notify_all()
-        if notify is not None:
-            with notify:
-                notify.notify_all()
-
-    def get_nowait(self, *, claim: bool = False):
-        """The oldest item; `claim`: the taker will `release` it once it has passed it on, and until
-        then the queue does not count as `drained`."""
-        with self.condition:
-            if not self.items:
-                raise queue.Empty
-            item = self.items.popleft()
-            self.in_flight += claim
-            self.condition.notify_all()
-            return item
-
-    def release(self) -> None:
-        with self.condition:
-            self.in_flight -= 1
-
-    def drained(self) -> bool:
-        """Nothing waiting and nothing taken but not yet passed on."""
-        with self.condition:
-            return not self.items and self.in_flight == 0
-
-    def get(self, timeout: float):
-        with self.condition:
-            if not self.items:
-                self.condition.wait(timeout)
-            if not self.items:
-                raise queue.Empty
-            item = self.items.popleft()
-            self.condition.notify_all()
-            return item
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-class _Camera:
-    """One camera's source, queues, outputs and counters."""
-
-    def __init__(self, config, localizer: Localizer, settings: BatchSettings, log: Callable[[str], None]) -> None:
-        self.name = config.camera
-        self.config = config
-        self.log = log
-        self.prefix = f"[{self.name}] "
-        self.policy = BoxPolicy(min_confidence=config.min_confidence, overlap_iou=config.overlap_iou)
-        self.inputs = _DropOldest(settings.queue_frames)
-        self.work = _DropOldest(settings.queue_frames)
-        self.summary = RunSummary()
-        self.stage_sums = dict.fromkeys(PIPELINE_STAGES, 0.0)
-        self.latencies: collections.deque = collections.deque(maxlen=_LATENCY_SAMPLES)
-        self.fps = 0.0
-        self._last_done: float | None = None
-        self.read_frames = 0
-        self.reading = True  # the reader is still delivering
-        self.halt = threading.Event()  # this camera stops: the app stops, or every output of it failed
-        self.stopped_by = "end of source"
-        self.source = None
-        self.outputs: CameraOutputs | None = None
-        self.latest: dict = {"detections": [], "frame": None}  # for the web page
-        self.preview: bytes | None = None
-        self._preview_at = 0.0
-        self.lock = threading.Lock()
-        self.localizer = localizer
-
-    @property
-    def live(self) -> bool:
-        return bool(getattr(self.source, "live", False))
-
-    @property
-    def networked(self) -> bool:
-        """A network stream: it may be down at start-up and is waited for (retried) on its own thread,
-        so that one dead camera neither blocks nor delays the others."""
-        return str(self.config.source).split("://", 1)[0] in NETWORK_SCHEMES
-
-    def open(self) -> None:
-        config = self.config
-        self.source = open_source(config.source, width=config.width, height=config.height, fps=config.fps,
-                                  flip=config.flip, give_up_after=config.reconnect_timeout, log=self.log,
-                                  stall_timeout=config.stall_timeout, realtime=config.realtime)
-        self.outputs = CameraOutputs(config, self.localizer, fps=config.output_fps or self.source.fps or 30.0,
-                                     log=self.log, prefix=self.prefix)
-
-    def dropped(self) -> dict[str, int]:
-        """Frames lost, by where: at the source (a live camera's newest-frame policy), waiting for
-        inference, waiting for post-processing."""
-        source = self.source.stats.dropped if self.source is not None else 0
-        return {"source": source, "inference_queue": self.inputs.dropped, "output_queue": self.work.dropped}
-
-    @property
-    def up(self) -> bool:
-        """Delivering frames: reading, and not reconnecting a lost live source."""
-        return self.reading and not getattr(self.source, "reconnecting", False)
-
-    def current_fps(self) -> float:
-        """The moving average, or 0 once no frame has been done for 2 s (a silent camera shows 0)."""
-        if self._last_done is None or time.perf_counter() - self._last_done > 2.0:
-            return 0.0
-        return self.fps
-
-    def stage_means(self) -> dict[str, float]:
-        count = self.summary.frames
-        return {k: (v / count if count else 0.0) for k, v in self.stage_sums.items()}
-
-    def latency_percentiles(self) -> dict[str, float]:
-        if not self.latencies:
-            return {"p50": 0.0, "p99": 0.0}
-        values = np.fromiter(self.latencies, dtype=np.float64)
-        return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
-
-    def state(self) -> dict:
-        """What the web page and /api/state show for this camera."""
-        with self.lock:
-            latest = dict(self.latest)
-        stats = self.source.stats if self.source is not None else None
-        return {"name": self.name, "source": self.config.source, "frames": self.summary.frames,
-                "fps": round(self.current_fps(), 2), "up": self.up,
-                "reconnecting": bool(getattr(self.source, "reconnecting", False)), "stage_ms": {k: round(v, 2) for k, v in self.stage_means().items()},
-                "latency_ms": {k: round(v, 2) for k, v in self.latency_percentiles().items()},
-                "dropped": self.dropped(), "reconnects": stats.reconnects if stats else 0,
-                "running": self.reading or len(self.work) > 0, "stopped_by": None if self.reading else self.stopped_by,
-                **latest}
 
 
 @dataclass
@@ -293,7 +131,7 @@ class MultiCameraApp:
         if limit and batch.max_batch > limit:
             batch = replace(batch, max_batch=limit)
         self.batch = batch
-        self.cameras = [_Camera(c, self.localizer, batch, self._camera_log(c.camera)) for c in configs]
+        self.cameras = [CameraStream(c, self.localizer, batch.queue_frames, self._camera_log(c.camera)) for c in configs]
         self.groups = [self.cameras[i::batchers] for i in range(batchers)]  # camera -> its one batcher
         self._count_lock = threading.Lock()
         self.metrics = AppMetrics(self)
@@ -325,7 +163,7 @@ class MultiCameraApp:
                 "cameras": [camera.state() for camera in self.cameras]}
 
     # --- the stages ---------------------------------------------------------------------------
-    def _read(self, camera: _Camera) -> None:
+    def _read(self, camera: CameraStream) -> None:
         """Reader thread: the source's frames into the camera's input queue."""
         limit = camera.config.max_frames
         try:
@@ -361,7 +199,7 @@ class MultiCameraApp:
                     camera.summary.bad += 1
                     camera.log(f"edge_app: skipped frame {frame.index}: {error}")
                     continue
-                camera.inputs.put(_Captured(frame, arrived, (now - t0) * 1000, prepared), block=not camera.live,
+                camera.inputs.put(Captured(frame, arrived, (now - t0) * 1000, prepared), block=not camera.live,
                                   stop=camera.halt, notify=self._arrivals)
         except Exception as error:  # a broken source ends this camera, not the app
             camera.log(f"edge_app: reading failed: {error}")
@@ -371,11 +209,11 @@ class MultiCameraApp:
             with self._arrivals:
                 self._arrivals.notify_all()
 
-    def _collect(self, group: list[_Camera], start: int) -> list[tuple[_Camera, _Captured]]:
+    def _collect(self, group: list[CameraStream], start: int) -> list[tuple[CameraStream, Captured]]:
         """Up to max_batch frames of the group's cameras, one per camera, from camera `start` on; after
         the first frame, wait at most max_wait_ms for the others."""
         deadline = None
-        taken: list[tuple[_Camera, _Captured]] = []
+        taken: list[tuple[CameraStream, Captured]] = []
         order = group[start:] + group[:start]
         while not self._stop.is_set():
             progress = False
@@ -404,7 +242,7 @@ class MultiCameraApp:
                     self._arrivals.wait(0.5 if deadline is None else max(deadline - now, 0.0))
         return taken
 
-    def _infer(self, group: list[_Camera]) -> None:
+    def _infer(self, group: list[CameraStream]) -> None:
         """A batcher: frames of the group's cameras, one inference call. Each camera belongs to one
         batcher, so its frames stay in order."""
         start = 0
@@ -427,7 +265,7 @@ class MultiCameraApp:
                     camera.work.put((captured, result), block=not camera.live, stop=camera.halt)
                 camera.inputs.release()
 
-    def _deliver(self, camera: _Camera) -> None:
+    def _deliver(self, camera: CameraStream) -> None:
         """Worker thread: post-processing, tracking, events, drawing, encoding, JSON lines. When the
         camera has ended and its last frame is out, it closes the camera's outputs at once: open
         events end, clips finish, its MQTT availability goes offline, while the other cameras go on."""
@@ -437,7 +275,7 @@ class MultiCameraApp:
             if camera.outputs is not None:
                 camera.outputs.close()
 
-    def _deliver_until_done(self, camera: _Camera) -> None:
+    def _deliver_until_done(self, camera: CameraStream) -> None:
         while True:
             try:
                 captured, pending = camera.work.get(0.2)
@@ -459,7 +297,7 @@ class MultiCameraApp:
                 camera.halt.set()
                 return
 
-    def _deliver_one(self, camera: _Camera, captured: _Captured, pending: PendingResult) -> None:
+    def _deliver_one(self, camera: CameraStream, captured: Captured, pending: PendingResult) -> None:
         result = self.localizer.finish(pending, camera.policy)
         t1 = time.perf_counter()
         stages = {"capture": captured.capture_ms, **result.timings_ms}
@@ -553,7 +391,7 @@ class MultiCameraApp:
             restore_signals(previous)
         return self._summary(seconds)
 
-    def _infer_then_mark(self, group: list[_Camera]) -> None:
+    def _infer_then_mark(self, group: list[CameraStream]) -> None:
         try:
             self._infer(group)
         except ServerLost as error:  # a triton:// model's server went away and did not come back

@@ -17,7 +17,8 @@ import yaml
 from edge_app.app import AppConfig, EdgeApp
 from edge_app.camera_config import camera_configs, camera_list
 from edge_app.cli import main as edge_cli
-from edge_app.multi import BatchSettings, MultiCameraApp, _DropOldest
+from edge_app.camera_stream import DropOldestQueue
+from edge_app.multi import BatchSettings, MultiCameraApp
 from edge_app.outputs import MjpegServer
 from media import crossing_digits_video, feed, frame_count, moving_digits_video
 
@@ -227,7 +228,7 @@ def test_a_file_every_camera_would_write_is_refused_before_anything_runs(model, 
 
 def test_drop_oldest_queue_counts_what_it_drops():
     stop = threading.Event()
-    q = _DropOldest(2)
+    q = DropOldestQueue(2)
     for item in range(5):
         q.put(item, block=False, stop=stop)
     assert q.dropped == 3 and [q.get_nowait(), q.get_nowait()] == [3, 4]
