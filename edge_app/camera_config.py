@@ -21,6 +21,7 @@ camera's name (`--json "runs/{camera}.jsonl"`): two cameras never write one file
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from pathlib import Path
@@ -94,9 +95,15 @@ def _camera_name(source: str, taken: set[str]) -> str:
     return candidate
 
 
+@functools.lru_cache(maxsize=1)
+def _app_fields() -> tuple[dict, dict]:
+    """AppConfig's fields and type hints by name (read once)."""
+    return {f.name: f for f in dataclasses.fields(AppConfig)}, typing.get_type_hints(AppConfig)
+
+
 def _checked(key: str, value: Any, where: str) -> Any:
-    hints = typing.get_type_hints(AppConfig)
-    field = next(f for f in dataclasses.fields(AppConfig) if f.name == key)
+    fields, hints = _app_fields()
+    field = fields[key]
     if hints[key] is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")

@@ -35,7 +35,6 @@ class PendingResult:
     cams: np.ndarray  # (C, N, M)
     transform: Transform
     timings_ms: dict[str, float]  # preprocess, inference: this frame's share of its batch
-    batch_size: int = 1
 
 
 @dataclass
@@ -99,7 +98,7 @@ class Localizer:
         start = time.perf_counter()
         cams = self.backend.infer(np.stack([p.array for p in prepared]))
         per_frame = (time.perf_counter() - start) * 1000 / len(prepared)
-        return [PendingResult(cam, p.transform, {"preprocess": p.preprocess_ms, "inference": per_frame}, len(prepared))
+        return [PendingResult(cam, p.transform, {"preprocess": p.preprocess_ms, "inference": per_frame})
                 for cam, p in zip(cams, prepared)]
 
     def infer_batch(self, frames: Sequence[np.ndarray]) -> list[PendingResult]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["RESIZE_MODES", "Transform", "preprocess", "chw_with_channels", "to_input_array"]
+__all__ = ["RESIZE_MODES", "Transform", "preprocess", "chw_with_channels"]
 
 RESIZE_MODES = ("resize", "letterbox")
 
@@ -118,9 +118,3 @@ def chw_with_channels(image: np.ndarray, channels: int) -> np.ndarray:
     if image.shape[0] == 1:
         return np.repeat(image, channels, axis=0)
     raise DataError(f"the data has {image.shape[0]} channels, the model takes {channels}")
-
-
-def to_input_array(frames: list[np.ndarray], input_size, channels: int, mode: str = "resize"):
-    """A batch (B, C, H, W) float32 and the per-frame Transforms."""
-    pairs = [preprocess(f, input_size, channels, mode) for f in frames]
-    return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]

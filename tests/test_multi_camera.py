@@ -20,6 +20,7 @@ from edge_app.cli import main as edge_cli
 from edge_app.camera_stream import DropOldestQueue
 from edge_app.multi import BatchSettings, MultiCameraApp
 from edge_app.outputs import MjpegServer
+from brokers import free_port
 from media import crossing_digits_video, feed, frame_count, moving_digits_video
 
 pytestmark = pytest.mark.slow
@@ -299,11 +300,7 @@ def test_several_cameras_publish_their_events_and_each_its_own_availability(mode
 def test_a_stream_that_never_answers_does_not_hold_the_other_cameras(model, videos, tmp_path, capsys):
     """One camera's stream is down at start-up and stays down: it is waited for on its own thread, the
     other cameras run from the start, and the run exits 3 (a source was lost) with that camera named."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     cameras = tmp_path / "cameras.yaml"
     cameras.write_text(yaml.safe_dump({"cameras": [
         {"name": "door", "source": str(videos[0])},

@@ -2,7 +2,6 @@
 protobuf), and the triton:// backend against a real tritonserver on loopback (tests/triton_server.py):
 boxes through Triton equal the local backend's, over gRPC and HTTP, frame by frame and in edge_app."""
 import json
-import socket
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,7 @@ from runtime.localizer import Localizer
 from runtime.model_info import ModelInfo, load_onnx, read_onnx_metadata
 from media import moving_digits_video
 import triton_server
+from brokers import free_port
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tritonclient.grpc", reason="the Triton tests need tritonclient (spamcam[triton], make setup)")
@@ -55,9 +55,7 @@ def test_a_static_engine_profile_gives_fixed_dims(model):
 
 
 def test_an_unreachable_server_is_a_clear_error():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     with pytest.raises(DeviceError, match=f"cannot reach Triton at 127.0.0.1:{port}"):
         Localizer(f"triton://127.0.0.1:{port}/birds")
     with pytest.raises(ConfigError, match="expected triton://HOST"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ import time
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from brokers import free_port  # tests/ is on sys.path: pytest's, or this script's own folder
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTRITON = "nvidia-pytriton==0.7.0"
@@ -110,19 +111,13 @@ def python_model(repository: Path, name: str, onnx_path: Path, *, max_batch: int
     return folder
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
     """tritonserver on loopback ports, serving `repository`; a context manager."""
 
     def __init__(self, repository: Path, log: Path, timeout: float = 60.0, ports: tuple[int, int] | None = None) -> None:
         """`ports`: (HTTP, gRPC) to listen on (a restart on the same address); default: free ones."""
-        self.http, self.grpc = ports or (_free_port(), _free_port())
-        metrics = _free_port()
+        self.http, self.grpc = ports or (free_port(), free_port())
+        metrics = free_port()
         tritonserver = binary().parent.parent
         self.log = log
         self.process = subprocess.Popen(
