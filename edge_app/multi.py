@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
-from runtime.errors import ConfigError, ServerLost
+from runtime.errors import ConfigError, ServerLost, WriteError
 from runtime.localizer import Localizer, PendingResult
 from runtime.output_paths import writable_file, writable_folder
 
@@ -112,7 +112,7 @@ class MultiCameraApp:
         if repeated:
             raise ConfigError(f"camera names must differ (they name files, topics and the web page's tiles); "
                               f"repeated: {', '.join(repeated)}")
-        self.configs, self.batch, self.web_address = configs, batch, web
+        self.configs, self.web_address = configs, web
         self.log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         onnx = (model.backend.name == "onnxruntime" if isinstance(model, Localizer)
                 else str(model).endswith(".onnx"))
@@ -328,11 +328,22 @@ class MultiCameraApp:
         for camera in self.cameras:
             config = camera.config
             refuse_clashing_paths(config.source, config.outputs, config.json, config.event_outputs())
-            for flag, path in config.event_outputs():
-                if flag == "--event-log":
-                    writable_file(path, flag)
-                else:
-                    writable_folder(path, flag, create=True)
+            # Every camera's files are checked before any camera opens one: a camera whose folder is
+            # read-only must not leave the others' files made for nothing.
+            files = [("--event-log", config.event_log), ("--json", config.json if config.json != "-" else None)]
+            folders = [("--snapshots", config.snapshots), ("--clips", config.clips)]
+            for uri in config.outputs:
+                if "://" not in uri:
+                    folders.append(("--output", Path(uri).parent if Path(uri).suffix else uri))
+            try:
+                for flag, path in files:
+                    if path:
+                        writable_file(path, flag)
+                for flag, path in folders:
+                    if path:
+                        writable_folder(path, flag, create=True)
+            except WriteError as error:
+                raise WriteError(f"camera {camera.name}: {error}") from None
         asked = [(c.camera, p) for c in self.configs
                  for p in [*c.outputs, *([c.json] if c.json and c.json != "-" else []), *(p for _, p in c.event_outputs())]
                  if not str(p).startswith(("http://", "mjpeg://", "display://"))]

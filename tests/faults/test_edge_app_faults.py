@@ -320,3 +320,19 @@ def test_unwritable_event_folders_are_refused_before_anything_is_opened(model, m
         target = read_only_dir / ("events.jsonl" if option == "--event-log" else "folder")
         assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(out), option, str(target)]) == 2
         assert option in capsys.readouterr().err and not out.exists()  # said by name; the video was not begun
+
+
+def test_one_cameras_unwritable_folder_is_refused_before_any_camera_writes(model, mnist_digits, tmp_path,
+                                                                           read_only_dir, capsys):
+    """Several cameras, one of them told to write into a read-only folder: refused by camera and path
+    with exit 2 before any camera opens anything, so no other camera's file is left made for nothing."""
+    video = tmp_path / "v.mp4"
+    moving_digits_video(video, mnist_digits, frames=20)
+    cameras = tmp_path / "cameras.yaml"
+    ok = tmp_path / "ok.jsonl"
+    cameras.write_text(f"cameras:\n  - {{name: a, source: {video}, json: {ok}}}\n"
+                       f"  - {{name: b, source: {video}, outputs: [{read_only_dir / 'b.mp4'}]}}\n")
+    assert edge_cli(["--model", str(model), "--cameras", str(cameras)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "camera b: --output" in line and str(read_only_dir) in line
+    assert not ok.exists()
