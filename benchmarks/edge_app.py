@@ -33,16 +33,19 @@ sys.path.append(str(Path(__file__).resolve().parent))  # for _speed
 from _speed import make_video, random_onnx  # noqa: E402
 
 
-def make_event_video(path: Path, frames: int, fps: int = 30) -> None:
+def make_event_video(path: Path, frames: int, fps: int = 30, h264: bool = False) -> None:
     """640x480: embedded-style 3s (OpenCV font digits, as the events model was trained on), scaled to
-    140 px, crossing the frame one after another (a new one every 2 s, each in view ~4 s), and a 7."""
+    140 px, crossing the frame one after another (a new one every 2 s, each in view ~4 s), and a 7.
+    MPEG-4 Part 2 through OpenCV, or with `h264` as a camera records: H.264 through PyAV, x264's
+    default preset (B-frames), a keyframe every 2 s."""
     from training.data.synthetic import synthetic_digits
 
     digits, labels = synthetic_digits(200, seed=5)
     threes = [cv2.resize((d * 255).astype(np.uint8), (140, 140)) for d in digits[labels == 3][:8]]
     seven = cv2.resize((digits[labels == 7][0] * 255).astype(np.uint8), (140, 140))
     rng = np.random.default_rng(0)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
+    writer = _H264Writer(path, fps) if h264 else cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                                                 (640, 480))
     for t in range(frames):
         canvas = np.zeros((480, 640), np.uint8)
         canvas[330:470, 20:160] = np.maximum(canvas[330:470, 20:160], seven)
@@ -57,6 +60,27 @@ def make_event_video(path: Path, frames: int, fps: int = 30) -> None:
                 canvas[y : y + 140, x0:x1] = np.maximum(canvas[y : y + 140, x0:x1], glyph)
         writer.write(cv2.cvtColor(cv2.add(canvas, rng.integers(0, 8, canvas.shape, dtype=np.uint8)), cv2.COLOR_GRAY2BGR))
     writer.release()
+
+
+class _H264Writer:
+    """cv2.VideoWriter's write/release over PyAV's libx264."""
+
+    def __init__(self, path: Path, fps: int) -> None:
+        import av
+
+        self.container = av.open(str(path), "w")
+        self.stream = self.container.add_stream("libx264", rate=fps)
+        self.stream.width, self.stream.height, self.stream.pix_fmt = 640, 480, "yuv420p"
+        self.stream.codec_context.gop_size = 2 * fps
+
+    def write(self, image: np.ndarray) -> None:
+        import av
+
+        self.container.mux(self.stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")))
+
+    def release(self) -> None:
+        self.container.mux(self.stream.encode(None))
+        self.container.close()
 
 
 def rss_mb() -> float:
@@ -92,9 +116,10 @@ def start_broker(work: Path):
     return process, f"mqtt://127.0.0.1:{port}"
 
 
-def events_rows(video: Path, work: Path, repeats: int = 5) -> tuple[list, str]:
-    """Boxes only vs tracking vs tracking + events + clips, interleaved `repeats` times: median FPS,
-    and median CPU time per frame (all threads: the sinks' and the clip encoder's too)."""
+def events_rows(videos: dict[str, Path], work: Path, repeats: int = 5) -> tuple[list, str]:
+    """Boxes only vs tracking vs tracking + events + clips, for each source file, interleaved `repeats`
+    times: median FPS, and median CPU time per frame (all threads: the sinks' and the clip encoder's
+    too). Each file's rows are compared with boxes only on the same file."""
     from edge_app.app import AppConfig, EdgeApp
 
     model = trained_lenet(work)
@@ -102,28 +127,36 @@ def events_rows(video: Path, work: Path, repeats: int = 5) -> tuple[list, str]:
     everything = dict(event_log=str(work / "events.jsonl"), snapshots=str(work / "snaps"), clips=str(work / "clips"),
                       clip_pre=2.0, clip_post=2.0, **({"mqtt": url} if url else {}))
     events_only = {k: v for k, v in everything.items() if not k.startswith("clip")}
-    setups = {"boxes only (--no-track)": dict(track=False), "tracking": {},
-              "tracking + events + snapshots" + (" + MQTT" if url else ""): events_only,
-              "tracking + events + snapshots + clips" + (" + MQTT" if url else ""): everything}
-    fps = {name: [] for name in setups}
-    cpu = {name: [] for name in setups}
-    events = {}
+    mqtt = " + MQTT" if url else ""
+    setups = {}
+    for label, video in videos.items():
+        setups[(label, "boxes only (--no-track)")] = (video, dict(track=False))
+        if label == next(iter(videos)):  # tracking and events do not depend on the file's codec
+            setups[(label, "tracking")] = (video, {})
+            setups[(label, "tracking + events + snapshots" + mqtt)] = (video, events_only)
+        setups[(label, "tracking + events + snapshots + clips" + mqtt)] = (video, everything)
+    fps = {key: [] for key in setups}
+    cpu = {key: [] for key in setups}
+    events, clips = {}, {}
     try:
-        EdgeApp(model, AppConfig(source=str(video), max_frames=100), log=lambda _m: None).run()  # warm-up
+        EdgeApp(model, AppConfig(source=str(next(iter(videos.values()))), max_frames=100), log=lambda _m: None).run()
         for _ in range(repeats):
-            for name, settings in setups.items():
+            for key, (video, settings) in setups.items():
                 before = time.process_time()
                 summary = EdgeApp(model, AppConfig(source=str(video), **settings), log=lambda _m: None).run()
-                cpu[name].append((time.process_time() - before) * 1000 / max(1, summary.frames))
-                fps[name].append(summary.fps)
-                events[name] = summary.events.get("events", {})
+                cpu[key].append((time.process_time() - before) * 1000 / max(1, summary.frames))
+                fps[key].append(summary.fps)
+                events[key] = summary.events.get("events", {})
+                clips[key] = summary.events.get("clips", {}).get("video", "-")
     finally:
         if broker is not None:
             broker.terminate()
-    base = float(np.median(fps["boxes only (--no-track)"]))
-    base_cpu = float(np.median(cpu["boxes only (--no-track)"]))
-    rows = [(name, float(np.median(v)), float(np.median(v)) / base, float(np.median(cpu[name])),
-             float(np.median(cpu[name])) / base_cpu, events[name]) for name, v in fps.items()]
+    rows = []
+    for (label, name), values in fps.items():
+        base, base_cpu = (float(np.median(d[(label, "boxes only (--no-track)")])) for d in (fps, cpu))
+        rows.append((label, name, clips[(label, name)], float(np.median(values)), float(np.median(values)) / base,
+                     float(np.median(cpu[(label, name)])), float(np.median(cpu[(label, name)])) / base_cpu,
+                     events[(label, name)]))
     return rows, model
 
 
@@ -291,9 +324,11 @@ def main() -> None:
                 rows.append((label, what + ", pipelined", piped.fps, *(stages[s] for s in STAGES)))
         event_table, memory, live = [], None, []
         if "events" in tables:
-            event_video = work / "events.mp4"
+            event_video, camera_video = work / "events.mp4", work / "events-h264.mp4"
             make_event_video(event_video, args.event_frames)
-            event_table, model = events_rows(event_video, work)
+            make_event_video(camera_video, args.event_frames, h264=True)
+            event_table, model = events_rows({"MPEG-4 Part 2": event_video, "H.264 (as cameras record)": camera_video},
+                                             work)
             memory = memory_row(model, event_video, work, args.long_frames) if args.long_frames else None
             live = live_rows(model, event_video, work) if args.live else []
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads; 640x480 video, {args.frames} frames; "
@@ -314,10 +349,11 @@ def main() -> None:
         return
     print("\nLeNet@128 FP32 trained on the embedded digits, 640x480 video of passing 3s, no video output; "
           "median of 5 interleaved runs")
-    print("| setup | FPS | FPS vs boxes only | CPU ms / frame | CPU vs boxes only | events |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, fps, ratio, cpu_ms, cpu_ratio, events in event_table:
-        print(f"| {name} | {fps:.1f} | {ratio:.2f} | {cpu_ms:.2f} | {cpu_ratio:.2f} | {events or '-'} |")
+    print("| source file | setup | clips' video | FPS | FPS vs boxes only | CPU ms / frame | CPU vs boxes only | events |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, name, clip_video, fps, ratio, cpu_ms, cpu_ratio, events in event_table:
+        print(f"| {label} | {name} | {clip_video} | {fps:.1f} | {ratio:.2f} | {cpu_ms:.2f} | {cpu_ratio:.2f} | "
+              f"{events or '-'} |")
     if live:
         print("\nlive MJPEG feed at 30 FPS, 20 s per setup: what a camera sees")
         print("| setup | processed FPS | frames dropped | CPU % of one core (whole process) | events |")

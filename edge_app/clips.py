@@ -1,16 +1,19 @@
 """Event clips: N seconds before an event until N seconds after it, as H.264 MP4 that browsers play.
 
-The frame loop hands each frame to `ClipRecorder.push` and returns at once; a worker thread keeps the
-last `pre_seconds` as JPEG (a ring buffer of encoded frames: ~30 KB per 640x480 frame instead of
-900 KB raw) and feeds the recording. A clip starts with the ring's frames, goes on with live frames
-while its events last, and ends `post_seconds` after the last of them (or at `max_seconds`); events
-that overlap share one clip, and each event names its clip. It is
-written as `<id>.mp4.part` and renamed to `<id>.mp4` when complete, with the index up front
-(`+faststart`), so a browser can play it while it downloads and nobody sees half a clip.
+The frame loop hands each frame to `ClipRecorder.push` and returns at once. A worker thread encodes
+every frame into one continuous H.264 stream and keeps the packets of the last `pre_seconds` (a ring
+of encoded frames, from a keyframe: a few KB per frame instead of 900 KB raw). A clip is a copy of
+packets, never a second encoding: the ring's from the keyframe at or before `pre_seconds` before
+its first event (so up to `_KEYFRAME_SECONDS` more), then the live ones while its events last, until
+`post_seconds` after the last of them (or `max_seconds`). Events that overlap share one clip, and
+each event names its clip. It is written as `<id>.mp4.part` and renamed to `<id>.mp4` when complete,
+with the index up front (`+faststart`), so a browser can play it while it downloads and nobody sees
+half a clip.
 
-H.264 comes from PyAV (`pip install 'spamcam[video]'`: its wheels bundle FFmpeg with libx264).
-Without PyAV, clips fall back to OpenCV's MPEG-4 Part 2, which desktop players read but browsers do
-not; the app says so once. Retention (count, age, size) is applied to the folder after every clip.
+H.264 comes from PyAV >= 17 (`pip install 'spamcam[video]'`: its wheels bundle FFmpeg with libx264).
+Without it, the ring holds JPEGs and clips fall back to OpenCV's MPEG-4 Part 2, which desktop players
+read but browsers do not; the app says so once. Retention (count, age, size) is applied to the folder
+after every clip.
 """
 from __future__ import annotations
 
@@ -29,13 +32,28 @@ import numpy as np
 
 from .video_output import pyav_available
 
-__all__ = ["ClipRecorder", "Retention", "DEFAULT_PRE_SECONDS", "DEFAULT_POST_SECONDS", "DEFAULT_MAX_SECONDS"]
+__all__ = ["ClipRecorder", "Retention", "pyav_muxes_packets", "DEFAULT_PRE_SECONDS", "DEFAULT_POST_SECONDS", "DEFAULT_MAX_SECONDS"]
 
 DEFAULT_PRE_SECONDS = 5.0
 DEFAULT_POST_SECONDS = 5.0
 DEFAULT_MAX_SECONDS = 120.0  # a clip stops here even if its event goes on (a parked car)
 _JPEG_QUALITY = 85
-_QUEUE_FRAMES = 64  # frames waiting for the worker; beyond this the oldest go (counted), never the camera
+_QUEUE_FRAMES = 64  # frames waiting for the worker; beyond this a frame is left out (counted), never the camera waits
+# x264's fastest preset, one thread, no B-frames (packets in display order, each out as its frame goes
+# in): 0.8 ms of CPU per 640x480 frame where veryfast took 1.6-2.1 ms, for files ~1.6x larger at the
+# same crf (docs/benchmarks.md).
+_H264_OPTIONS = {"preset": "ultrafast", "crf": "26", "bframes": "0"}
+_KEYFRAME_SECONDS = 1.0  # a clip starts at a keyframe: its pre-roll is up to this much longer
+_BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")  # H.264 that browsers decode: 4:2:0, 8 bits
+
+
+def pyav_muxes_packets() -> bool:
+    """PyAV >= 17: it muxes packets without an encoder of their own (`add_mux_stream`), which clips need."""
+    if not pyav_available():
+        return False
+    from av.container.output import OutputContainer
+
+    return hasattr(OutputContainer, "add_mux_stream")
 
 
 @dataclass
@@ -80,74 +98,246 @@ def _size(path: Path) -> int:
         return 0
 
 
-class _ClipWriter:
-    """One clip file: H.264 through PyAV, or OpenCV's MPEG-4 without it."""
+@dataclass(frozen=True)
+class _Unit:
+    """One encoded frame in the ring: an H.264 packet, or a JPEG without PyAV."""
 
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path, self.part = path, path.with_name(path.name + ".part")
-        self.fps, self.frames = fps, 0
-        self._container = self._stream = self._opencv = None
+    time: float  # its frame time (decode time for packets, which is monotonic)
+    data: bytes
+    keyframe: bool  # a clip can start here
+    pts: int | None = None  # a packet's timestamps in its stream's time base
+    dts: int | None = None
 
-    def write(self, image: np.ndarray) -> None:
-        if self._container is None and self._opencv is None:
+
+class _H264Encoder:
+    """Every frame, as it comes, into one continuous H.264 stream (PyAV's libx264).
+
+    The ring then holds packets, and a clip is a copy of its packets from a keyframe: no frame is
+    encoded twice, and nothing is decoded. JPEG-encoding every frame for the ring and H.264-encoding
+    the recordings' frames again cost 2.2 ms of CPU per frame; this costs 0.8 (docs/benchmarks.md)."""
+
+    def __init__(self, fps: float) -> None:
+        self.rate = Fraction(fps).limit_denominator(1000)
+        self.shape: tuple[int, ...] | None = None  # the frames' shape (a new one needs a new stream)
+        self._context = None
+        self._times: dict[int, float] = {}  # pts -> frame time, until its packet comes out
+        self._count = 0
+
+    def encode(self, image: np.ndarray, frame_time: float) -> list[_Unit]:
+        import av
+
+        if self._context is None:
             self._open(image)
-        if self._container is not None:
-            import av
+        height, width = image.shape[:2]
+        image = np.ascontiguousarray(image[: height - height % 2, : width - width % 2])  # yuv420p: even sizes
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        frame.pts = self._count
+        self._times[self._count] = frame_time
+        self._count += 1
+        return self._units(self._context.encode(frame))
 
-            height, width = image.shape[:2]
-            image = np.ascontiguousarray(image[: height - height % 2, : width - width % 2])  # yuv420p: even sizes
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts = self.frames
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
-        else:
-            self._opencv.write(image)
-        self.frames += 1
+    def flush(self) -> list[_Unit]:
+        """The packets still inside the encoder; it takes no frame after this."""
+        if self._context is None:
+            return []
+        units, self._context = self._units(self._context.encode(None)), None
+        return units
+
+    def _units(self, packets) -> list[_Unit]:
+        return [_Unit(self._times.pop(packet.pts), bytes(packet), packet.is_keyframe, packet.pts, packet.dts)
+                for packet in packets]
 
     def _open(self, image: np.ndarray) -> None:
-        height, width = image.shape[:2]
-        if pyav_available():
-            import av
+        import av
 
-            self._container = av.open(str(self.part), "w", format="mp4", options={"movflags": "+faststart"})
-            stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1000))
-            stream.width, stream.height = width - width % 2, height - height % 2
-            stream.pix_fmt = "yuv420p"  # what browsers decode
-            stream.options = {"preset": "veryfast", "crf": "26"}
-            self._stream = stream
-        else:
-            self._opencv = cv2.VideoWriter(str(self.part), cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (width, height))
+        height, width = image.shape[:2]
+        context = av.CodecContext.create("libx264", "w")
+        context.width, context.height = width - width % 2, height - height % 2
+        context.pix_fmt = "yuv420p"  # what browsers decode
+        context.time_base, context.framerate = 1 / self.rate, self.rate
+        context.gop_size = max(1, round(float(self.rate) * _KEYFRAME_SECONDS))
+        context.thread_count = 1  # one core: the frame loop has the other
+        context.options = dict(_H264_OPTIONS)
+        context.open()
+        self._context, self.shape, self._size = context, image.shape, (context.width, context.height)
+
+    def clip_file(self, path: Path) -> "_PacketClipFile":
+        width, height = self._size
+
+        def add_stream(container):
+            stream = container.add_mux_stream("h264", rate=self.rate, width=width, height=height)
+            stream.time_base = 1 / self.rate
+            return stream
+
+        return _PacketClipFile(path, add_stream, 1 / self.rate)
+
+
+class _CopiedPackets:
+    """A video file's own H.264 packets, read as far as the frames the app has reached: a clip of a
+    recorded video is a copy of the recording, at its quality, encoding nothing (as Frigate records
+    cameras). Only for files whose H.264 browsers play; others are encoded."""
+
+    shape = None  # the file's frames keep their size
+
+    def __init__(self, container, stream) -> None:
+        self._container, self._stream = container, stream
+        self._packets = container.demux(stream)
+        self._pending = None  # read, but beyond the frame the app is at
+        self._origin = stream.start_time or 0  # the first frame's pts: frame time 0
+        self._time_base = stream.time_base
+
+    @classmethod
+    def open(cls, path: Path) -> "_CopiedPackets | None":
+        """None where the file is not H.264 in 4:2:0 (what browsers decode) or PyAV cannot read it."""
+        if not pyav_muxes_packets():
+            return None
+        import av
+
+        try:
+            container = av.open(str(path))
+        except (av.FFmpegError, OSError):
+            return None
+        video = container.streams.video
+        if not video or video[0].codec_context.name != "h264" or video[0].codec_context.pix_fmt not in _BROWSER_PIX_FMTS:
+            container.close()
+            return None
+        return cls(container, video[0])
+
+    def encode(self, image: np.ndarray, frame_time: float) -> list[_Unit]:
+        """The packets up to this frame (by decode time); `image` is not needed."""
+        units = []
+        while True:
+            packet = self._pending if self._pending is not None else next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                return units
+            if packet.dts is None:  # the demuxer's final empty packet
+                continue
+            time = float((packet.dts - self._origin) * self._time_base)
+            if time > frame_time + 1e-6:
+                self._pending = packet
+                return units
+            units.append(_Unit(time, bytes(packet), packet.is_keyframe, packet.pts, packet.dts))
+
+    def flush(self) -> list[_Unit]:
+        return []  # nothing beyond the last frame the app processed
+
+    def close(self) -> None:
+        self._container.close()
+
+    def clip_file(self, path: Path) -> "_PacketClipFile":
+        return _PacketClipFile(path, lambda container: container.add_stream_from_template(self._stream), self._time_base)
+
+
+class _JpegEncoder:
+    """Without PyAV: each frame as a JPEG (~30 KB per 640x480 frame instead of 900 KB raw); every one
+    is a keyframe, and a clip decodes them into OpenCV's MPEG-4 Part 2."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps, self.shape = fps, None
+
+    def encode(self, image: np.ndarray, frame_time: float) -> list[_Unit]:
+        self.shape = image.shape
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
+        return [_Unit(frame_time, jpeg.tobytes(), True)] if ok else []
+
+    def flush(self) -> list[_Unit]:
+        return []
+
+    def clip_file(self, path: Path) -> "_OpenCvClipFile":
+        return _OpenCvClipFile(path, self.fps)
+
+
+class _ClipFile:
+    """A clip being written as `<name>.part`, renamed into place when complete."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.part = path, path.with_name(path.name + ".part")
+        self.frames = 0
+
+    def write(self, unit: _Unit) -> None:
+        self._write(unit)
+        self.frames += 1
 
     def close(self) -> Path | None:
         """Finish the file and rename it into place; None when no frame came."""
-        if self._container is not None:
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-            self._container.close()
-        elif self._opencv is not None:
-            self._opencv.release()
-        else:
+        if not self.frames:
             return None
+        self._close()
         os.replace(self.part, self.path)
         return self.path
 
     def abandon(self) -> None:
         try:
-            if self._container is not None:
-                self._container.close()
+            self._close()
         except Exception:  # noqa: BLE001 — already failing; the .part is removed below
             pass
         self.part.unlink(missing_ok=True)
+
+    def _write(self, unit: _Unit) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+class _PacketClipFile(_ClipFile):
+    """H.264 packets copied into an MP4 with the index up front (`+faststart`), their timestamps
+    shifted so that the clip starts at 0."""
+
+    def __init__(self, path: Path, add_stream: Callable, time_base: Fraction) -> None:
+        super().__init__(path)
+        self._add_stream, self._time_base = add_stream, time_base
+        self._container = self._stream = None
+        self._origin = 0
+
+    def _write(self, unit: _Unit) -> None:
+        import av
+
+        if self._container is None:
+            self._container = av.open(str(self.part), "w", format="mp4", options={"movflags": "+faststart"})
+            self._stream = self._add_stream(self._container)
+            self._origin = unit.dts
+        packet = av.Packet(unit.data)
+        packet.dts = unit.dts - self._origin
+        packet.pts = None if unit.pts is None else unit.pts - self._origin
+        packet.time_base, packet.stream = self._time_base, self._stream
+        packet.is_keyframe = unit.keyframe
+        self._container.mux(packet)
+
+    def _close(self) -> None:
+        if self._container is not None:
+            container, self._container = self._container, None
+            container.close()
+
+
+class _OpenCvClipFile(_ClipFile):
+    def __init__(self, path: Path, fps: float) -> None:
+        super().__init__(path)
+        self.fps, self._writer = fps, None
+
+    def _write(self, unit: _Unit) -> None:
+        image = cv2.imdecode(np.frombuffer(unit.data, np.uint8), cv2.IMREAD_COLOR)
+        if self._writer is None:
+            height, width = image.shape[:2]
+            self._writer = cv2.VideoWriter(str(self.part), cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (width, height))
+        self._writer.write(image)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
 
 
 @dataclass
 class _Recording:
     """One clip file and the events it shows; events that overlap share it."""
 
-    writer: _ClipWriter
+    path: Path
     started: float  # frame time of the first event's start
     events: set = field(default_factory=set)  # names of the events still going on
     stop_at: float | None = None  # frame time after which it ends (set when its last event ended)
+    file: _ClipFile | None = None  # opened by the worker at its first frame
+    top_pts: int = -2**63  # the latest presentation time written
 
 
 class ClipRecorder:
@@ -155,13 +345,16 @@ class ClipRecorder:
     ends; frames via `push`.
 
     Events that overlap in time share one recording, from `pre_seconds` before the first to
-    `post_seconds` after the last (at most `max_seconds`): one encoder at a time, so memory and CPU
+    `post_seconds` after the last (at most `max_seconds`): one file at a time, so memory and CPU
     stay those of one video however many objects come and go (with a clip per event, 25 clips open
     at once grew the process by 800 MB; docs/benchmarks.md)."""
 
     def __init__(self, folder: str | Path, *, fps: float, pre_seconds: float = DEFAULT_PRE_SECONDS,
                  post_seconds: float = DEFAULT_POST_SECONDS, max_seconds: float = DEFAULT_MAX_SECONDS,
-                 retention: Retention | None = None, log: Callable[[str], None] | None = None) -> None:
+                 retention: Retention | None = None, log: Callable[[str], None] | None = None,
+                 copy_from: str | Path | None = None) -> None:
+        """`copy_from`: the video file the frames come from (unflipped), whose packets clips copy
+        where it is H.264 that browsers play; otherwise (and for cameras) frames are encoded."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fps, self.pre, self.post, self.max = fps or 25.0, pre_seconds, post_seconds, max_seconds
@@ -170,13 +363,17 @@ class ClipRecorder:
         self.written = self.failed = self.dropped_frames = 0
         self.failed_paths: set[str] = set()  # clips lost to a failed write: events must not name them
         self.last_error: str | None = None
-        self._ring: collections.deque = collections.deque()  # (frame time, JPEG bytes)
+        self._h264 = pyav_muxes_packets()
+        copied = _CopiedPackets.open(Path(copy_from)) if copy_from is not None else None
+        self._encoder = copied or self._new_encoder()
+        self._ring: collections.deque[_Unit] = collections.deque()  # the last pre_seconds, from a keyframe
+        self._keyframes: collections.deque[_Unit] = collections.deque()  # the ring's keyframes
         self._lock = threading.Lock()  # guards _recording between the frame loop and the worker
         self._recording: _Recording | None = None
         self._frames: queue.Queue = queue.Queue(maxsize=_QUEUE_FRAMES)
         self._closing = threading.Event()
-        if not pyav_available():
-            self.log("edge_app: clips are MPEG-4 Part 2 without PyAV, which browsers do not play: "
+        if not self._h264:
+            self.log("edge_app: clips are MPEG-4 Part 2 without PyAV >= 17, which browsers do not play: "
                      "pip install 'spamcam[video]' for H.264")
         self._thread = threading.Thread(target=self._work, name="spamcam-clips", daemon=True)
         self._thread.start()
@@ -193,11 +390,11 @@ class ClipRecorder:
         with self._lock:
             recording = self._recording
             if recording is None or (recording.stop_at is not None and at > recording.stop_at):
-                recording = _Recording(_ClipWriter(self.folder / f"{name}.mp4", self.fps), started=at)
-                self._recording = recording  # the worker finishes the one it replaces
+                recording = _Recording(self.folder / f"{name}.mp4", started=at)
+                self._recording = recording  # the worker opens it, and finishes the one it replaces
             recording.events.add(name)
             recording.stop_at = None
-            return recording.writer.path
+            return recording.path
 
     def stop(self, name: str, at: float) -> None:
         with self._lock:
@@ -214,30 +411,109 @@ class ClipRecorder:
 
     def stats(self) -> dict[str, int]:
         return {"written": self.written, "failed": self.failed, "dropped_frames": self.dropped_frames,
-                "recording": int(self._recording is not None)}
+                "recording": int(self._recording is not None), "video": self.video}
+
+    @property
+    def video(self) -> str:
+        """How clips get their video: copied from the source file, or encoded (H.264 or MPEG-4)."""
+        if isinstance(self._encoder, _CopiedPackets):
+            return "copied from the source"
+        return "encoded H.264" if self._h264 else "encoded MPEG-4 Part 2"
 
     # ---- the worker --------------------------------------------------------------------------
+    def _new_encoder(self) -> _H264Encoder | _JpegEncoder:
+        return _H264Encoder(self.fps) if self._h264 else _JpegEncoder(self.fps)
+
     def _work(self) -> None:
         active: _Recording | None = None
         while True:
-            try:
-                image, frame_time = self._frames.get(timeout=0.05)
-            except queue.Empty:
-                if self._closing.is_set():
-                    break
-                continue
-            active = self._take(active, image, frame_time)
-        if active is not None:
-            self._finish(active)
+            frames = self._waiting()
+            if not frames and self._closing.is_set():
+                break
+            for image, frame_time in frames:
+                active = self._take_frame(active, image, frame_time)
+        active = self._end_stream(active)
         with self._lock:
             self._recording = None
+        self._close_encoder()
 
-    def _take(self, active: _Recording | None, image: np.ndarray, frame_time: float) -> _Recording | None:
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        if ok:
-            self._ring.append((frame_time, jpeg))
-        while self._ring and self._ring[0][0] < frame_time - self.pre:
-            self._ring.popleft()
+    def _waiting(self) -> list[tuple[np.ndarray, float]]:
+        """The frames queued (waiting a moment for the first): [] when there were none."""
+        try:
+            frames = [self._frames.get(timeout=0.05)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                frames.append(self._frames.get_nowait())
+            except queue.Empty:
+                return frames
+
+    def _take_frame(self, active: _Recording | None, image: np.ndarray, frame_time: float) -> _Recording | None:
+        if image.ndim == 2 and not isinstance(self._encoder, _CopiedPackets):
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        if self._encoder.shape not in (None, image.shape):  # the camera came back at another size
+            active = self._end_stream(active)
+            self._new_stream()
+        return self._feed(active, lambda: self._encoder.encode(image, frame_time))
+
+    def _feed(self, active: _Recording | None, encode: Callable[[], list[_Unit]]) -> _Recording | None:
+        """Encode (or read) the next packets and take them; an encoder that fails (out of memory, a
+        damaged source file) loses the clip it was writing, and the next ones are encoded afresh."""
+        try:
+            units = encode()
+        except Exception as error:  # noqa: BLE001 — clips stop for this one, the app goes on
+            if active is not None:
+                self._drop(active, error)
+            self._new_stream()
+            return None
+        for unit in units:
+            active = self._take(active, unit)
+        return active
+
+    def _end_stream(self, active: _Recording | None) -> None:
+        """The packets still in the encoder, then the recording ends with what it has."""
+        active = self._feed(active, self._encoder.flush)
+        if active is not None:
+            self._finish(active)
+            with self._lock:
+                if self._recording is active:
+                    self._recording = None
+        return None
+
+    def _new_stream(self) -> None:
+        self._close_encoder()
+        self._encoder = self._new_encoder()
+        self._ring.clear()
+        self._keyframes.clear()
+
+    def _close_encoder(self) -> None:
+        if isinstance(self._encoder, _CopiedPackets):
+            self._encoder.close()
+
+    def _remember(self, unit: _Unit) -> None:
+        """Keep the last `pre` seconds in the ring, starting at a keyframe."""
+        self._ring.append(unit)
+        if unit.keyframe:
+            self._keyframes.append(unit)
+        cutoff = unit.time - self.pre
+        while len(self._keyframes) > 1 and self._keyframes[1].time <= cutoff:
+            self._keyframes.popleft()
+            while self._ring[0] is not self._keyframes[0]:
+                self._ring.popleft()
+
+    def _preroll(self, since: float) -> list[_Unit]:
+        """The ring from the last keyframe at or before `since` (or its first, if it is younger)."""
+        first = self._keyframes[0] if self._keyframes else None
+        for keyframe in self._keyframes:
+            if keyframe.time > since:
+                break
+            first = keyframe
+        units = list(self._ring)
+        return units[next((i for i, unit in enumerate(units) if unit is first), len(units)):]
+
+    def _take(self, active: _Recording | None, unit: _Unit) -> _Recording | None:
+        self._remember(unit)
         with self._lock:
             current = self._recording
         if active is not None and active is not current:  # a new recording replaced it
@@ -246,42 +522,55 @@ class ClipRecorder:
         if current is None:
             return None
         if active is None:  # begin with the seconds before the event, from the ring (this frame included)
-            for ring_time, ring_jpeg in list(self._ring):
-                if ring_time >= current.started - self.pre:
-                    if not self._write(current, cv2.imdecode(ring_jpeg, cv2.IMREAD_COLOR)):
-                        return None
+            since = current.started - self.pre
+            if unit.time < since:  # its first frame is still in the encoder (or still to come)
+                return None
+            current.file = self._encoder.clip_file(current.path)
+            for ring_unit in self._preroll(since):
+                if not self._write(current, ring_unit):
+                    return None
             return current
-        if (active.stop_at is not None and frame_time > active.stop_at) or frame_time - active.started > self.max:
+        over = (active.stop_at is not None and unit.time > active.stop_at) or unit.time - active.started > self.max
+        # Over, it ends before a packet that shows a later frame than any so far: the frames before it are
+        # all in (a B-frame after it would be; its frame is on screen earlier, its reference is not written).
+        if over and (unit.pts is None or unit.pts > active.top_pts):
             self._finish(active)
             with self._lock:
                 if self._recording is active:
                     self._recording = None
             return None
-        if frame_time >= active.started - self.pre and not self._write(active, image):
+        if not self._write(active, unit):
             return None
         return active
 
-    def _write(self, recording: _Recording, image: np.ndarray) -> bool:
+    def _write(self, recording: _Recording, unit: _Unit) -> bool:
         try:
-            recording.writer.write(image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
+            recording.file.write(unit)
+            if unit.pts is not None:
+                recording.top_pts = max(recording.top_pts, unit.pts)
             return True
         except Exception as error:  # a full disk, a vanished folder: this clip is lost, the app goes on
-            self._lost(recording, error)
-            with self._lock:
-                if self._recording is recording:
-                    self._recording = None
+            self._drop(recording, error)
             return False
+
+    def _drop(self, recording: _Recording, error: Exception) -> None:
+        """The recording is lost and no longer current."""
+        self._lost(recording, error)
+        with self._lock:
+            if self._recording is recording:
+                self._recording = None
 
     def _lost(self, recording: _Recording, error: Exception) -> None:
         self.failed += 1
         self.last_error = str(error)
-        self.failed_paths.add(str(recording.writer.path))
-        self.log(f"edge_app: error: clip {recording.writer.path} failed: {error}")
-        recording.writer.abandon()
+        self.failed_paths.add(str(recording.path))
+        self.log(f"edge_app: error: clip {recording.path} failed: {error}")
+        if recording.file is not None:
+            recording.file.abandon()
 
     def _finish(self, recording: _Recording) -> None:
         try:
-            path = recording.writer.close()
+            path = recording.file.close() if recording.file is not None else None
         except Exception as error:
             self._lost(recording, error)
             return

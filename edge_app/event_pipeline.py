@@ -28,6 +28,7 @@ from runtime.tracking import IouTracker
 from .clips import ClipRecorder, Retention
 from .overlay import render_snapshot
 from .sinks import EventLogSink, MqttSettings, MqttSink, Sink, WebhookSink
+from .sources import video_file
 
 __all__ = ["EventPipeline", "CAMERA_NAME"]
 
@@ -109,8 +110,10 @@ class EventPipeline:
             self.snapshots = Path(config.snapshots)
             self.snapshots.mkdir(parents=True, exist_ok=True)
         if config.clips:
+            # A video file's own packets where its frames reach the app as they are (not flipped).
+            copy_from = video_file(config.source) if isinstance(config.source, str) and config.flip == "none" else None
             self.recorder = ClipRecorder(config.clips, fps=fps, pre_seconds=config.clip_pre, post_seconds=config.clip_post,
-                                         max_seconds=config.clip_max, retention=retention, log=log)
+                                         max_seconds=config.clip_max, retention=retention, log=log, copy_from=copy_from)
         if self.mqtt:
             self._publish_counts()
         self.dispatcher = _Dispatcher(self)

@@ -25,7 +25,7 @@ import numpy as np
 from runtime.errors import ConfigError, DataError, SpamcamError
 from runtime.images import IMAGE_SUFFIXES, is_image_file, read_image
 
-__all__ = ["Frame", "SourceStats", "SourceError", "SourceLost", "open_source", "gstreamer_available",
+__all__ = ["Frame", "SourceStats", "SourceError", "SourceLost", "open_source", "video_file", "gstreamer_available",
            "VIDEO_SUFFIXES", "IMAGE_SUFFIXES"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".h265")
@@ -335,6 +335,16 @@ class LiveSource:
 
 
 DEFAULT_STALL_TIMEOUT = 5.0  # seconds without a frame before an open stream counts as lost
+
+
+def video_file(uri: str) -> Path | None:
+    """The video file a source URI names (what FileVideoSource reads), or None: a camera, a stream,
+    images. Clips copy such a file's packets instead of encoding its frames again."""
+    text = str(uri)
+    if "://" in text or text.isdigit():
+        return None
+    path = Path(text).expanduser()
+    return path if path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES else None
 
 
 def open_source(uri: str, *, width: int | None = None, height: int | None = None, fps: int | None = None,
