@@ -285,6 +285,7 @@ def main() -> None:
     parser.add_argument("--tables", default="loop,spinning,events",
                         help="which tables: loop (the whole loop per model), spinning (ONNX Runtime's worker threads "
                         "spinning between runs or not), events (tracking, events, clips; memory; live feed)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved runs of each events setup (medians)")
     parser.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure a 30 FPS live feed, 20 s per setup")
     args = parser.parse_args()
@@ -328,7 +329,7 @@ def main() -> None:
             make_event_video(event_video, args.event_frames)
             make_event_video(camera_video, args.event_frames, h264=True)
             event_table, model = events_rows({"MPEG-4 Part 2": event_video, "H.264 (as cameras record)": camera_video},
-                                             work)
+                                             work, args.repeats)
             memory = memory_row(model, event_video, work, args.long_frames) if args.long_frames else None
             live = live_rows(model, event_video, work) if args.live else []
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads; 640x480 video, {args.frames} frames; "
@@ -348,7 +349,7 @@ def main() -> None:
     if not event_table:
         return
     print("\nLeNet@128 FP32 trained on the embedded digits, 640x480 video of passing 3s, no video output; "
-          "median of 5 interleaved runs")
+          f"median of {args.repeats} interleaved runs")
     print("| source file | setup | clips' video | FPS | FPS vs boxes only | CPU ms / frame | CPU vs boxes only | events |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, name, clip_video, fps, ratio, cpu_ms, cpu_ratio, events in event_table:

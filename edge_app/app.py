@@ -30,6 +30,7 @@ from .camera_outputs import CameraOutputs
 from .outputs import refuse_clashing_paths
 from .overlay import OVERLAYS
 from .sources import DEFAULT_STALL_TIMEOUT, FLIPS, SourceLost, open_source
+from .video_output import DEFAULT_X264_PRESET, X264_PRESETS
 
 __all__ = ["EdgeApp", "AppConfig", "RunSummary", "MODEL_SERVER_LOST"]
 
@@ -80,6 +81,8 @@ class AppConfig:
                             "live camera would (rehearsals, benchmarks)")
     output_fps: float | None = option(None, "frame rate of video files from live sources (default: the source's)",
                                       type=number(float, above=0))
+    video_preset: str = option(DEFAULT_X264_PRESET, "x264 preset of MP4 outputs and clips: slower ones make smaller "
+                               "files for more CPU", choices=X264_PRESETS)
     # tracking (runtime/tracking.py)
     track: bool = option(True, "no tracking (JSON lines then carry no track_id; events need tracking)",
                          switch="--no-track", group="tracking")

@@ -32,7 +32,8 @@ class CameraOutputs:
         self.events: dict = {}
         try:
             for uri in config.outputs:
-                self.outputs.append(open_output(uri, fps=fps, http_host=config.http_host, on_quit=on_quit))
+                self.outputs.append(open_output(uri, fps=fps, http_host=config.http_host, on_quit=on_quit,
+                                                video_preset=config.video_preset))
                 self.uris.append(uri)
                 if hasattr(self.outputs[-1], "url"):
                     log(f"edge_app: {prefix}preview at {self.outputs[-1].url}")

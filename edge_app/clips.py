@@ -30,7 +30,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .video_output import pyav_available
+from .video_output import DEFAULT_X264_PRESET, pyav_available
 
 __all__ = ["ClipRecorder", "Retention", "pyav_muxes_packets", "DEFAULT_PRE_SECONDS", "DEFAULT_POST_SECONDS", "DEFAULT_MAX_SECONDS"]
 
@@ -39,10 +39,9 @@ DEFAULT_POST_SECONDS = 5.0
 DEFAULT_MAX_SECONDS = 120.0  # a clip stops here even if its event goes on (a parked car)
 _JPEG_QUALITY = 85
 _QUEUE_FRAMES = 64  # frames waiting for the worker; beyond this a frame is left out (counted), never the camera waits
-# x264's fastest preset, one thread, no B-frames (packets in display order, each out as its frame goes
-# in): 0.8 ms of CPU per 640x480 frame where veryfast took 1.6-2.1 ms, for files ~1.6x larger at the
-# same crf (docs/benchmarks.md).
-_H264_OPTIONS = {"preset": "ultrafast", "crf": "26", "bframes": "0"}
+_COPY_TICK_SECONDS = 0.05  # copying a file's packets, the worker catches up with the app this often
+# With the preset (--video-preset): one thread, no B-frames (packets in display order).
+_H264_OPTIONS = {"crf": "26", "bframes": "0"}
 _KEYFRAME_SECONDS = 1.0  # a clip starts at a keyframe: its pre-roll is up to this much longer
 _BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")  # H.264 that browsers decode: 4:2:0, 8 bits
 
@@ -114,10 +113,11 @@ class _H264Encoder:
 
     The ring then holds packets, and a clip is a copy of its packets from a keyframe: no frame is
     encoded twice, and nothing is decoded. JPEG-encoding every frame for the ring and H.264-encoding
-    the recordings' frames again cost 2.2 ms of CPU per frame; this costs 0.8 (docs/benchmarks.md)."""
+    the recordings' frames again cost 2.2 ms of CPU per 640x480 frame; with the default preset this
+    costs 0.85 (docs/benchmarks.md)."""
 
-    def __init__(self, fps: float) -> None:
-        self.rate = Fraction(fps).limit_denominator(1000)
+    def __init__(self, fps: float, preset: str = DEFAULT_X264_PRESET) -> None:
+        self.rate, self.preset = Fraction(fps).limit_denominator(1000), preset
         self.shape: tuple[int, ...] | None = None  # the frames' shape (a new one needs a new stream)
         self._context = None
         self._times: dict[int, float] = {}  # pts -> frame time, until its packet comes out
@@ -157,7 +157,7 @@ class _H264Encoder:
         context.time_base, context.framerate = 1 / self.rate, self.rate
         context.gop_size = max(1, round(float(self.rate) * _KEYFRAME_SECONDS))
         context.thread_count = 1  # one core: the frame loop has the other
-        context.options = dict(_H264_OPTIONS)
+        context.options = {"preset": self.preset, **_H264_OPTIONS}
         context.open()
         self._context, self.shape, self._size = context, image.shape, (context.width, context.height)
 
@@ -352,12 +352,14 @@ class ClipRecorder:
     def __init__(self, folder: str | Path, *, fps: float, pre_seconds: float = DEFAULT_PRE_SECONDS,
                  post_seconds: float = DEFAULT_POST_SECONDS, max_seconds: float = DEFAULT_MAX_SECONDS,
                  retention: Retention | None = None, log: Callable[[str], None] | None = None,
-                 copy_from: str | Path | None = None) -> None:
+                 copy_from: str | Path | None = None, preset: str = DEFAULT_X264_PRESET) -> None:
         """`copy_from`: the video file the frames come from (unflipped), whose packets clips copy
-        where it is H.264 that browsers play; otherwise (and for cameras) frames are encoded."""
+        where it is H.264 that browsers play; otherwise (and for cameras) frames are encoded with
+        x264's `preset`."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fps, self.pre, self.post, self.max = fps or 25.0, pre_seconds, post_seconds, max_seconds
+        self.preset = preset
         self.retention = retention or Retention()
         self.log = log or (lambda message: None)
         self.written = self.failed = self.dropped_frames = 0
@@ -366,6 +368,9 @@ class ClipRecorder:
         self._h264 = pyav_muxes_packets()
         copied = _CopiedPackets.open(Path(copy_from)) if copy_from is not None else None
         self._encoder = copied or self._new_encoder()
+        self._copying = copied is not None
+        self._reached: float | None = None  # copying: the latest frame time pushed
+        self._last_taken: float | None = None  # copying: how far the worker has read
         self._ring: collections.deque[_Unit] = collections.deque()  # the last pre_seconds, from a keyframe
         self._keyframes: collections.deque[_Unit] = collections.deque()  # the ring's keyframes
         self._lock = threading.Lock()  # guards _recording between the frame loop and the worker
@@ -379,6 +384,9 @@ class ClipRecorder:
         self._thread.start()
 
     def push(self, image: np.ndarray, frame_time: float) -> None:
+        if self._copying:  # the packets are in the file: the worker only needs to know how far the app is
+            self._reached = frame_time
+            return
         try:
             self._frames.put_nowait((image, frame_time))
         except queue.Full:  # the encoder is behind: this frame is not in the clip (counted)
@@ -409,7 +417,7 @@ class ClipRecorder:
         self._closing.set()
         self._thread.join(timeout)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | str]:
         return {"written": self.written, "failed": self.failed, "dropped_frames": self.dropped_frames,
                 "recording": int(self._recording is not None), "video": self.video}
 
@@ -422,7 +430,7 @@ class ClipRecorder:
 
     # ---- the worker --------------------------------------------------------------------------
     def _new_encoder(self) -> _H264Encoder | _JpegEncoder:
-        return _H264Encoder(self.fps) if self._h264 else _JpegEncoder(self.fps)
+        return _H264Encoder(self.fps, self.preset) if self._h264 else _JpegEncoder(self.fps)
 
     def _work(self) -> None:
         active: _Recording | None = None
@@ -437,8 +445,17 @@ class ClipRecorder:
             self._recording = None
         self._close_encoder()
 
-    def _waiting(self) -> list[tuple[np.ndarray, float]]:
-        """The frames queued (waiting a moment for the first): [] when there were none."""
+    def _waiting(self) -> list[tuple[np.ndarray | None, float]]:
+        """The frames queued (waiting a moment for the first): [] when there were none. Copying, the
+        worker wakes every `_COPY_TICK_SECONDS` and takes the file's packets as far as the app has
+        come: waking for each frame cost the frame loop ~10 % at 600 FPS (docs/benchmarks.md)."""
+        if self._copying:
+            time.sleep(_COPY_TICK_SECONDS)
+            reached = self._reached
+            if reached is None or reached == self._last_taken:
+                return []
+            self._last_taken = reached
+            return [(None, reached)]
         try:
             frames = [self._frames.get(timeout=0.05)]
         except queue.Empty:
@@ -449,8 +466,10 @@ class ClipRecorder:
             except queue.Empty:
                 return frames
 
-    def _take_frame(self, active: _Recording | None, image: np.ndarray, frame_time: float) -> _Recording | None:
-        if image.ndim == 2 and not isinstance(self._encoder, _CopiedPackets):
+    def _take_frame(self, active: _Recording | None, image: np.ndarray | None, frame_time: float) -> _Recording | None:
+        if image is None:  # copying: the packets come from the file
+            return self._feed(active, lambda: self._encoder.encode(None, frame_time))
+        if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         if self._encoder.shape not in (None, image.shape):  # the camera came back at another size
             active = self._end_stream(active)
@@ -472,8 +491,13 @@ class ClipRecorder:
         return active
 
     def _end_stream(self, active: _Recording | None) -> None:
-        """The packets still in the encoder, then the recording ends with what it has."""
+        """The packets still in the encoder, then the recording ends with what it has (one that began
+        at the last frame, too)."""
         active = self._feed(active, self._encoder.flush)
+        with self._lock:
+            current = self._recording
+        if active is None and current is not None and current.file is None and self._ring:
+            active = self._open(current)
         if active is not None:
             self._finish(active)
             with self._lock:
@@ -521,15 +545,10 @@ class ClipRecorder:
             active = None
         if current is None:
             return None
-        if active is None:  # begin with the seconds before the event, from the ring (this frame included)
-            since = current.started - self.pre
-            if unit.time < since:  # its first frame is still in the encoder (or still to come)
+        if active is None:
+            if unit.time < current.started - self.pre:  # its first frame is still in the encoder (or to come)
                 return None
-            current.file = self._encoder.clip_file(current.path)
-            for ring_unit in self._preroll(since):
-                if not self._write(current, ring_unit):
-                    return None
-            return current
+            return self._open(current)
         over = (active.stop_at is not None and unit.time > active.stop_at) or unit.time - active.started > self.max
         # Over, it ends before a packet that shows a later frame than any so far: the frames before it are
         # all in (a B-frame after it would be; its frame is on screen earlier, its reference is not written).
@@ -542,6 +561,14 @@ class ClipRecorder:
         if not self._write(active, unit):
             return None
         return active
+
+    def _open(self, recording: _Recording) -> _Recording | None:
+        """Begin with the seconds before the event, from the ring (the latest frame included)."""
+        recording.file = self._encoder.clip_file(recording.path)
+        for unit in self._preroll(recording.started - self.pre):
+            if not self._write(recording, unit):
+                return None
+        return recording
 
     def _write(self, recording: _Recording, unit: _Unit) -> bool:
         try:

@@ -113,7 +113,8 @@ class EventPipeline:
             # A video file's own packets where its frames reach the app as they are (not flipped).
             copy_from = video_file(config.source) if isinstance(config.source, str) and config.flip == "none" else None
             self.recorder = ClipRecorder(config.clips, fps=fps, pre_seconds=config.clip_pre, post_seconds=config.clip_post,
-                                         max_seconds=config.clip_max, retention=retention, log=log, copy_from=copy_from)
+                                         max_seconds=config.clip_max, retention=retention, log=log, copy_from=copy_from,
+                                         preset=config.video_preset)
         if self.mqtt:
             self._publish_counts()
         self.dispatcher = _Dispatcher(self)

@@ -247,8 +247,10 @@ def refuse_clashing_paths(source: str, outputs: list[str], json_path: str | None
         named[label] = path
 
 
-def open_output(uri: str, *, fps: float, http_host: str = "127.0.0.1", on_quit: Callable[[], None] | None = None):
-    """display://0 | http://[HOST]:PORT | file.mp4/.avi | folder/ (see the module docstring)."""
+def open_output(uri: str, *, fps: float, http_host: str = "127.0.0.1", on_quit: Callable[[], None] | None = None,
+                video_preset: str | None = None):
+    """display://0 | http://[HOST]:PORT | file.mp4/.avi | folder/ (see the module docstring);
+    `video_preset`: x264's for MP4 files (None: video_output's default)."""
     if uri.startswith("display://"):
         return DisplayOutput(on_quit=on_quit)
     if uri.startswith("http://") or uri.startswith("mjpeg://"):
@@ -263,7 +265,7 @@ def open_output(uri: str, *, fps: float, http_host: str = "127.0.0.1", on_quit: 
     path = Path(uri).expanduser()
     if path.suffix.lower() in VIDEO_OUTPUT_SUFFIXES:
         writable_folder(path.parent, "--output")
-        return open_video_output(path, fps)
+        return open_video_output(path, fps, *([video_preset] if video_preset else []))
     if path.suffix:
         raise OutputError(f"{uri}: unknown output; use display://0, http://127.0.0.1:8080, a video file "
                           f"({', '.join(VIDEO_OUTPUT_SUFFIXES)}) or a folder")

@@ -26,7 +26,7 @@ import numpy as np
 from .outputs import OutputError
 
 __all__ = ["VIDEO_OUTPUT_SUFFIXES", "VIDEO_RESERVE_BYTES", "VideoOutputError", "open_video_output",
-           "FragmentedMp4Output", "OpenCvVideoOutput", "pyav_available"]
+           "FragmentedMp4Output", "OpenCvVideoOutput", "pyav_available", "X264_PRESETS", "DEFAULT_X264_PRESET"]
 
 VIDEO_RESERVE_BYTES = 4 << 20  # free space a video keeps for its last fragment or index, written on close
 MP4_SUFFIXES = (".mp4", ".mov", ".m4v")
@@ -34,6 +34,11 @@ VIDEO_OUTPUT_SUFFIXES = (*MP4_SUFFIXES, ".mkv", ".avi")
 _OPENCV_FOURCC = {".avi": "MJPG", ".mkv": "mp4v", ".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v"}
 # One fragment per second: a kill loses at most that; shorter fragments cost size and seekability.
 _FRAGMENT_SECONDS = 1.0
+# x264's presets, fastest first (--video-preset). The default is the fastest: on two cores a
+# 640x480 frame took 0.85 ms of CPU against 1.6-2.1 ms with veryfast, for files ~1.6x larger at the
+# same quality (crf); docs/benchmarks.md. A camera's CPU goes to the model.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
+DEFAULT_X264_PRESET = "ultrafast"
 
 
 class VideoOutputError(OutputError):
@@ -93,8 +98,8 @@ class FragmentedMp4Output:
     disk once written, so the file plays up to the last one whatever ends the run. PyAV raises on a
     failed write (unlike OpenCV), which becomes an OutputError naming the file."""
 
-    def __init__(self, path: Path, fps: float) -> None:
-        self.path, self.fps = path, float(fps)
+    def __init__(self, path: Path, fps: float, preset: str = DEFAULT_X264_PRESET) -> None:
+        self.path, self.fps, self.preset = path, float(fps), preset
         self.container = None
         self.stream = None
         self.frames = 0
@@ -106,7 +111,7 @@ class FragmentedMp4Output:
         self.size = (width - width % 2, height - height % 2)  # 4:2:0 chroma needs even sides
         options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
         self.container = av.open(str(self.path), mode="w", format="mp4", options=options)
-        codec, codec_options = _encoder()
+        codec, codec_options = _encoder(self.preset)
         rate = max(1, round(self.fps))
         self.stream = self.container.add_stream(codec, rate=rate, options=codec_options)
         self.stream.width, self.stream.height = self.size
@@ -150,11 +155,11 @@ class FragmentedMp4Output:
                 pass
 
 
-def _encoder() -> tuple[str, dict[str, str]]:
+def _encoder(preset: str) -> tuple[str, dict[str, str]]:
     """The best encoder this PyAV build has: x264 (small files), else FFmpeg's MPEG-4 Part 2."""
     import av
 
-    for name, options in (("libx264", {"preset": "veryfast", "tune": "zerolatency"}), ("mpeg4", {"qscale": "3"})):
+    for name, options in (("libx264", {"preset": preset, "tune": "zerolatency"}), ("mpeg4", {"qscale": "3"})):
         try:
             av.codec.Codec(name, "w")
         except Exception:  # av.codec.codec.UnknownCodecError, a ValueError in older PyAV
@@ -166,15 +171,15 @@ def _encoder() -> tuple[str, dict[str, str]]:
 _warned_plain_mp4 = False
 
 
-def open_video_output(path: Path, fps: float):
-    """The writer for `path`'s suffix (see the module docstring)."""
+def open_video_output(path: Path, fps: float, preset: str = DEFAULT_X264_PRESET):
+    """The writer for `path`'s suffix (see the module docstring); `preset`: x264's, for MP4."""
     global _warned_plain_mp4
     suffix = path.suffix.lower()
     if suffix not in VIDEO_OUTPUT_SUFFIXES:
         raise VideoOutputError(f"{path}: unknown video type; use {', '.join(VIDEO_OUTPUT_SUFFIXES)}")
     if suffix in MP4_SUFFIXES:
         if pyav_available():
-            return FragmentedMp4Output(path, fps)
+            return FragmentedMp4Output(path, fps, preset)
         if not _warned_plain_mp4:
             _warned_plain_mp4 = True
             print(f"edge_app: warning: {path}: without PyAV this MP4 is only playable once closed (a kill -9 or "

@@ -33,6 +33,13 @@ def moving_digits_video(path: Path, mnist_digits, frames: int = 120, size: int =
     return boxes
 
 
+def x264_settings(path: Path) -> str:
+    """The settings x264 writes into the stream it encodes (an SEI message: "... options: cabac=0 ...")."""
+    data = path.read_bytes()
+    start = data.index(b"options: ")
+    return data[start : data.index(b"\0", start)].decode("ascii", "replace")
+
+
 def frame_count(path: Path) -> int:
     capture = cv2.VideoCapture(str(path))
     count = 0

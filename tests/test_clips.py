@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge_app.clips import ClipRecorder, pyav_muxes_packets
+from media import x264_settings
 
 pytestmark = pytest.mark.skipif(not pyav_muxes_packets(), reason="needs PyAV >= 17 (pip install 'spamcam[video]')")
 
@@ -144,3 +145,11 @@ def test_a_file_browsers_cannot_play_is_encoded(tmp_path):
     recorder = ClipRecorder(tmp_path / "clips", fps=FPS, copy_from=video)
     assert recorder.video == "encoded H.264"
     recorder.close()
+
+
+@pytest.mark.parametrize("preset, subme", [(None, "subme=0"), ("veryfast", "subme=2")])
+def test_clips_are_encoded_with_the_video_preset(tmp_path, preset, subme):
+    recorder = ClipRecorder(tmp_path, fps=FPS, pre_seconds=0.0, post_seconds=0.0, **({"preset": preset} if preset else {}))
+    feed(recorder, range(20), {0: ("start", "a"), 10: ("stop", "a")})
+    recorder.close()
+    assert subme in x264_settings(tmp_path / "a.mp4").split()  # ultrafast by default: x264's subme=0

@@ -14,7 +14,7 @@ from edge_app.app import AppConfig, EdgeApp
 from edge_app.cli import main as edge_cli
 from runtime.metrics import box_iou
 
-from media import frame_count, moving_digits_video
+from media import frame_count, moving_digits_video, x264_settings
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,3 +73,14 @@ def test_mjpeg_preview_served_on_loopback(model, mnist_digits, tmp_path):
         thread.join(timeout=20)
 
 
+
+
+@pytest.mark.parametrize("preset, subme", [(None, "subme=0"), ("veryfast", "subme=2")])
+def test_mp4_outputs_are_encoded_with_the_video_preset(model, mnist_digits, tmp_path, preset, subme):
+    pytest.importorskip("av", reason="MP4 through x264 needs PyAV (pip install 'spamcam[video]')")
+    video = tmp_path / "moving.mp4"
+    moving_digits_video(video, mnist_digits)
+    out = tmp_path / "out.mp4"
+    assert edge_cli(["--model", str(model), "--source", str(video), "--output", str(out), "--max-frames", "20",
+                     *(["--video-preset", preset] if preset else [])]) == 0
+    assert subme in x264_settings(out).split()  # the default is x264's ultrafast (subme=0)
