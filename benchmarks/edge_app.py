@@ -131,9 +131,9 @@ def events_rows(videos: dict[str, Path], work: Path, repeats: int = 5) -> tuple[
     setups = {}
     for label, video in videos.items():
         setups[(label, "boxes only (--no-track)")] = (video, dict(track=False))
-        if label == next(iter(videos)):  # tracking and events do not depend on the file's codec
+        if label == next(iter(videos)):  # tracking does not depend on the file's codec
             setups[(label, "tracking")] = (video, {})
-            setups[(label, "tracking + events + snapshots" + mqtt)] = (video, events_only)
+        setups[(label, "tracking + events + snapshots" + mqtt)] = (video, events_only)
         setups[(label, "tracking + events + snapshots + clips" + mqtt)] = (video, everything)
     fps = {key: [] for key in setups}
     cpu = {key: [] for key in setups}

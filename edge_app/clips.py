@@ -182,7 +182,7 @@ class _CopiedPackets:
     def __init__(self, container, stream) -> None:
         self._container, self._stream = container, stream
         self._packets = container.demux(stream)
-        self._pending = None  # read, but beyond the frame the app is at
+        self._peeked = None  # read, but beyond the frame the app is at
         self._origin = stream.start_time or 0  # the first frame's pts: frame time 0
         self._time_base = stream.time_base
 
@@ -207,15 +207,15 @@ class _CopiedPackets:
         """The packets up to this frame (by decode time); `image` is not needed."""
         units = []
         while True:
-            packet = self._pending if self._pending is not None else next(self._packets, None)
-            self._pending = None
+            packet = self._peeked if self._peeked is not None else next(self._packets, None)
+            self._peeked = None
             if packet is None:
                 return units
             if packet.dts is None:  # the demuxer's final empty packet
                 continue
             time = float((packet.dts - self._origin) * self._time_base)
             if time > frame_time + 1e-6:
-                self._pending = packet
+                self._peeked = packet
                 return units
             units.append(_Unit(time, bytes(packet), packet.is_keyframe, packet.pts, packet.dts))
 
@@ -374,7 +374,8 @@ class ClipRecorder:
         self._ring: collections.deque[_Unit] = collections.deque()  # the last pre_seconds, from a keyframe
         self._keyframes: collections.deque[_Unit] = collections.deque()  # the ring's keyframes
         self._lock = threading.Lock()  # guards _recording between the frame loop and the worker
-        self._recording: _Recording | None = None
+        self._recording: _Recording | None = None  # the one an event that begins now joins
+        self._pending: collections.deque[_Recording] = collections.deque()  # made by start(), not yet opened
         self._frames: queue.Queue = queue.Queue(maxsize=_QUEUE_FRAMES)
         self._closing = threading.Event()
         if not self._h264:
@@ -399,7 +400,8 @@ class ClipRecorder:
             recording = self._recording
             if recording is None or (recording.stop_at is not None and at > recording.stop_at):
                 recording = _Recording(self.folder / f"{name}.mp4", started=at)
-                self._recording = recording  # the worker opens it, and finishes the one it replaces
+                self._recording = recording  # the one it replaces goes on to the end of its post-roll
+                self._pending.append(recording)  # the worker opens it when its frames come
             recording.events.add(name)
             recording.stop_at = None
             return recording.path
@@ -433,14 +435,14 @@ class ClipRecorder:
         return _H264Encoder(self.fps, self.preset) if self._h264 else _JpegEncoder(self.fps)
 
     def _work(self) -> None:
-        active: _Recording | None = None
+        writing: list[_Recording] = []  # open files: the current recording, and one replaced in its post-roll
         while True:
             frames = self._waiting()
             if not frames and self._closing.is_set():
                 break
             for image, frame_time in frames:
-                active = self._take_frame(active, image, frame_time)
-        active = self._end_stream(active)
+                writing = self._take_frame(writing, image, frame_time)
+        self._end_stream(writing)
         with self._lock:
             self._recording = None
         self._close_encoder()
@@ -466,44 +468,40 @@ class ClipRecorder:
             except queue.Empty:
                 return frames
 
-    def _take_frame(self, active: _Recording | None, image: np.ndarray | None, frame_time: float) -> _Recording | None:
+    def _take_frame(self, writing: list[_Recording], image: np.ndarray | None, frame_time: float) -> list[_Recording]:
         if image is None:  # copying: the packets come from the file
-            return self._feed(active, lambda: self._encoder.encode(None, frame_time))
+            return self._feed(writing, lambda: self._encoder.encode(None, frame_time))
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         if self._encoder.shape not in (None, image.shape):  # the camera came back at another size
-            active = self._end_stream(active)
+            self._end_stream(writing)
             self._new_stream()
-        return self._feed(active, lambda: self._encoder.encode(image, frame_time))
+            writing = []
+        return self._feed(writing, lambda: self._encoder.encode(image, frame_time))
 
-    def _feed(self, active: _Recording | None, encode: Callable[[], list[_Unit]]) -> _Recording | None:
+    def _feed(self, writing: list[_Recording], encode: Callable[[], list[_Unit]]) -> list[_Recording]:
         """Encode (or read) the next packets and take them; an encoder that fails (out of memory, a
-        damaged source file) loses the clip it was writing, and the next ones are encoded afresh."""
+        damaged source file) loses the clips it was writing, and the next ones are encoded afresh."""
         try:
             units = encode()
-        except Exception as error:  # noqa: BLE001 — clips stop for this one, the app goes on
-            if active is not None:
-                self._drop(active, error)
+        except Exception as error:  # noqa: BLE001 — clips stop for these, the app goes on
+            for recording in writing:
+                self._drop(recording, error)
             self._new_stream()
-            return None
+            return []
         for unit in units:
-            active = self._take(active, unit)
-        return active
+            writing = self._take(writing, unit)
+        return writing
 
-    def _end_stream(self, active: _Recording | None) -> None:
-        """The packets still in the encoder, then the recording ends with what it has (one that began
-        at the last frame, too)."""
-        active = self._feed(active, self._encoder.flush)
-        with self._lock:
-            current = self._recording
-        if active is None and current is not None and current.file is None and self._ring:
-            active = self._open(current)
-        if active is not None:
-            self._finish(active)
-            with self._lock:
-                if self._recording is active:
-                    self._recording = None
-        return None
+    def _end_stream(self, writing: list[_Recording]) -> None:
+        """The packets still in the encoder, then the recordings end with what they have (one that
+        began at the last frame, too)."""
+        writing = self._feed(writing, self._encoder.flush)
+        while self._ring and (recording := self._next_pending(None)) is not None:
+            opened = self._open(recording)
+            writing += [opened] if opened is not None else []
+        for recording in writing:
+            self._end(recording)
 
     def _new_stream(self) -> None:
         self._close_encoder()
@@ -536,31 +534,44 @@ class ClipRecorder:
         units = list(self._ring)
         return units[next((i for i, unit in enumerate(units) if unit is first), len(units)):]
 
-    def _take(self, active: _Recording | None, unit: _Unit) -> _Recording | None:
+    def _take(self, writing: list[_Recording], unit: _Unit) -> list[_Recording]:
+        """One packet: into the ring, and into every recording whose time it is in."""
         self._remember(unit)
-        with self._lock:
-            current = self._recording
-        if active is not None and active is not current:  # a new recording replaced it
-            self._finish(active)
-            active = None
-        if current is None:
-            return None
-        if active is None:
-            if unit.time < current.started - self.pre:  # its first frame is still in the encoder (or to come)
-                return None
-            return self._open(current)
-        over = (active.stop_at is not None and unit.time > active.stop_at) or unit.time - active.started > self.max
-        # Over, it ends before a packet that shows a later frame than any so far: the frames before it are
-        # all in (a B-frame after it would be; its frame is on screen earlier, its reference is not written).
-        if over and (unit.pts is None or unit.pts > active.top_pts):
-            self._finish(active)
-            with self._lock:
-                if self._recording is active:
+        still = []
+        for recording in writing:
+            with self._lock:  # decided with start() shut out: an event that joins it now gets a new one
+                over = self._over(recording, unit)
+                if over and self._recording is recording:
                     self._recording = None
-            return None
-        if not self._write(active, unit):
-            return None
-        return active
+            if over:
+                self._finish(recording)
+            elif self._write(recording, unit):
+                still.append(recording)
+        while (recording := self._next_pending(unit.time)) is not None:
+            opened = self._open(recording)  # its pre-roll from the ring, this packet included
+            still += [opened] if opened is not None else []
+        return still
+
+    def _next_pending(self, now: float | None) -> _Recording | None:
+        """The oldest recording start() made whose first frame has come by `now` (None: any)."""
+        with self._lock:
+            if self._pending and (now is None or now >= self._pending[0].started - self.pre):
+                return self._pending.popleft()
+        return None
+
+    def _over(self, recording: _Recording, unit: _Unit) -> bool:
+        """Past its post-roll (or its longest): it ends before a packet that shows a later frame than
+        any so far, so that every frame before is in (a B-frame after that packet is shown earlier,
+        but its reference would be missing)."""
+        over = (recording.stop_at is not None and unit.time > recording.stop_at) or \
+            unit.time - recording.started > self.max
+        return over and (unit.pts is None or unit.pts > recording.top_pts)
+
+    def _end(self, recording: _Recording) -> None:
+        self._finish(recording)
+        with self._lock:
+            if self._recording is recording:
+                self._recording = None
 
     def _open(self, recording: _Recording) -> _Recording | None:
         """Begin with the seconds before the event, from the ring (the latest frame included)."""

@@ -153,3 +153,18 @@ def test_clips_are_encoded_with_the_video_preset(tmp_path, preset, subme):
     feed(recorder, range(20), {0: ("start", "a"), 10: ("stop", "a")})
     recorder.close()
     assert subme in x264_settings(tmp_path / "a.mp4").split()  # ultrafast by default: x264's subme=0
+
+
+def test_a_recording_replaced_before_the_worker_saw_it_is_still_written_whole(tmp_path):
+    """The frame loop can run far ahead of the clip thread (a file at 600 FPS): a recording that ended
+    and was replaced by the next before the worker reached it keeps its frames and its post-roll."""
+    recorder = ClipRecorder(tmp_path, fps=FPS, pre_seconds=0.0, post_seconds=1.0)
+    for index in range(60):  # no pause: everything is queued before the worker takes any of it
+        recorder.push(frame(index), index / FPS)
+        if index in (10, 20, 35, 45):
+            action = {10: recorder.start, 20: recorder.stop, 35: recorder.start, 45: recorder.stop}[index]
+            action("a" if index < 30 else "b", index / FPS)
+    recorder.close()
+    assert recorder.stats()["dropped_frames"] == 0
+    assert decoded_indices(tmp_path / "a.mp4") == list(range(10, 31))  # to 1 s after its stop at 20
+    assert decoded_indices(tmp_path / "b.mp4") == list(range(30, 56))  # from the keyframe at 30
