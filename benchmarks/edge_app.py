@@ -178,7 +178,7 @@ def live_rows(model: Path, video: Path, work: Path, seconds: float = 20.0, fps: 
         for name, settings in setups.items():
             server, stop = MjpegServer("127.0.0.1", 0), threading.Event()
 
-            def feed():
+            def feed(server=server, stop=stop):  # bound now: the next setup's names must not revive it
                 capture = cv2.VideoCapture(str(video))
                 while not stop.is_set():
                     ok, frame = capture.read()
