@@ -4,7 +4,7 @@ The frame loop hands each frame to `ClipRecorder.push` and returns at once. A wo
 every frame into one continuous H.264 stream and keeps the packets of the last `pre_seconds` (a ring
 of encoded frames, from a keyframe: a few KB per frame instead of 900 KB raw). A clip is a copy of
 packets, never a second encoding: the ring's from the keyframe at or before `pre_seconds` before
-its first event (so up to `_KEYFRAME_SECONDS` more), then the live ones while its events last, until
+its first event (so up to `clip_streams.KEYFRAME_SECONDS` more), then the live ones while its events last, until
 `post_seconds` after the last of them (or `max_seconds`). Events that overlap share one clip, and
 each event names its clip. It is written as `<id>.mp4.part` and renamed to `<id>.mp4` when complete,
 with the index up front (`+faststart`), so a browser can play it while it downloads and nobody sees
@@ -18,41 +18,26 @@ after every clip.
 from __future__ import annotations
 
 import collections
-import os
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
 import cv2
 import numpy as np
 
-from .video_output import DEFAULT_X264_PRESET, pyav_available
+from .clip_streams import ClipFile, EncodedFrame, FilePackets, H264Stream, JpegStream, pyav_muxes_packets
+from .video_output import DEFAULT_X264_PRESET
 
 __all__ = ["ClipRecorder", "Retention", "pyav_muxes_packets", "DEFAULT_PRE_SECONDS", "DEFAULT_POST_SECONDS", "DEFAULT_MAX_SECONDS"]
 
 DEFAULT_PRE_SECONDS = 5.0
 DEFAULT_POST_SECONDS = 5.0
 DEFAULT_MAX_SECONDS = 120.0  # a clip stops here even if its event goes on (a parked car)
-_JPEG_QUALITY = 85
 _QUEUE_FRAMES = 64  # frames waiting for the worker; beyond this a frame is left out (counted), never the camera waits
 _COPY_TICK_SECONDS = 0.05  # copying a file's packets, the worker catches up with the app this often
-# With the preset (--video-preset): one thread, no B-frames (packets in display order).
-_H264_OPTIONS = {"crf": "26", "bframes": "0"}
-_KEYFRAME_SECONDS = 1.0  # a clip starts at a keyframe: its pre-roll is up to this much longer
-_BROWSER_PIX_FMTS = ("yuv420p", "yuvj420p")  # H.264 that browsers decode: 4:2:0, 8 bits
-
-
-def pyav_muxes_packets() -> bool:
-    """PyAV >= 17: it muxes packets without an encoder of their own (`add_mux_stream`), which clips need."""
-    if not pyav_available():
-        return False
-    from av.container.output import OutputContainer
-
-    return hasattr(OutputContainer, "add_mux_stream")
 
 
 @dataclass
@@ -97,237 +82,6 @@ def _size(path: Path) -> int:
         return 0
 
 
-@dataclass(frozen=True)
-class _Unit:
-    """One encoded frame in the ring: an H.264 packet, or a JPEG without PyAV."""
-
-    time: float  # its frame time (decode time for packets, which is monotonic)
-    data: bytes
-    keyframe: bool  # a clip can start here
-    pts: int | None = None  # a packet's timestamps in its stream's time base
-    dts: int | None = None
-
-
-class _H264Encoder:
-    """Every frame, as it comes, into one continuous H.264 stream (PyAV's libx264).
-
-    The ring then holds packets, and a clip is a copy of its packets from a keyframe: no frame is
-    encoded twice, and nothing is decoded. JPEG-encoding every frame for the ring and H.264-encoding
-    the recordings' frames again cost 2.2 ms of CPU per 640x480 frame; with the default preset this
-    costs 0.85 (docs/benchmarks.md)."""
-
-    def __init__(self, fps: float, preset: str = DEFAULT_X264_PRESET) -> None:
-        self.rate, self.preset = Fraction(fps).limit_denominator(1000), preset
-        self.shape: tuple[int, ...] | None = None  # the frames' shape (a new one needs a new stream)
-        self._context = None
-        self._times: dict[int, float] = {}  # pts -> frame time, until its packet comes out
-        self._count = 0
-
-    def encode(self, image: np.ndarray, frame_time: float) -> list[_Unit]:
-        import av
-
-        if self._context is None:
-            self._open(image)
-        height, width = image.shape[:2]
-        image = np.ascontiguousarray(image[: height - height % 2, : width - width % 2])  # yuv420p: even sizes
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = self._count
-        self._times[self._count] = frame_time
-        self._count += 1
-        return self._units(self._context.encode(frame))
-
-    def flush(self) -> list[_Unit]:
-        """The packets still inside the encoder; it takes no frame after this."""
-        if self._context is None:
-            return []
-        units, self._context = self._units(self._context.encode(None)), None
-        return units
-
-    def _units(self, packets) -> list[_Unit]:
-        return [_Unit(self._times.pop(packet.pts), bytes(packet), packet.is_keyframe, packet.pts, packet.dts)
-                for packet in packets]
-
-    def _open(self, image: np.ndarray) -> None:
-        import av
-
-        height, width = image.shape[:2]
-        context = av.CodecContext.create("libx264", "w")
-        context.width, context.height = width - width % 2, height - height % 2
-        context.pix_fmt = "yuv420p"  # what browsers decode
-        context.time_base, context.framerate = 1 / self.rate, self.rate
-        context.gop_size = max(1, round(float(self.rate) * _KEYFRAME_SECONDS))
-        context.thread_count = 1  # one core: the frame loop has the other
-        context.options = {"preset": self.preset, **_H264_OPTIONS}
-        context.open()
-        self._context, self.shape, self._size = context, image.shape, (context.width, context.height)
-
-    def clip_file(self, path: Path) -> "_PacketClipFile":
-        width, height = self._size
-
-        def add_stream(container):
-            stream = container.add_mux_stream("h264", rate=self.rate, width=width, height=height)
-            stream.time_base = 1 / self.rate
-            return stream
-
-        return _PacketClipFile(path, add_stream, 1 / self.rate)
-
-
-class _CopiedPackets:
-    """A video file's own H.264 packets, read as far as the frames the app has reached: a clip of a
-    recorded video is a copy of the recording, at its quality, encoding nothing (as Frigate records
-    cameras). Only for files whose H.264 browsers play; others are encoded."""
-
-    shape = None  # the file's frames keep their size
-
-    def __init__(self, container, stream) -> None:
-        self._container, self._stream = container, stream
-        self._packets = container.demux(stream)
-        self._peeked = None  # read, but beyond the frame the app is at
-        self._origin = stream.start_time or 0  # the first frame's pts: frame time 0
-        self._time_base = stream.time_base
-
-    @classmethod
-    def open(cls, path: Path) -> "_CopiedPackets | None":
-        """None where the file is not H.264 in 4:2:0 (what browsers decode) or PyAV cannot read it."""
-        if not pyav_muxes_packets():
-            return None
-        import av
-
-        try:
-            container = av.open(str(path))
-        except (av.FFmpegError, OSError):
-            return None
-        video = container.streams.video
-        if not video or video[0].codec_context.name != "h264" or video[0].codec_context.pix_fmt not in _BROWSER_PIX_FMTS:
-            container.close()
-            return None
-        return cls(container, video[0])
-
-    def encode(self, image: np.ndarray, frame_time: float) -> list[_Unit]:
-        """The packets up to this frame (by decode time); `image` is not needed."""
-        units = []
-        while True:
-            packet = self._peeked if self._peeked is not None else next(self._packets, None)
-            self._peeked = None
-            if packet is None:
-                return units
-            if packet.dts is None:  # the demuxer's final empty packet
-                continue
-            time = float((packet.dts - self._origin) * self._time_base)
-            if time > frame_time + 1e-6:
-                self._peeked = packet
-                return units
-            units.append(_Unit(time, bytes(packet), packet.is_keyframe, packet.pts, packet.dts))
-
-    def flush(self) -> list[_Unit]:
-        return []  # nothing beyond the last frame the app processed
-
-    def close(self) -> None:
-        self._container.close()
-
-    def clip_file(self, path: Path) -> "_PacketClipFile":
-        return _PacketClipFile(path, lambda container: container.add_stream_from_template(self._stream), self._time_base)
-
-
-class _JpegEncoder:
-    """Without PyAV: each frame as a JPEG (~30 KB per 640x480 frame instead of 900 KB raw); every one
-    is a keyframe, and a clip decodes them into OpenCV's MPEG-4 Part 2."""
-
-    def __init__(self, fps: float) -> None:
-        self.fps, self.shape = fps, None
-
-    def encode(self, image: np.ndarray, frame_time: float) -> list[_Unit]:
-        self.shape = image.shape
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
-        return [_Unit(frame_time, jpeg.tobytes(), True)] if ok else []
-
-    def flush(self) -> list[_Unit]:
-        return []
-
-    def clip_file(self, path: Path) -> "_OpenCvClipFile":
-        return _OpenCvClipFile(path, self.fps)
-
-
-class _ClipFile:
-    """A clip being written as `<name>.part`, renamed into place when complete."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.part = path, path.with_name(path.name + ".part")
-        self.frames = 0
-
-    def write(self, unit: _Unit) -> None:
-        self._write(unit)
-        self.frames += 1
-
-    def close(self) -> Path | None:
-        """Finish the file and rename it into place; None when no frame came."""
-        if not self.frames:
-            return None
-        self._close()
-        os.replace(self.part, self.path)
-        return self.path
-
-    def abandon(self) -> None:
-        try:
-            self._close()
-        except Exception:  # noqa: BLE001 — already failing; the .part is removed below
-            pass
-        self.part.unlink(missing_ok=True)
-
-    def _write(self, unit: _Unit) -> None:
-        raise NotImplementedError
-
-    def _close(self) -> None:
-        raise NotImplementedError
-
-
-class _PacketClipFile(_ClipFile):
-    """H.264 packets copied into an MP4 with the index up front (`+faststart`), their timestamps
-    shifted so that the clip starts at 0."""
-
-    def __init__(self, path: Path, add_stream: Callable, time_base: Fraction) -> None:
-        super().__init__(path)
-        self._add_stream, self._time_base = add_stream, time_base
-        self._container = self._stream = None
-        self._origin = 0
-
-    def _write(self, unit: _Unit) -> None:
-        import av
-
-        if self._container is None:
-            self._container = av.open(str(self.part), "w", format="mp4", options={"movflags": "+faststart"})
-            self._stream = self._add_stream(self._container)
-            self._origin = unit.dts
-        packet = av.Packet(unit.data)
-        packet.dts = unit.dts - self._origin
-        packet.pts = None if unit.pts is None else unit.pts - self._origin
-        packet.time_base, packet.stream = self._time_base, self._stream
-        packet.is_keyframe = unit.keyframe
-        self._container.mux(packet)
-
-    def _close(self) -> None:
-        if self._container is not None:
-            container, self._container = self._container, None
-            container.close()
-
-
-class _OpenCvClipFile(_ClipFile):
-    def __init__(self, path: Path, fps: float) -> None:
-        super().__init__(path)
-        self.fps, self._writer = fps, None
-
-    def _write(self, unit: _Unit) -> None:
-        image = cv2.imdecode(np.frombuffer(unit.data, np.uint8), cv2.IMREAD_COLOR)
-        if self._writer is None:
-            height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.part), cv2.VideoWriter_fourcc(*"mp4v"), float(self.fps), (width, height))
-        self._writer.write(image)
-
-    def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-
-
 @dataclass
 class _Recording:
     """One clip file and the events it shows; events that overlap share it."""
@@ -336,7 +90,7 @@ class _Recording:
     started: float  # frame time of the first event's start
     events: set = field(default_factory=set)  # names of the events still going on
     stop_at: float | None = None  # frame time after which it ends (set when its last event ended)
-    file: _ClipFile | None = None  # opened by the worker at its first frame
+    file: ClipFile | None = None  # opened by the worker at its first frame
     top_pts: int = -2**63  # the latest presentation time written
 
 
@@ -366,13 +120,13 @@ class ClipRecorder:
         self.failed_paths: set[str] = set()  # clips lost to a failed write: events must not name them
         self.last_error: str | None = None
         self._h264 = pyav_muxes_packets()
-        copied = _CopiedPackets.open(Path(copy_from)) if copy_from is not None else None
+        copied = FilePackets.open(Path(copy_from)) if copy_from is not None else None
         self._encoder = copied or self._new_encoder()
         self._copying = copied is not None
         self._reached: float | None = None  # copying: the latest frame time pushed
         self._last_taken: float | None = None  # copying: how far the worker has read
-        self._ring: collections.deque[_Unit] = collections.deque()  # the last pre_seconds, from a keyframe
-        self._keyframes: collections.deque[_Unit] = collections.deque()  # the ring's keyframes
+        self._ring: collections.deque[EncodedFrame] = collections.deque()  # the last pre_seconds, from a keyframe
+        self._keyframes: collections.deque[EncodedFrame] = collections.deque()  # the ring's keyframes
         self._lock = threading.Lock()  # guards _recording between the frame loop and the worker
         self._recording: _Recording | None = None  # the one an event that begins now joins
         self._pending: collections.deque[_Recording] = collections.deque()  # made by start(), not yet opened
@@ -426,13 +180,13 @@ class ClipRecorder:
     @property
     def video(self) -> str:
         """How clips get their video: copied from the source file, or encoded (H.264 or MPEG-4)."""
-        if isinstance(self._encoder, _CopiedPackets):
+        if isinstance(self._encoder, FilePackets):
             return "copied from the source"
         return "encoded H.264" if self._h264 else "encoded MPEG-4 Part 2"
 
     # ---- the worker --------------------------------------------------------------------------
-    def _new_encoder(self) -> _H264Encoder | _JpegEncoder:
-        return _H264Encoder(self.fps, self.preset) if self._h264 else _JpegEncoder(self.fps)
+    def _new_encoder(self) -> H264Stream | JpegStream:
+        return H264Stream(self.fps, self.preset) if self._h264 else JpegStream(self.fps)
 
     def _work(self) -> None:
         writing: list[_Recording] = []  # open files: the current recording, and one replaced in its post-roll
@@ -479,7 +233,7 @@ class ClipRecorder:
             writing = []
         return self._feed(writing, lambda: self._encoder.encode(image, frame_time))
 
-    def _feed(self, writing: list[_Recording], encode: Callable[[], list[_Unit]]) -> list[_Recording]:
+    def _feed(self, writing: list[_Recording], encode: Callable[[], list[EncodedFrame]]) -> list[_Recording]:
         """Encode (or read) the next packets and take them; an encoder that fails (out of memory, a
         damaged source file) loses the clips it was writing, and the next ones are encoded afresh."""
         try:
@@ -510,10 +264,10 @@ class ClipRecorder:
         self._keyframes.clear()
 
     def _close_encoder(self) -> None:
-        if isinstance(self._encoder, _CopiedPackets):
+        if isinstance(self._encoder, FilePackets):
             self._encoder.close()
 
-    def _remember(self, unit: _Unit) -> None:
+    def _remember(self, unit: EncodedFrame) -> None:
         """Keep the last `pre` seconds in the ring, starting at a keyframe."""
         self._ring.append(unit)
         if unit.keyframe:
@@ -524,7 +278,7 @@ class ClipRecorder:
             while self._ring[0] is not self._keyframes[0]:
                 self._ring.popleft()
 
-    def _preroll(self, since: float) -> list[_Unit]:
+    def _preroll(self, since: float) -> list[EncodedFrame]:
         """The ring from the last keyframe at or before `since` (or its first, if it is younger)."""
         first = self._keyframes[0] if self._keyframes else None
         for keyframe in self._keyframes:
@@ -534,7 +288,7 @@ class ClipRecorder:
         units = list(self._ring)
         return units[next((i for i, unit in enumerate(units) if unit is first), len(units)):]
 
-    def _take(self, writing: list[_Recording], unit: _Unit) -> list[_Recording]:
+    def _take(self, writing: list[_Recording], unit: EncodedFrame) -> list[_Recording]:
         """One packet: into the ring, and into every recording whose time it is in."""
         self._remember(unit)
         still = []
@@ -559,7 +313,7 @@ class ClipRecorder:
                 return self._pending.popleft()
         return None
 
-    def _over(self, recording: _Recording, unit: _Unit) -> bool:
+    def _over(self, recording: _Recording, unit: EncodedFrame) -> bool:
         """Past its post-roll (or its longest): it ends before a packet that shows a later frame than
         any so far, so that every frame before is in (a B-frame after that packet is shown earlier,
         but its reference would be missing)."""
@@ -581,7 +335,7 @@ class ClipRecorder:
                 return None
         return recording
 
-    def _write(self, recording: _Recording, unit: _Unit) -> bool:
+    def _write(self, recording: _Recording, unit: EncodedFrame) -> bool:
         try:
             recording.file.write(unit)
             if unit.pts is not None:
