@@ -1,5 +1,8 @@
 """Test media made from real MNIST digits: a video of a moving digit with known boxes, an MJPEG feed,
-and frame counting (what a player would show). Shared by the edge_app tests and the fault suite."""
+and frame counting (what a player would show); a real headless browser to play or load what we
+serve. Shared by the edge_app tests and the fault suite."""
+import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -38,6 +41,23 @@ def x264_settings(path: Path) -> str:
     data = path.read_bytes()
     start = data.index(b"options: ")
     return data[start : data.index(b"\0", start)].decode("ascii", "replace")
+
+
+def headless_browser() -> str:
+    """Debian's chromium (make setup installs it); the test skips, saying so, where there is none."""
+    import pytest
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    pytest.skip("no headless browser: apt-get install chromium (pages and clips are tested in a real one)")
+
+
+def browser_dom(url: str, *extra: str, budget_ms: int = 4000) -> str:
+    """The page's DOM after `budget_ms` of the browser's virtual time (its scripts have run)."""
+    return subprocess.run([headless_browser(), "--headless", "--no-sandbox", "--disable-gpu", *extra,
+                           f"--virtual-time-budget={budget_ms}", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=60).stdout
 
 
 def frame_count(path: Path) -> int:

@@ -4,6 +4,7 @@ new stream. Frames carry their index in binary (white and black squares), so the
 which frames it holds."""
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -168,3 +169,27 @@ def test_a_recording_replaced_before_the_worker_saw_it_is_still_written_whole(tm
     assert recorder.stats()["dropped_frames"] == 0
     assert decoded_indices(tmp_path / "a.mp4") == list(range(10, 31))  # to 1 s after its stop at 20
     assert decoded_indices(tmp_path / "b.mp4") == list(range(30, 56))  # from the keyframe at 30
+
+
+def test_clips_play_in_a_real_browser(tmp_path):
+    """A copied clip (B-frames, from a file) and an encoded one, each loaded by chromium's own decoder."""
+    from media import browser_dom, headless_browser
+
+    headless_browser()
+    video = h264_file(tmp_path / "camera.mp4", 60, keyframe_every=20)
+    copied = ClipRecorder(tmp_path / "copied", fps=FPS, pre_seconds=0.0, post_seconds=0.0, copy_from=video)
+    encoded = ClipRecorder(tmp_path / "encoded", fps=FPS, pre_seconds=0.0, post_seconds=0.0)
+    for recorder in (copied, encoded):
+        feed(recorder, range(60), {20: ("start", "a"), 49: ("stop", "a")})
+        recorder.close()
+    for name in ("copied", "encoded"):
+        page = tmp_path / f"{name}.html"
+        page.write_text(f"""<video id="v" src="{name}/a.mp4" muted></video><div id="out">pending</div><script>
+            const v = document.getElementById('v'), out = document.getElementById('out');
+            v.addEventListener('loadeddata', () => out.textContent = 'loaded ' + v.duration + ' ' + v.videoWidth);
+            v.addEventListener('error', () => out.textContent = 'error ' + v.error.code);</script>""")
+        dom = browser_dom(page.as_uri(), "--allow-file-access-from-files")
+        loaded = re.search(r'<div id="out">loaded ([0-9.]+) 128</div>', dom)
+        assert loaded, (name, dom[-300:])
+        # frames 20-49 at 10 FPS: 3 s; a copy ends after a B-frame group, up to 4 frames more
+        assert 3.0 <= float(loaded.group(1)) <= (3.0 if name == "encoded" else 3.4), (name, loaded.group(1))

@@ -4,7 +4,6 @@ camera at a time); the web page in a real headless browser (Debian's chromium); 
 prometheus-client's own parser; bad camera configs refused by where they are."""
 import json
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ from edge_app.camera_stream import DropOldestQueue
 from edge_app.multi import BatchSettings, MultiCameraApp
 from edge_app.outputs import MjpegServer
 from brokers import free_port
-from media import crossing_digits_video, feed, frame_count, moving_digits_video
+from media import browser_dom, crossing_digits_video, feed, frame_count, headless_browser, moving_digits_video
 
 pytestmark = pytest.mark.slow
 
@@ -149,15 +148,8 @@ def test_live_stream_reconnect_is_counted_per_camera(model, videos, tmp_path):
     assert summary.cameras["file"].frames == len(_lines(tmp_path / "file.jsonl")) > 0
 
 
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    pytest.skip("no headless browser: apt-get install chromium (the web page is tested in a real one)")
-
-
 def test_web_page_in_a_real_browser_and_metrics(model, mnist_digits, tmp_path):
-    browser = _chromium()
+    headless_browser()
     pytest.importorskip("prometheus_client", reason="/metrics needs prometheus-client (spamcam[web], make setup)")
     videos = []
     for i in range(3):
@@ -173,8 +165,7 @@ def test_web_page_in_a_real_browser_and_metrics(model, mnist_digits, tmp_path):
         time.sleep(0.05)
     url = app.web.url
     try:
-        page = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000",
-                               "--dump-dom", url], capture_output=True, text=True, timeout=60).stdout
+        page = browser_dom(url)
         from prometheus_client.parser import text_string_to_metric_families
 
         metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(
