@@ -146,7 +146,7 @@ class FilePackets:
             return None
         return cls(container, video[0])
 
-    def encode(self, image: np.ndarray, frame_time: float) -> list[EncodedFrame]:
+    def encode(self, image: np.ndarray | None, frame_time: float) -> list[EncodedFrame]:
         """The packets up to this frame (by decode time); `image` is not needed."""
         units = []
         while True:
@@ -173,7 +173,7 @@ class FilePackets:
 
 
 class JpegStream:
-    """Without PyAV: each frame as a JPEG (~30 KB per 640x480 frame instead of 900 KB raw); every one
+    """Without PyAV >= 17: each frame as a JPEG (~30 KB per 640x480 frame instead of 900 KB raw); every one
     is a keyframe, and a clip decodes them into OpenCV's MPEG-4 Part 2."""
 
     def __init__(self, fps: float) -> None:

@@ -260,12 +260,12 @@ def open_output(uri: str, *, fps: float, http_host: str = "127.0.0.1", on_quit: 
             return MjpegServer(host or http_host, int(port or 8080))
         except OSError as error:
             raise OutputError(f"{uri}: cannot serve the preview there ({error})") from error
-    from .video_output import VIDEO_OUTPUT_SUFFIXES, open_video_output  # it needs OutputError from here
+    from .video_output import DEFAULT_X264_PRESET, VIDEO_OUTPUT_SUFFIXES, open_video_output  # needs OutputError
 
     path = Path(uri).expanduser()
     if path.suffix.lower() in VIDEO_OUTPUT_SUFFIXES:
         writable_folder(path.parent, "--output")
-        return open_video_output(path, fps, *([video_preset] if video_preset else []))
+        return open_video_output(path, fps, video_preset or DEFAULT_X264_PRESET)
     if path.suffix:
         raise OutputError(f"{uri}: unknown output; use display://0, http://127.0.0.1:8080, a video file "
                           f"({', '.join(VIDEO_OUTPUT_SUFFIXES)}) or a folder")

@@ -35,8 +35,8 @@ _OPENCV_FOURCC = {".avi": "MJPG", ".mkv": "mp4v", ".mp4": "mp4v", ".mov": "mp4v"
 # One fragment per second: a kill loses at most that; shorter fragments cost size and seekability.
 _FRAGMENT_SECONDS = 1.0
 # x264's presets, fastest first (--video-preset). The default is the fastest: on two cores a
-# 640x480 frame took 0.85 ms of CPU against 1.6-2.1 ms with veryfast, for files ~1.6x larger at the
-# same quality (crf); docs/benchmarks.md. A camera's CPU goes to the model.
+# 640x480 frame took 0.85 ms of CPU against 1.6-2.1 ms with veryfast, for files 1.6-1.7x larger at
+# the same crf; docs/benchmarks.md. A camera's CPU goes to the model.
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
 DEFAULT_X264_PRESET = "ultrafast"
 
