@@ -27,7 +27,7 @@ from runtime.tracking import DEFAULT_DROP_FRAMES, DEFAULT_MIN_FRAMES, DEFAULT_TR
 
 from .clips import DEFAULT_MAX_SECONDS, DEFAULT_POST_SECONDS, DEFAULT_PRE_SECONDS
 from .camera_outputs import CameraOutputs
-from .outputs import refuse_clashing_paths
+from .outputs import refuse_clashing_paths, writable_frames_folder
 from .overlay import OVERLAYS
 from .sources import DEFAULT_STALL_TIMEOUT, FLIPS, SourceLost, open_source
 from .video_output import DEFAULT_X264_PRESET, X264_PRESETS
@@ -145,6 +145,22 @@ class AppConfig:
         return [(flag, path) for flag, path in (("--event-log", self.event_log), ("--snapshots", self.snapshots),
                                                 ("--clips", self.clips)) if path]
 
+    def check_writable(self) -> None:
+        """Every file and folder this camera writes can be written (folders are made): checked before
+        the source or any output opens, so that a bad one leaves nothing made for nothing."""
+        files = [("--json", self.json if self.json != "-" else None), ("--event-log", self.event_log)]
+        folders = [("--snapshots", self.snapshots), ("--clips", self.clips)]
+        folders += [("--output", Path(uri).parent) for uri in self.outputs if "://" not in uri and Path(uri).suffix]
+        for flag, path in files:
+            if path:
+                writable_file(path, flag)
+        for flag, path in folders:
+            if path:
+                writable_folder(path, flag, create=True)
+        for uri in self.outputs:
+            if "://" not in uri and not Path(uri).suffix:  # a folder of frames
+                writable_frames_folder(uri)
+
     def __post_init__(self) -> None:
         if isinstance(self.source, (list, tuple)):  # from the repeatable --source; several: camera_configs
             self.source = (self.source[0] if len(self.source) == 1 else list(self.source)) if self.source else None
@@ -254,11 +270,7 @@ class EdgeApp:
     def run(self) -> RunSummary:
         config = self.config
         refuse_clashing_paths(config.source, config.outputs, config.json, config.event_outputs())
-        for flag, path in config.event_outputs():  # before the source is opened: nothing is made for nothing
-            if flag == "--event-log":
-                writable_file(path, flag)
-            else:
-                writable_folder(path, flag, create=True)
+        config.check_writable()
         if not config.source or isinstance(config.source, list):
             raise ConfigError("EdgeApp runs one camera: give one source (several: MultiCameraApp, with "
                               "edge_app.camera_config.camera_configs)")

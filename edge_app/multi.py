@@ -27,7 +27,6 @@ from typing import Callable, Sequence
 
 from runtime.errors import ConfigError, ServerLost, WriteError
 from runtime.localizer import Localizer, PendingResult
-from runtime.output_paths import writable_file, writable_folder
 
 from .app import MODEL_SERVER_LOST, RunSummary, install_stop_signals, restore_signals
 from .camera_stream import PIPELINE_STAGES, CameraStream, Captured
@@ -330,18 +329,8 @@ class MultiCameraApp:
             refuse_clashing_paths(config.source, config.outputs, config.json, config.event_outputs())
             # Every camera's files are checked before any camera opens one: a camera whose folder is
             # read-only must not leave the others' files made for nothing.
-            files = [("--event-log", config.event_log), ("--json", config.json if config.json != "-" else None)]
-            folders = [("--snapshots", config.snapshots), ("--clips", config.clips)]
-            for uri in config.outputs:
-                if "://" not in uri:
-                    folders.append(("--output", Path(uri).parent if Path(uri).suffix else uri))
             try:
-                for flag, path in files:
-                    if path:
-                        writable_file(path, flag)
-                for flag, path in folders:
-                    if path:
-                        writable_folder(path, flag, create=True)
+                config.check_writable()
             except WriteError as error:
                 raise WriteError(f"camera {camera.name}: {error}") from None
         asked = [(c.camera, p) for c in self.configs

@@ -21,7 +21,7 @@ from runtime.errors import WriteError
 from runtime.output_paths import writable_folder
 
 __all__ = ["OutputError", "ImageFolderOutput", "DisplayOutput", "MjpegServer", "JsonLines",
-           "open_output"]
+           "open_output", "writable_frames_folder"]
 
 
 class OutputError(WriteError):
@@ -41,15 +41,20 @@ def write_failure(path: Path, error: BaseException | None = None) -> str:
     return "the write failed (disk full, read-only or removed folder?)"
 
 
+def writable_frames_folder(folder: str | Path) -> Path:
+    """A folder output (one JPEG per frame) that can be written, made if missing."""
+    try:
+        return writable_folder(folder, "--output")
+    except WriteError as error:
+        reason = write_failure(Path(folder), error.__cause__) if error.__cause__ else str(error)  # a file in the way
+        raise OutputError(f"--output {folder}: cannot write frames there ({reason})") from error
+
+
 class ImageFolderOutput:
     """One JPEG per frame. Every write is checked: a failed one leaves no partial file and raises."""
 
     def __init__(self, folder: Path) -> None:
-        try:
-            writable_folder(folder, "--output")
-        except WriteError as error:
-            reason = write_failure(folder, error.__cause__) if error.__cause__ else str(error)  # a file in the way
-            raise OutputError(f"{folder}: cannot write frames there ({reason})") from error
+        writable_frames_folder(folder)
         self.folder, self.frames = folder, 0
 
     def write(self, image: np.ndarray) -> None:
