@@ -60,6 +60,17 @@ def browser_dom(url: str, *extra: str, budget_ms: int = 4000) -> str:
                           capture_output=True, text=True, timeout=60).stdout
 
 
+def interrupt_when_written(process: subprocess.Popen, jsonl: Path, lines: int = 30) -> tuple[str, str]:
+    """SIGINT to a running edge_app once `jsonl` has `lines` lines (or after 60 s); its stdout, stderr."""
+    import signal
+
+    deadline = time.time() + 60
+    while (not jsonl.exists() or jsonl.read_text().count("\n") < lines) and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=60)
+
+
 def frame_count(path: Path) -> int:
     capture = cv2.VideoCapture(str(path))
     count = 0

@@ -20,7 +20,8 @@ from edge_app.camera_stream import DropOldestQueue
 from edge_app.multi import BatchSettings, MultiCameraApp
 from edge_app.outputs import MjpegServer
 from brokers import free_port
-from media import browser_dom, crossing_digits_video, feed, frame_count, headless_browser, moving_digits_video
+from media import (browser_dom, crossing_digits_video, feed, frame_count, headless_browser, interrupt_when_written,
+                   moving_digits_video)
 
 pytestmark = pytest.mark.slow
 
@@ -230,7 +231,6 @@ def test_sigint_stops_every_camera_cleanly(model, mnist_digits, tmp_path):
     """Ctrl-C on a multi-camera run: exit 0, every camera's JSON lines whole and in order, its video
     finalised with exactly the frames the JSON lines report."""
     import os
-    import signal
     import sys
 
     long_videos = []
@@ -243,12 +243,7 @@ def test_sigint_stops_every_camera_cleanly(model, mnist_digits, tmp_path):
                                 "--json", str(tmp_path / "{camera}.jsonl"), "--output", str(tmp_path / "out" / "{camera}.mp4")],
                                env=dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = tmp_path / "long0.jsonl"
-    deadline = time.time() + 60
-    while (not first.exists() or first.read_text().count("\n") < 30) and time.time() < deadline:
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    stdout, stderr = interrupt_when_written(process, tmp_path / "long0.jsonl")
     assert process.returncode == 0, stderr
     assert "done (SIGINT)" in stderr
     for name in ("long0", "long1"):

@@ -13,9 +13,9 @@ restart, a network blip), then `ServerLost` is raised: the app ends the run as f
 """
 from __future__ import annotations
 
-import numpy as np
-
 import time
+
+import numpy as np
 
 from ..errors import ConfigError, DeviceError, ModelError, ServerLost
 from ..model_info import METADATA_KEY, MetadataError, ModelInfo

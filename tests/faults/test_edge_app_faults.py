@@ -2,7 +2,6 @@
 and read-only disks, outputs that would overwrite the input, a closing pipe, bad images, bad numbers."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ from edge_app.app import AppConfig, EdgeApp
 from edge_app.cli import main as edge_cli
 from edge_app.outputs import MjpegServer, OutputError, open_output
 from edge_app.sources import SourceError, open_source
-from media import feed, frame_count, moving_digits_video
+from media import feed, frame_count, interrupt_when_written, moving_digits_video
 
 pytestmark = pytest.mark.slow
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -32,11 +31,7 @@ def test_sigint_mid_run_leaves_playable_video_and_complete_json(model, mnist_dig
     process = subprocess.Popen([sys.executable, "-m", "edge_app", "--model", str(model), "--source", str(video),
                                 "--output", str(out), "--json", str(jsonl)], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while (not jsonl.exists() or jsonl.read_text().count("\n") < 30) and time.time() < deadline:
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+    stdout, stderr = interrupt_when_written(process, jsonl)
     assert process.returncode == 0, stderr
     assert "done (SIGINT)" in stderr
     lines = jsonl.read_text().splitlines()
