@@ -17,12 +17,11 @@ from runtime.localizer import Localizer, Prepared
 
 from .app import RunSummary
 from .camera_outputs import CameraOutputs
-from .sources import Frame, open_source
+from .sources import NETWORK_SCHEMES, Frame, open_source
 
-__all__ = ["CameraStream", "Captured", "DropOldestQueue", "PIPELINE_STAGES", "NETWORK_SCHEMES"]
+__all__ = ["CameraStream", "Captured", "DropOldestQueue", "PIPELINE_STAGES"]
 
 PIPELINE_STAGES = ("capture", "wait", "preprocess", "inference", "postprocess", "output")
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")
 _LATENCY_SAMPLES = 4096  # per camera, for p50/p99: constant memory on a run of any length
 
 
@@ -175,7 +174,8 @@ class CameraStream:
         stats = self.source.stats if self.source is not None else None
         return {"name": self.name, "source": self.config.source, "frames": self.summary.frames,
                 "fps": round(self.current_fps(), 2), "up": self.up,
-                "reconnecting": bool(getattr(self.source, "reconnecting", False)), "stage_ms": {k: round(v, 2) for k, v in self.stage_means().items()},
+                "reconnecting": bool(getattr(self.source, "reconnecting", False)),
+                "stage_ms": {k: round(v, 2) for k, v in self.stage_means().items()},
                 "latency_ms": {k: round(v, 2) for k, v in self.latency_percentiles().items()},
                 "dropped": self.dropped(), "reconnects": stats.reconnects if stats else 0,
                 "running": self.reading or len(self.work) > 0, "stopped_by": None if self.reading else self.stopped_by,

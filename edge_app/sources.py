@@ -26,7 +26,7 @@ from runtime.errors import ConfigError, DataError, SpamcamError
 from runtime.images import IMAGE_SUFFIXES, is_image_file, read_image
 
 __all__ = ["Frame", "SourceStats", "SourceError", "SourceLost", "open_source", "video_file", "gstreamer_available",
-           "VIDEO_SUFFIXES", "IMAGE_SUFFIXES"]
+           "NETWORK_SCHEMES", "VIDEO_SUFFIXES", "IMAGE_SUFFIXES"]
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".h265")
 
@@ -335,6 +335,7 @@ class LiveSource:
 
 
 DEFAULT_STALL_TIMEOUT = 5.0  # seconds without a frame before an open stream counts as lost
+NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp")  # streams FFmpeg opens
 
 
 def video_file(uri: str) -> Path | None:
@@ -380,7 +381,7 @@ def open_source(uri: str, *, width: int | None = None, height: int | None = None
         if isinstance(device, str) and not Path(device).exists():
             raise SourceError(f"{device}: no such camera device (is it plugged in? `ls /dev/video*`)")
         return LiveSource(open_v4l2, f"camera {device}", flip=flip, give_up_after=give_up_after, log=log)
-    if text.split("://", 1)[0] in ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp"):
+    if text.split("://", 1)[0] in NETWORK_SCHEMES:
         # FFmpeg's own network timeout is ~30 s: a stream that stays open but sends nothing would go
         # unnoticed that long per stall. These bound opening and every read by the stall timeout.
         timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(stall_timeout * 1000),
