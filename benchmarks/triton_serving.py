@@ -8,7 +8,7 @@ batching on. Local: one ONNX Runtime session shared by the client threads. On th
 and the clients share the same two cores, so the numbers say what the protocol and batching cost
 or gain here, not what a GPU server would do.
 
-    python benchmarks/triton.py [--frames 200] [--clients 1,4,8]
+    python benchmarks/triton_serving.py [--frames 200] [--clients 1,4,8]
 """
 from __future__ import annotations
 
