@@ -18,8 +18,10 @@ __all__ = ["Chain", "validate_chain", "receptive_field", "chain_affine", "backpr
 # How a class map becomes regions of the input (docs/method.md, "Projection"):
 # - theoretical: each mountain pixel's whole receptive field, the paper's Algorithm 1;
 # - interpolated: the map resized bilinearly onto the input with each pixel at the centre of its stride
-#   tile [x*S, x*S + S - 1] (as WSOL work stretches a CAM over its image), and each mountain's region
-#   the part around its peak above the mountain's floor. Where a padded deep backbone's pixels respond.
+#   tile, and each mountain's region the part around its peak above the mountain's floor. A padded
+#   backbone's tile is [x*S, x*S + S - 1] (as WSOL work stretches a CAM over its image; where its pixels
+#   were measured to respond); an unpadded network's (LeNet) is centred on the pixel's field, which
+#   lies inside the input (at [x*S, x*S + S - 1] LeNet's boxes sat 14 px off their objects).
 PROJECTIONS = ("theoretical", "interpolated")
 
 Chain = tuple[tuple[int, int, int], ...]
@@ -85,14 +87,17 @@ def rf_centre(chain: Chain, x: float | np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=64)
 def projected_affine(chain: Chain, projection: str = "theoretical") -> tuple[int, int, int]:
     """(S, A, B) with CAM pixel x standing for the inclusive input interval [x*S + A, x*S + B]: its
-    receptive field (Algorithm 1), or for "interpolated" its stride tile, the convention of the WSOL
-    work that stretches a CAM over its image and where a padded deep backbone's pixels were measured
-    to respond (docs/results.md, "Boxes from deep backbones")."""
+    receptive field (Algorithm 1), or for "interpolated" its stride tile: for a padded network
+    [x*S, x*S + S - 1], the convention of the WSOL work that stretches a CAM over its image and where a
+    padded deep backbone's pixels were measured to respond (docs/results.md, "Boxes from deep
+    backbones"); for an unpadded one (every field inside the input, A >= 0) the tile centred on the
+    field, so that the map is laid where its pixels look."""
     stride, low, high = chain_affine(chain)
     if projection == "theoretical":
         return stride, low, high
     if projection == "interpolated":
-        return stride, 0, stride - 1
+        start = int(np.floor((low + high) / 2 - (stride - 1) / 2)) if low >= 0 else 0  # unpadded: on the field
+        return stride, start, start + stride - 1
     raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {projection!r}")
 
 

@@ -333,26 +333,27 @@ def _localize_reference(cams: np.ndarray, params: LocalizerParams) -> list[Detec
 
 def interpolated_map(cam: np.ndarray, params: LocalizerParams) -> np.ndarray:
     """(H, W) float32: one class map resized bilinearly by its stride S, so that CAM pixel x lands on
-    the centre of its tile [x*S, x*S + S - 1] (cv2.resize's pixel-centre convention); input pixels past
-    the map's last tile read -inf. Bilinear, not bicubic: it never overshoots, so the region above a
+    the centre of its tile [x*S + A, x*S + A + S - 1] (`projected_affine`; cv2.resize's pixel-centre
+    convention); input pixels outside the map's tiles read -inf. Bilinear, not bicubic: it never overshoots, so the region above a
     floor never reaches past the CAM pixels above it (bicubic's ringing joined spurious lobes to a
     lone peak's region; docs/results.md measures both)."""
-    stride = params.affine[0]
+    stride, start, _ = params.affine
     height, width = params.input_size
     rows, cols = cam.shape
     up = cv2.resize(np.ascontiguousarray(cam, dtype=np.float32), (cols * stride, rows * stride),
                     interpolation=cv2.INTER_LINEAR)
     out = np.full((height, width), -np.inf, dtype=np.float32)
-    h, w = min(height, up.shape[0]), min(width, up.shape[1])
-    out[:h, :w] = up[:h, :w]
+    h, w = min(height - start, up.shape[0]), min(width - start, up.shape[1])
+    out[start : start + h, start : start + w] = up[:h, :w]
     return out
 
 
 def _seed_pixel(params: LocalizerParams, row: int, col: int) -> tuple[int, int]:
     """(y, x) input pixel at the centre of CAM pixel (row, col)'s tile, inside the input."""
-    stride = params.affine[0]
+    stride, start, _ = params.affine
     height, width = params.input_size
-    return min(row * stride + stride // 2, height - 1), min(col * stride + stride // 2, width - 1)
+    return (min(start + row * stride + stride // 2, height - 1),
+            min(start + col * stride + stride // 2, width - 1))
 
 
 def _fill_fast(above: np.ndarray, seed: tuple[int, int]) -> np.ndarray:

@@ -13,7 +13,8 @@ from runtime.postprocess import LocalizerParams, localize
 def test_each_projection_sets_centre_and_width():
     chain = validate_chain([[5, 1, 0], [2, 2, 0], [5, 1, 0], [2, 2, 0], [5, 1, 0]])  # LeNet: 32 px field, stride 4
     widths = {"theoretical": 32, "interpolated": 4}
-    centres = {"theoretical": 15.5, "interpolated": 1.5}  # pixel 0 looks at input pixels 0..31; its tile is 0..3
+    # Pixel 0 looks at input pixels 0..31. LeNet is unpadded, so its tile is centred there: 14..17.
+    centres = {"theoretical": 15.5, "interpolated": 15.5}
     for projection in PROJECTIONS:
         stride, low, high = projected_affine(chain, projection)
         assert stride == 4 and high - low + 1 == widths[projection]
@@ -40,17 +41,21 @@ def test_fast_and_reference_agree_for_every_projection_and_floor(projection, rel
 def test_a_single_peak_gets_a_box_of_the_projected_width():
     chain = validate_chain([[5, 1, 0], [2, 2, 0], [5, 1, 0], [2, 2, 0], [5, 1, 0]])
     cams = np.zeros((1, 25, 25), dtype=np.float32)
-    cams[0, 10, 10] = 5.0  # one activated pixel: field 40..71, tile 40..43
+    cams[0, 10, 10] = 5.0  # one activated pixel: field 40..71, tile 54..57 (centred on the field)
     boxes = {}
     for projection in PROJECTIONS:
         params = LocalizerParams([1.0], chain, (128, 128), projection=projection)
         (boxes[projection],) = [d.box for d in localize(cams, params)]
     assert boxes["theoretical"] == (40, 40, 72, 72)
     # Bilinear: the lone peak's region above 0 reaches to the next tiles' centres (exclusive), 2S - 1 px.
-    assert boxes["interpolated"] == (38, 38, 46, 46)
+    assert boxes["interpolated"] == (52, 52, 60, 60)
 
 
 RESNET_LIKE = validate_chain([[3, 2, 1]] * 4)  # stride 16, padded: tile of pixel x is [16x, 16x + 15]
+
+
+def test_interpolated_tile_of_a_padded_network_is_its_stride_tile():
+    assert projected_affine(RESNET_LIKE, "interpolated") == (16, 0, 15)
 
 
 def test_interpolated_boxes_follow_the_object_between_tiles():
