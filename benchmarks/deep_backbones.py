@@ -116,15 +116,20 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows the module docstring as written and every option's default."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", default="resnet18,mobilenet_v3_large")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--output-stride", type=int, default=16)
-    parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
-    parser.add_argument("--runs", default="runs/deep_backbones")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser.add_argument("--backbones", default="resnet18,mobilenet_v3_large", help="comma-separated backbones to train")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds, each a model per backbone")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs per model")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (train-cam --lr)")
+    parser.add_argument("--output-stride", type=int, default=16, help="the CAM's stride (train-cam --output-stride)")
+    parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
+                        help="models trained at once, one thread each")
+    parser.add_argument("--runs", default="runs/deep_backbones", help="folder for the checkpoints and deep_backbones.json")
     parser.add_argument("--rescore", action="store_true",
                         help="score the checkpoints already in --runs again (every variant), without training")
     args = parser.parse_args()

@@ -105,20 +105,25 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows the module docstring as written and every option's default."""
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--poolings", default=",".join(POOLINGS))
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--epoch-samples", type=int, default=14000)
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--warmup-epochs", type=float, default=0.5)
-    parser.add_argument("--output-lr-scale", type=float, default=10.0)
-    parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)))
-    parser.add_argument("--test-canvases", type=int, default=TEST_CANVASES)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds, each a model per pooling")
+    parser.add_argument("--poolings", default=",".join(POOLINGS), help="comma-separated poolings to train")
+    parser.add_argument("--epochs", type=int, default=8, help="training epochs per model")
+    parser.add_argument("--epoch-samples", type=int, default=14000, help="canvases drawn per epoch")
+    parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (train-cam --lr)")
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="train-cam --weight-decay")
+    parser.add_argument("--warmup-epochs", type=float, default=0.5, help="train-cam --warmup-epochs")
+    parser.add_argument("--output-lr-scale", type=float, default=10.0, help="train-cam --output-lr-scale")
+    parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
+                        help="models trained at once, one thread each")
+    parser.add_argument("--test-canvases", type=int, default=TEST_CANVASES, help="test canvases scored per model")
     parser.add_argument("--maxboxacc", action="store_true", help="also MaxBoxAccV2 (minutes per model on 2 cores)")
-    parser.add_argument("--runs", default="runs/multiclass")
+    parser.add_argument("--runs", default="runs/multiclass", help="folder for the checkpoints and multiclass.json")
     parser.add_argument("--table-from", nargs="+", metavar="JSON",
                         help="only print the table of earlier runs' multiclass.json files, merged")
     args = parser.parse_args()
