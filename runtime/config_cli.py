@@ -130,8 +130,8 @@ def command_parser(config_class: type, *, prog: str, description: str, epilog: s
 def _argument(field: dataclasses.Field, cli: _Cli, hint: Any) -> tuple[list[str], dict[str, Any]]:
     default = _default_of(field)
     help_text = cli.help
-    shown = not (default is None or default is MISSING or isinstance(default, bool)
-                 or (isinstance(default, (tuple, list, dict)) and not default))
+    shown = not (default is None or default is MISSING or isinstance(default, bool) or cli.required
+                 or (isinstance(default, (tuple, list, dict, str)) and not default))
     if shown and "default" not in help_text and "(0:" not in help_text and not cli.positional:
         help_text = f"{help_text} (default: {_shown(default)})" if help_text else f"default: {_shown(default)}"
     kwargs: dict[str, Any] = {"help": help_text.replace("%", "%%")}
