@@ -92,6 +92,13 @@ def test_train_and_evaluate_on_a_voc_directory(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in result["classification_ap"] if v == v)
     splits = load_splits(f"voc:{tmp_path / 'voc'}", input_size=(96, 128))
     assert len(splits.train) + len(splits.val) + len(splits.test) == 60
+    # LeNet on data read from disk sees it centred by the training split's own statistics (--input-norm auto).
+    from training.checkpoint import load_model
+
+    pixels = np.stack([splits.train[i].image for i in range(len(splits.train))])
+    config = load_model(out / "ckpt.pt")[0].config
+    np.testing.assert_allclose(config.mean, pixels.mean(axis=(0, 2, 3)), atol=1e-5)
+    np.testing.assert_allclose(config.std, pixels.std(axis=(0, 2, 3)), atol=1e-5)
 
 
 def _lists(root, **lists):

@@ -36,7 +36,8 @@ from .data.options import Mnist128Options
 from .data.split_plan import SPLITS
 from .data.registry import DATASET_HELP, load_splits
 from .pooling import parse_kernels
-from .model import ModelConfig, build_model, default_normalisation
+from .input_norm import AUTO, INPUT_NORMS, input_normalisation, resolve_input_norm
+from .model import ModelConfig, build_model
 from .predict import TorchSplit, classifier_head, collate, localizer_params, predict
 from runtime.errors import ConfigError, DeviceError
 from runtime.output_paths import creatable_folder
@@ -64,7 +65,6 @@ def _input_side(value) -> int:
     return number(int, minimum=16)(value)
 
 
-AUTO = "auto"
 
 
 def relative_floor_choice(value):
@@ -105,6 +105,12 @@ class TrainConfig(Mnist128Options):
                              choices=["none", "imagenet"], group="model")
     weights: str | None = option(None, "local state_dict for the backbone (full torchvision model or features)",
                                  group="model")
+    input_norm: str = option(AUTO, "what the network's input is normalised by (folded into the exported graph): "
+                             "imagenet (the statistics ImageNet weights expect), measured (each channel's mean and sd "
+                             "over the training split), none (raw [0, 1] pixels); auto: imagenet for torchvision "
+                             "backbones, none for LeNet on the generated sets, measured for LeNet on folder:, csv: "
+                             "and voc: data (LeNet has no batch norm: un-centred pixels can kill its ReLUs)",
+                             choices=[AUTO, *INPUT_NORMS], group="model")
     projection: str = option(AUTO, "how boxes come from a CAM: each pixel's receptive field (theoretical, the paper's "
                              "Algorithm 1), the CAM interpolated over its stride tiles (interpolated, for deep "
                              "backbones), or auto: chosen with r on the validation split after the last epoch",
@@ -272,13 +278,27 @@ def _model_config(config: TrainConfig, splits) -> ModelConfig:
     in_channels = 1 if config.backbone.startswith("lenet") else 3
     if config.backbone.startswith("lenet") and splits.in_channels == 3:
         in_channels = 3
-    mean, std = default_normalisation(config.backbone, in_channels)
+    norm = resolve_input_norm(config.input_norm, config.backbone, config.dataset)
+    if config.pretrained != "none" and norm != "imagenet":
+        raise ConfigError(f"--input-norm {config.input_norm}: ImageNet weights (--pretrained {config.pretrained}) expect "
+                          "ImageNet's statistics; use --input-norm imagenet (or auto)")
+    if norm == "imagenet" and in_channels != 3:
+        raise ConfigError(f"--input-norm imagenet is for 3-channel models; {config.backbone} on {config.dataset} has "
+                          f"{in_channels}: use measured or none")
+    mean, std = input_normalisation(norm, splits.train, in_channels)
     size = list(config.input_size or splits.input_size)
     return ModelConfig(backbone=config.backbone, classes=list(splits.classes), pooling=config.pooling,
                        spam_kernels=kernel_list(config.spam_kernels), input_size=size, in_channels=in_channels,
                        mean=mean, std=std, pretrained=config.pretrained, output_stride=config.output_stride,
                        projection=PROJECTIONS[0] if config.projection == AUTO else config.projection,
                        relative_floor=0.0 if config.relative_floor == AUTO else float(config.relative_floor)).validate()
+
+
+def _describe_norm(model_config: ModelConfig) -> str:
+    if all(m == 0 for m in model_config.mean) and all(v == 1 for v in model_config.std):
+        return "input not normalised"
+    return ("input normalised by mean " + ",".join(f"{m:.3g}" for m in model_config.mean) + " and sd "
+            + ",".join(f"{v:.3g}" for v in model_config.std))
 
 
 def train(config: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any]:
@@ -340,7 +360,7 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
         out.mkdir(parents=True, exist_ok=True)
         print(f"train-cam: {splits.description}; classes {model_config.classes}; {len(splits.train)} train / "
               f"{len(splits.val)} val images; {model_config.backbone} + {model_config.pooling} on {device}"
-              f"{f' x{world} processes' if world > 1 else ''}", flush=True)
+              f"{f' x{world} processes' if world > 1 else ''}; {_describe_norm(model_config)}", flush=True)
     record: dict[str, Any] = {}
     last_refusal = ""  # why r could not be tuned, said once rather than every epoch
     from tqdm import tqdm
