@@ -157,7 +157,8 @@ def test_the_warning_tells_a_dead_run_from_one_that_does_not_generalise_yet():
     from training.train import _chance_warning
 
     dead = {"epoch": 3, "val_loss": 0.61, "chance_loss": 0.60, "train_loss": 0.60}
-    assert "learned almost nothing" in _chance_warning(dead)
+    assert "learned almost nothing" in _chance_warning(dead) and "--input-norm" not in _chance_warning(dead)
+    assert "first try --input-norm measured" in _chance_warning(dead, raw_pixels=True)  # the cause found on letters
     overfits = dead | {"train_loss": 0.2}  # MobileNetV3 from scratch, epoch 3 on shapes: BN statistics not settled
     assert "does not generalise yet" in _chance_warning(overfits) and "learned almost nothing" not in \
         _chance_warning(overfits)
@@ -172,6 +173,7 @@ def test_a_deliberately_collapsed_training_run_says_so(tmp_path, capsys):
     assert train_cli(args) == 0
     out = capsys.readouterr().out
     assert "after 2 epochs the validation loss" in out and "has learned almost nothing" in out
+    assert "input not normalised" in out and "--input-norm measured" in out  # LeNet on raw embedded digits
     alive = ["--dataset", "embedded", "--epochs", "2", "--limit", "train=2000", "--limit", "val=128",
              "--out", str(tmp_path / "alive"), "--no-progress"]
     assert train_cli(alive) == 0

@@ -295,7 +295,7 @@ def _model_config(config: TrainConfig, splits) -> ModelConfig:
 
 
 def _describe_norm(model_config: ModelConfig) -> str:
-    if all(m == 0 for m in model_config.mean) and all(v == 1 for v in model_config.std):
+    if _raw_pixels(model_config):
         return "input not normalised"
     return ("input normalised by mean " + ",".join(f"{m:.3g}" for m in model_config.mean) + " and sd "
             + ",".join(f"{v:.3g}" for v in model_config.std))
@@ -402,7 +402,7 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
                 print(f"train-cam: validation: {record['ratio_refused']}", flush=True)
             last_refusal = record["ratio_refused"]
             if at_chance(record):
-                print(_chance_warning(record), flush=True)
+                print(_chance_warning(record, raw_pixels=_raw_pixels(model_config)), flush=True)
             if on_epoch is not None:
                 on_epoch(record)
         if world > 1:
@@ -478,7 +478,12 @@ def at_chance(record: dict) -> bool:
     return record["epoch"] >= AT_CHANCE_AFTER and record["val_loss"] >= AT_CHANCE_MARGIN * record["chance_loss"]
 
 
-def _chance_warning(record: dict) -> str:
+def _raw_pixels(model_config: ModelConfig) -> bool:
+    """The network sees [0, 1] pixels as they come (no mean or sd folded in)."""
+    return all(m == 0 for m in model_config.mean) and all(v == 1 for v in model_config.std)
+
+
+def _chance_warning(record: dict, *, raw_pixels: bool = False) -> str:
     if record["train_loss"] < 0.5 * record["chance_loss"]:  # it fits its training images: not a dead run
         return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is "
                 f"no better than always answering each class's frequency ({record['chance_loss']:.4f}), although the "
@@ -487,8 +492,11 @@ def _chance_warning(record: dict) -> str:
                 "persists, lower --lr, add --weight-decay or train on more images")
     return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is no better "
             f"than always answering each class's frequency ({record['chance_loss']:.4f}): the model has learned "
-            "almost nothing so far, and such CAMs give few or no right boxes. Try another --seed, a learning rate "
-            "3x lower or higher (--lr), or more --warmup-epochs; see docs/method.md, 'Training that fails'")
+            "almost nothing so far, and such CAMs give few or no right boxes. "
+            + ("The network sees raw pixels: first try --input-norm measured (un-centred input can kill the ReLUs of "
+               "a network without batch norm), then " if raw_pixels else "Try ")
+            + "another --seed, a learning rate 3x lower or higher (--lr), or more --warmup-epochs; see docs/method.md, "
+            "'Training that fails'")
 
 
 def _epoch_line(record: dict, epochs: int) -> str:
