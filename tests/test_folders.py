@@ -180,3 +180,16 @@ def test_csv_split_column(tmp_path):
         load_splits(f"csv:{tmp_path / 'list.csv'}", input_size=(32, 32))
 
 
+
+
+def test_resuming_a_raw_pixel_run_with_measured_statistics_says_which_option_differs(tmp_path, capsys):
+    from training.cli import main as train_cli
+
+    _voc(tmp_path / "voc", 30)
+    args = ["--dataset", f"voc:{tmp_path / 'voc'}", "--input-size", "64", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert train_cli(args + ["--epochs", "1", "--input-norm", "none"]) == 0
+    capsys.readouterr()
+    assert train_cli(args + ["--epochs", "2", "--resume"]) == 2  # auto: measured statistics now
+    error = capsys.readouterr().err
+    assert "mean [0.0, 0.0, 0.0] there" in error and "resume it with --input-norm none" in error
+    assert train_cli(args + ["--epochs", "2", "--resume", "--input-norm", "none"]) == 0

@@ -538,8 +538,15 @@ def _check_run_folder(config: TrainConfig, ckpt_path: Path) -> None:
 def _resume(path: Path, model, optimizer, scheduler, model_config: ModelConfig) -> int:
     payload = load_checkpoint(path)
     tuned = {name: None for name in BoxSettings().fields()}  # chosen on validation, not by the user
-    if payload["config"].to_dict() | tuned != model_config.to_dict() | tuned:
-        raise ConfigError(f"--resume: {path} was trained with a different model config; use another --out")
+    stored, wanted = payload["config"].to_dict() | tuned, model_config.to_dict() | tuned
+    if stored != wanted:
+        differ = ", ".join(f"{k} {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in sorted(set(stored) | set(wanted))
+                           if stored.get(k) != wanted.get(k))
+        raw_before = all(m == 0 for m in stored["mean"]) and all(v == 1 for v in stored["std"])
+        hint = (" (it saw raw pixels, as runs on folder:, csv: and voc: data did before --input-norm: resume it with "
+                "--input-norm none)") if raw_before and not _raw_pixels(model_config) else ""
+        raise ConfigError(f"--resume: {path} was trained with a different model config ({differ}){hint}; give the "
+                          "same options or use another --out")
     state = payload.get("training_state")
     if not state:
         raise ConfigError(f"--resume: {path} holds no optimizer state (rewritten by an older eval-cam --tune-ratio?)")
