@@ -87,7 +87,18 @@ class _Parser(ArgumentParser):
 
     def parse_args(self, args=None, namespace=None, **kwargs):  # type: ignore[override]
         args = _with_current_names(list(sys.argv[1:] if args is None else args), self.old_names)
+        self._hint_a_bare_required_value(args)
         return super().parse_args(args, namespace, **kwargs)
+
+    def _hint_a_bare_required_value(self, args: list[str]) -> None:
+        """`edge_app model.onnx ...` as eval-cam takes it: a command without positional arguments whose
+        one required option is missing, given a bare first word, is told which option that word needs."""
+        if not args or args[0].startswith("-") or any(not a.option_strings for a in self._actions):
+            return
+        required = [a for a in self._actions if a.required and a.option_strings]
+        if len(required) == 1 and not any(arg.split("=")[0] in required[0].option_strings for arg in args):
+            flag = required[0].option_strings[0]
+            self.error(f"{self.prog} takes no positional arguments: give {args[0]!r} as {flag} {args[0]}")
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -274,6 +285,11 @@ def parse_command(parser: _Parser, argv: Sequence[str] | None = None) -> Command
     like any malformed option: usage, the message, exit 2."""
     namespace = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     values = {k: v for k, v in namespace.as_dict().items() if k not in _EXCLUDED_KEYS}
+    for field in dataclasses.fields(parser.config_class):  # jsonargparse lets a default stand in for a required one
+        cli = field.metadata.get("cli")
+        if cli is not None and cli.required and values.get(field.name) in ("", None) and not namespace.get("print_config"):
+            flag = (cli.flags or ("--" + field.name.replace("_", "-"),))[0]
+            parser.error(f"{flag} is required: {cli.help}")
     try:
         config = parser.config_class(**values)
     except (SpamcamError, ValueError) as error:

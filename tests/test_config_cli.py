@@ -107,3 +107,17 @@ def test_a_real_run_saves_its_config_and_the_config_reproduces_it(mnist128_check
     first, second = json.loads(metrics.read_text()), json.loads(again.read_text())
     assert first == second  # the same settings gave the same metrics
     assert yaml.safe_load((tmp_path / "again.json.config.yaml").read_text()) == config | {"json": str(again)}
+
+
+def test_edge_app_names_the_option_a_bare_model_path_needs(capsys):
+    """eval-cam and export-onnx take the model as their first word; edge_app takes --model. Typed the
+    other way, the error says which option the word belongs to, and a missing --model is named."""
+    from edge_app.cli import main as edge_app_main
+
+    with pytest.raises(SystemExit) as stop:
+        edge_app_main(["runs/demo/model.onnx", "--source", "video.mp4"])
+    assert stop.value.code == 2
+    assert "give 'runs/demo/model.onnx' as --model runs/demo/model.onnx" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        edge_app_main(["--source", "video.mp4"])
+    assert stop.value.code == 2 and "--model is required" in capsys.readouterr().err
