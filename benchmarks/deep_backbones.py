@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _help import Formatter
+
 OBJECTS = (1, 3)
 COLUMNS = ("classification_ap_mean", "pinpoint_ap_mean", "extent_ap_mean", "wrong_class_rate", "detections_per_image",
            "missed_rate")
@@ -116,12 +118,8 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows the module docstring as written and every option's default."""
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
     parser.add_argument("--backbones", default="resnet18,mobilenet_v3_large", help="comma-separated backbones to train")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds, each a model per backbone")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs per model")

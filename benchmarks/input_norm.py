@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _help import Formatter
+
 LETTERS = ("A", "H", "K", "X", "O")
 SPLIT_SIZES = {"train": 3000, "val": 400, "test": 600}
 SIDE = 128
@@ -129,12 +131,8 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines + per_seed)
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows the module docstring as written and every option's default."""
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="models trained at once, one thread each")

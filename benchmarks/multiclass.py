@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _help import Formatter
 from _runs import paper_boxes
 
 POOLINGS = ("gmp", "gap", "spam")
@@ -105,12 +106,8 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """--help shows the module docstring as written and every option's default."""
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds, each a model per pooling")
     parser.add_argument("--poolings", default=",".join(POOLINGS), help="comma-separated poolings to train")
     parser.add_argument("--epochs", type=int, default=8, help="training epochs per model")
