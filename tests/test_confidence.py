@@ -159,6 +159,10 @@ def test_the_warning_tells_a_dead_run_from_one_that_does_not_generalise_yet():
     dead = {"epoch": 3, "val_loss": 0.61, "chance_loss": 0.60, "train_loss": 0.60}
     assert "learned almost nothing" in _chance_warning(dead) and "--input-norm" not in _chance_warning(dead)
     assert "first try --input-norm measured" in _chance_warning(dead, raw_pixels=True)  # the cause found on letters
+    frozen = dead | {"score_spread": 7e-7}  # the letters run whose ReLUs had died (docs/method.md)
+    assert "same answer" in _chance_warning(frozen) and "will not revive" in _chance_warning(frozen)
+    assert "--input-norm measured" in _chance_warning(frozen, raw_pixels=True)
+    assert "same answer" not in _chance_warning(dead | {"score_spread": 1e-3})  # untrained, not frozen
     overfits = dead | {"train_loss": 0.2}  # MobileNetV3 from scratch, epoch 3 on shapes: BN statistics not settled
     assert "does not generalise yet" in _chance_warning(overfits) and "learned almost nothing" not in \
         _chance_warning(overfits)
@@ -178,3 +182,19 @@ def test_a_deliberately_collapsed_training_run_says_so(tmp_path, capsys):
              "--out", str(tmp_path / "alive"), "--no-progress"]
     assert train_cli(alive) == 0
     assert "learned almost nothing" not in capsys.readouterr().out
+
+
+def test_a_resumed_log_keeps_the_columns_it_began_with(tmp_path):
+    """A log.csv written before a column existed gets rows that line up with its own header."""
+    import csv
+
+    from training.train import _append_csv
+
+    log = tmp_path / "log.csv"
+    _append_csv(log, {"epoch": 1, "val_loss": 0.5})
+    _append_csv(log, {"epoch": 2, "val_loss": 0.4, "score_spread": 0.3})
+    rows = list(csv.reader(log.open()))
+    assert rows == [["epoch", "val_loss"], ["1", "0.5"], ["2", "0.4"]]
+    fresh = tmp_path / "fresh.csv"
+    _append_csv(fresh, {"epoch": 1, "score_spread": 0.3})
+    assert list(csv.reader(fresh.open()))[0] == ["epoch", "score_spread"]

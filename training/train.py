@@ -458,6 +458,7 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
         "seconds": round(time.time() - started, 2),
         "ratio_refused": refusal or "",
         "chance_loss": round(chance, 6),
+        "score_spread": float(f"{np.std(predictions.scores, axis=0).mean():.4g}"),  # FROZEN_SCORE_SPREAD
     }
 
 
@@ -471,6 +472,10 @@ def prior_loss(labels: np.ndarray) -> float:
 
 AT_CHANCE_AFTER = 2  # epochs a run may take to leave the class-prior loss before it is reported
 AT_CHANCE_MARGIN = 0.97  # a validation loss above 97 % of the prior's has learned (almost) nothing
+# Below this, P(present) barely moves between validation images (its sd, averaged over classes): the
+# network gives every image the same answer. Measured on the held-out letters set: 7e-7 and 9e-6 for
+# runs whose ReLUs had died, 1e-3 for an untrained LeNet (lr 1e-9), 0.02 for a slow run, 0.45 trained.
+FROZEN_SCORE_SPREAD = 1e-4
 
 
 def at_chance(record: dict) -> bool:
@@ -490,6 +495,13 @@ def _chance_warning(record: dict, *, raw_pixels: bool = False) -> str:
                 f"training loss fell to {record['train_loss']:.4f}: the model does not generalise yet. A deep backbone "
                 "trained from scratch often does so a few epochs later, once its batch-norm statistics settle; if it "
                 "persists, lower --lr, add --weight-decay or train on more images")
+    if record.get("score_spread", 1.0) < FROZEN_SCORE_SPREAD:
+        return (f"train-cam: warning: after {record['epoch']} epochs the model gives every validation image the same "
+                f"answer (P(present) varies by {record['score_spread']:.2g} between images) at the class-prior loss "
+                f"({record['val_loss']:.4f} against {record['chance_loss']:.4f}): its ReLUs have most likely died, and "
+                "more epochs will not revive them. Stop and start again "
+                + ("with --input-norm measured (the network sees raw pixels), or " if raw_pixels else "with ")
+                + "a learning rate 3x lower (--lr) or another --seed; see docs/method.md, 'Training that fails'")
     return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is no better "
             f"than always answering each class's frequency ({record['chance_loss']:.4f}): the model has learned "
             "almost nothing so far, and such CAMs give few or no right boxes. "
@@ -516,9 +528,15 @@ def _settings_note(record: dict) -> str:
 
 
 def _append_csv(path: Path, record: dict) -> None:
-    fresh = not path.exists()
+    """One row per epoch. A resumed run keeps the columns its log.csv began with (one written by an
+    older train-cam may lack a newer column), so every row lines up with the header."""
+    fresh = not path.exists() or path.stat().st_size == 0
+    fields = list(record)
+    if not fresh:
+        with path.open(newline="") as handle:
+            fields = next(csv.reader(handle), None) or fields
     with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(record))
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore", restval="")
         if fresh:
             writer.writeheader()
         writer.writerow(record)
