@@ -473,8 +473,8 @@ def prior_loss(labels: np.ndarray) -> float:
 AT_CHANCE_AFTER = 2  # epochs a run may take to leave the class-prior loss before it is reported
 AT_CHANCE_MARGIN = 0.97  # a validation loss above 97 % of the prior's has learned (almost) nothing
 # Below this, P(present) barely moves between validation images (its sd, averaged over classes): the
-# network gives every image the same answer. Measured on the held-out letters set: 7e-7 and 9e-6 for
-# runs whose ReLUs had died, 1e-3 for an untrained LeNet (lr 1e-9), 0.02 for a slow run, 0.45 trained.
+# network gives every image the same answer. Measured: 7e-7 and 9e-6 for letters runs whose ReLUs had
+# died, 0.02 for a slow letters run, 0.45 for a trained one; 1e-3 for an untrained LeNet (lr 1e-9, embedded).
 FROZEN_SCORE_SPREAD = 1e-4
 
 
