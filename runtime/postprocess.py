@@ -334,9 +334,9 @@ def _localize_reference(cams: np.ndarray, params: LocalizerParams) -> list[Detec
 def interpolated_map(cam: np.ndarray, params: LocalizerParams) -> np.ndarray:
     """(H, W) float32: one class map resized bilinearly by its stride S, so that CAM pixel x lands on
     the centre of its tile [x*S + A, x*S + A + S - 1] (`projected_affine`; cv2.resize's pixel-centre
-    convention); input pixels outside the map's tiles read -inf. Bilinear, not bicubic: it never overshoots, so the region above a
-    floor never reaches past the CAM pixels above it (bicubic's ringing joined spurious lobes to a
-    lone peak's region; docs/results.md measures both)."""
+    convention); input pixels outside the map's tiles read -inf. Bilinear, not bicubic: it never
+    overshoots, so the region above a floor never reaches past the CAM pixels above it (bicubic's
+    ringing joined spurious lobes to a lone peak's region; docs/results.md measures both)."""
     stride, start, _ = params.affine
     height, width = params.input_size
     rows, cols = cam.shape
