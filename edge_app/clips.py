@@ -241,6 +241,10 @@ class ClipRecorder:
         except Exception as error:  # noqa: BLE001 — clips stop for these, the app goes on
             for recording in writing:
                 self._drop(recording, error)
+            if self._copying:  # the file cannot be read on: encode the frames themselves from here
+                self.log(f"edge_app: clips: cannot read the source file's packets any more ({error}); "
+                         "encoding the frames instead")
+                self._copying = False
             self._new_stream()
             return []
         for unit in units:
@@ -251,7 +255,10 @@ class ClipRecorder:
         """The packets still in the encoder, then the recordings end with what they have (one that
         began at the last frame, too)."""
         writing = self._feed(writing, self._encoder.flush)
-        while self._ring and (recording := self._next_pending(None)) is not None:
+        while (recording := self._next_pending(None)) is not None:
+            if not self._ring:  # not one frame of it was kept: its events must not name it
+                self._lost(recording, RuntimeError("no frame of it reached the clip thread"))
+                continue
             opened = self._open(recording)
             writing += [opened] if opened is not None else []
         for recording in writing:
@@ -323,6 +330,10 @@ class ClipRecorder:
 
     def _end(self, recording: _Recording) -> None:
         self._finish(recording)
+        self._forget(recording)
+
+    def _forget(self, recording: _Recording) -> None:
+        """An event that begins from now on gets a new recording, not this one."""
         with self._lock:
             if self._recording is recording:
                 self._recording = None
@@ -348,9 +359,7 @@ class ClipRecorder:
     def _drop(self, recording: _Recording, error: Exception) -> None:
         """The recording is lost and no longer current."""
         self._lost(recording, error)
-        with self._lock:
-            if self._recording is recording:
-                self._recording = None
+        self._forget(recording)
 
     def _lost(self, recording: _Recording, error: Exception) -> None:
         self.failed += 1

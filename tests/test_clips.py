@@ -135,6 +135,37 @@ def test_clips_of_an_h264_file_copy_its_packets(tmp_path):
     assert copied and all(p in original for p in copied)  # the file's own packets: nothing re-encoded
 
 
+def test_a_source_file_that_stops_reading_falls_back_to_encoding_and_loses_no_clip(tmp_path):
+    """Fault injection: the file's packets stop being readable at 1 s (a damaged recording). The clip
+    of an event that begins later is encoded from the frames instead, and is there."""
+    from edge_app.sources import open_source
+
+    video = h264_file(tmp_path / "camera.mp4", 80, keyframe_every=20)
+    messages = []
+    recorder = ClipRecorder(tmp_path / "clips", fps=FPS, pre_seconds=0.2, post_seconds=0.2, copy_from=video,
+                            log=messages.append)
+    packets_of_the_file = recorder._encoder.encode
+
+    def damaged(image, frame_time):
+        if frame_time >= 1.0:
+            raise OSError("Invalid data found when processing input")
+        return packets_of_the_file(image, frame_time)
+
+    recorder._encoder.encode = damaged
+    source = open_source(str(video))
+    while (picture := source.read()) is not None:
+        recorder.push(picture.image, picture.timestamp)
+        if picture.index in (50, 60):
+            (recorder.start if picture.index == 50 else recorder.stop)("late", picture.timestamp)
+        time.sleep(0.004)
+    source.close()
+    recorder.close()
+    assert any("encoding the frames instead" in m for m in messages), messages
+    assert recorder.video == "encoded H.264" and recorder.failed == 0 and recorder.written == 1
+    indices = decoded_indices(tmp_path / "clips" / "late.mp4")
+    assert indices[0] <= 50 and indices[-1] >= 60 and indices == list(range(indices[0], indices[-1] + 1)), indices
+
+
 def test_a_file_browsers_cannot_play_is_encoded(tmp_path):
     import cv2
 
