@@ -140,13 +140,13 @@ class EventPipeline:
     def close(self) -> dict[str, Any]:
         """End every open event (the run stopped), finish the clips, drain the sinks; the statistics."""
         ended = self.tracker.finish()
+        if self.recorder is not None:  # first: the last events then know whether their clips were written
+            self.recorder.close()
         if self.builder is not None:
             for event in self.builder.finish(ended):
                 self._dispatch(event, ended)
             if self.mqtt:
                 self._publish_counts()
-        if self.recorder is not None:
-            self.recorder.close()
         if self.dispatcher is not None:
             self.dispatcher.close(timeout=10.0)  # the snapshots, then everything handed to the sinks
         for sink in self.sinks:
