@@ -112,21 +112,28 @@ def packets(path: Path) -> list[bytes]:
         return [bytes(p) for p in container.demux(container.streams.video[0]) if p.size]
 
 
-def test_clips_of_an_h264_file_copy_its_packets(tmp_path):
+def play_file(recorder: ClipRecorder, video: Path, events: dict[int, tuple[str, str]], pause: float = 0.002) -> None:
+    """The file through the app's own reader (its frame times) into the recorder, events at frame
+    indices, then the recorder closed."""
     from edge_app.sources import open_source
 
+    source = open_source(str(video))
+    while (picture := source.read()) is not None:
+        recorder.push(picture.image, picture.timestamp)
+        if picture.index in events:
+            action, name = events[picture.index]
+            getattr(recorder, action)(name, picture.timestamp)
+        time.sleep(pause)
+    source.close()
+    recorder.close()
+
+
+def test_clips_of_an_h264_file_copy_its_packets(tmp_path):
     video = h264_file(tmp_path / "camera.mp4", 80, keyframe_every=20)
     clips = tmp_path / "clips"
     recorder = ClipRecorder(clips, fps=FPS, pre_seconds=1.5, post_seconds=0.5, copy_from=video)
     assert recorder.video == "copied from the source"
-    source = open_source(str(video))
-    while (picture := source.read()) is not None:  # the app's own file reader, its frame times
-        recorder.push(picture.image, picture.timestamp)
-        if picture.index in (43, 55):
-            (recorder.start if picture.index == 43 else recorder.stop)("a", picture.timestamp)
-        time.sleep(0.002)
-    source.close()
-    recorder.close()
+    play_file(recorder, video, {43: ("start", "a"), 55: ("stop", "a")})
     indices = decoded_indices(clips / "a.mp4")
     # 1.5 s before frame 43 is frame 28; the file's keyframes are frames 0, 20, 40, 60: the clip starts
     # at 20 and goes on to 0.5 s after the stop at 55, ending before a reference frame: no frame missing
@@ -138,8 +145,6 @@ def test_clips_of_an_h264_file_copy_its_packets(tmp_path):
 def test_a_source_file_that_stops_reading_falls_back_to_encoding_and_loses_no_clip(tmp_path):
     """Fault injection: the file's packets stop being readable at 1 s (a damaged recording). The clip
     of an event that begins later is encoded from the frames instead, and is there."""
-    from edge_app.sources import open_source
-
     video = h264_file(tmp_path / "camera.mp4", 80, keyframe_every=20)
     messages = []
     recorder = ClipRecorder(tmp_path / "clips", fps=FPS, pre_seconds=0.2, post_seconds=0.2, copy_from=video,
@@ -152,14 +157,7 @@ def test_a_source_file_that_stops_reading_falls_back_to_encoding_and_loses_no_cl
         return packets_of_the_file(image, frame_time)
 
     recorder._encoder.encode = damaged
-    source = open_source(str(video))
-    while (picture := source.read()) is not None:
-        recorder.push(picture.image, picture.timestamp)
-        if picture.index in (50, 60):
-            (recorder.start if picture.index == 50 else recorder.stop)("late", picture.timestamp)
-        time.sleep(0.004)
-    source.close()
-    recorder.close()
+    play_file(recorder, video, {50: ("start", "late"), 60: ("stop", "late")}, pause=0.004)
     assert any("encoding the frames instead" in m for m in messages), messages
     assert recorder.video == "encoded H.264" and recorder.failed == 0 and recorder.written == 1
     indices = decoded_indices(tmp_path / "clips" / "late.mp4")
