@@ -59,14 +59,15 @@ class Localizer:
                  overlap_iou: float | None = DEFAULT_OVERLAP_IOU, method: str = "fast", **backend_options) -> None:
         """`min_confidence`: keep boxes whose instance P(present) reaches it (None: every peak above t_c,
         the paper's rule); `overlap_iou`: of boxes of different classes overlapping this much, keep the
-        most confident (None: keep all); `min_score`: also drop boxes whose raw CAM peak is below it."""
+        most confident (None: keep all); `min_score`: also drop boxes whose raw CAM peak is below it;
+        `ratio`: one r for widths and heights instead of the model's own."""
         self.backend = open_backend(model, **backend_options) if isinstance(model, (str, Path)) else model
         self.info = self.backend.info
         self.resize_mode = resize_mode or self.info.resize_mode
         self.params = self.info.localizer_params()
         self.head = self.info.classifier_head()
         if ratio is not None:
-            self.params.ratio = float(ratio)
+            self.params.ratio, self.params.ratio_y = float(ratio), None
         self.min_score = min_score
         self.policy = BoxPolicy(min_confidence=min_confidence, overlap_iou=overlap_iou)
         self.method = method

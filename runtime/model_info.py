@@ -44,6 +44,7 @@ class ModelInfo:
     input_size: list[int]  # (H, W)
     in_channels: int
     ratio: float = 0.0
+    ratio_y: float | None = None  # absent from older models' metadata: `ratio` for heights too
     flood_floor: float = 0.0
     relative_floor: float = 0.0  # absent from older models' metadata: the paper's post-processing
     projection: str = "theoretical"
@@ -69,7 +70,8 @@ class ModelInfo:
 
     def localizer_params(self) -> LocalizerParams:
         return LocalizerParams(self.thresholds, validate_chain(self.geometry), tuple(self.input_size), self.ratio,
-                               self.flood_floor, projection=self.projection, relative_floor=self.relative_floor)
+                               self.flood_floor, projection=self.projection, relative_floor=self.relative_floor,
+                               ratio_y=self.ratio_y)
 
     def to_json(self) -> str:
         return json.dumps({"version": VERSION, **asdict(self)})
@@ -129,6 +131,8 @@ class ModelInfo:
             raise bad("in_channels", f"must be 1 (grey) or 3 (colour), got {self.in_channels!r}")
         if not (_is_number(self.ratio) and -1 < self.ratio < 1):
             raise bad("ratio", f"must be a number in (-1, 1), got {self.ratio!r}")
+        if self.ratio_y is not None and not (_is_number(self.ratio_y) and -1 < self.ratio_y < 1):
+            raise bad("ratio_y", f"must be null or a number in (-1, 1), got {self.ratio_y!r}")
         if not (_is_number(self.flood_floor) and math.isfinite(self.flood_floor)):
             raise bad("flood_floor", f"must be a finite number, got {self.flood_floor!r}")
         if not (_is_number(self.relative_floor) and 0 <= self.relative_floor < 1):

@@ -32,7 +32,7 @@ from .geometry import (PROJECTIONS, Chain, apply_ratio, projected_affine, projec
                        validate_chain)
 
 __all__ = ["Detection", "LocalizerParams", "find_peaks", "mountains", "localize", "localize_batch", "METHODS",
-           "backprojected_area", "PROJECTIONS", "BoxSettings"]
+           "backprojected_area", "PROJECTIONS", "BoxSettings", "describe_ratio"]
 
 METHODS = ("fast", "reference")
 _NEIGHBOURS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
@@ -68,6 +68,7 @@ class LocalizerParams:
     enabled: np.ndarray = field(default=None)  # classes with a usable threshold (a_c > 0)
     projection: str = "theoretical"  # what a CAM pixel is projected onto (runtime/geometry.py PROJECTIONS)
     relative_floor: float = 0.0  # a mountain also stops at values <= this share of its own peak (0: the paper's)
+    ratio_y: float | None = None  # r for heights where it differs from widths' (None: `ratio`, the paper's one r)
 
     def __post_init__(self) -> None:
         self.chain = validate_chain(self.chain)
@@ -83,29 +84,46 @@ class LocalizerParams:
         tile of the interpolated projection); cached by chain and projection."""
         return projected_affine(self.chain, self.projection)
 
+    @property
+    def ratios(self) -> tuple[float, float]:
+        """(r for widths, r for heights)."""
+        return float(self.ratio), float(self.ratio if self.ratio_y is None else self.ratio_y)
+
 
 @dataclass(frozen=True)
 class BoxSettings:
     """The post-processing choices tuned on validation boxes and stored in the model: the paper tunes
-    r; we also choose the projection and the relative floor (docs/method.md, "Boxes from deep backbones")."""
+    r; we also choose the projection, the relative floor and, where objects are not square on
+    average, a separate r for heights (docs/method.md, "Boxes from deep backbones")."""
 
     projection: str = "theoretical"
     relative_floor: float = 0.0
     ratio: float = 0.0
+    ratio_y: float | None = None  # None: `ratio` for heights too (the paper's one r)
 
     def fields(self) -> dict:
         return {"projection": self.projection, "relative_floor": float(self.relative_floor) + 0.0,
-                "ratio": float(self.ratio) + 0.0}  # + 0.0: no "-0" in files and logs
+                "ratio": float(self.ratio) + 0.0,  # + 0.0: no "-0" in files and logs
+                "ratio_y": None if self.ratio_y is None else float(self.ratio_y) + 0.0}
 
     def applied(self, params: "LocalizerParams") -> "LocalizerParams":
         return replace(params, **self.fields())
 
     @classmethod
     def of(cls, params_or_config) -> "BoxSettings":
-        return cls(params_or_config.projection, params_or_config.relative_floor, params_or_config.ratio)
+        return cls(params_or_config.projection, params_or_config.relative_floor, params_or_config.ratio,
+                   getattr(params_or_config, "ratio_y", None))
 
     def describe(self) -> str:
-        return f"projection {self.projection}, relative floor {self.relative_floor:g}, r = {self.ratio:g}"
+        return (f"projection {self.projection}, relative floor {self.relative_floor:g}, "
+                f"{describe_ratio(self.ratio, self.ratio_y)}")
+
+
+def describe_ratio(ratio: float, ratio_y: float | None = None) -> str:
+    """"r = 0.5", or "r = 0.55 (widths) / 0.45 (heights)" where heights have their own."""
+    if ratio_y is None:
+        return f"r = {ratio:g}"
+    return f"r = {ratio:g} (widths) / {ratio_y:g} (heights)"
 
 
 def _check_cams(cams: np.ndarray, params: LocalizerParams, ndim: int) -> np.ndarray:
@@ -193,8 +211,9 @@ def _axis_cells(affine: tuple[int, float, float], ratio: float, extent: int, cou
 def _rectangles(params: LocalizerParams, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """(K, 4) int inclusive x0, y0, x1, y1 of the surviving rectangles of CAM pixels (rows, cols)."""
     (height, width), n, m = params.input_size, int(np.max(rows, initial=0)) + 1, int(np.max(cols, initial=0)) + 1
-    ylo, yhi, ykept, _, _ = _axis_cells(params.affine, float(params.ratio), height, n)
-    xlo, xhi, xkept, _, _ = _axis_cells(params.affine, float(params.ratio), width, m)
+    ratio_x, ratio_y = params.ratios
+    ylo, yhi, ykept, _, _ = _axis_cells(params.affine, ratio_y, height, n)
+    xlo, xhi, xkept, _, _ = _axis_cells(params.affine, ratio_x, width, m)
     kept = ykept[rows] & xkept[cols]
     rows, cols = rows[kept], cols[kept]
     return np.stack([xlo[cols], ylo[rows], xhi[cols], yhi[rows]], 1).reshape(-1, 4)
@@ -240,8 +259,9 @@ def _localize_fast(cams: np.ndarray, params: LocalizerParams) -> list[Detection]
         return []
     reach = mountains(cams, peaks, params.floor, params.relative_floor)
     (height, width), (n, m) = params.input_size, cams.shape[1:]
-    ylo, yhi, ykept, ys, cover_y = _axis_cells(params.affine, float(params.ratio), height, n)
-    xlo, xhi, xkept, xs, cover_x = _axis_cells(params.affine, float(params.ratio), width, m)
+    ratio_x, ratio_y = params.ratios
+    ylo, yhi, ykept, ys, cover_y = _axis_cells(params.affine, ratio_y, height, n)
+    xlo, xhi, xkept, xs, cover_x = _axis_cells(params.affine, ratio_x, width, m)
     # Paint every mountain pixel's rectangle into a coordinate-compressed grid per class at once: a
     # grid cell is covered when some mountain pixel's row covers its y and its column its x, which is
     # the (0/1) matrix product cover_y^T . reach . cover_x. Exact: the counts are small integers.
@@ -267,10 +287,10 @@ def _reference_rect(params: LocalizerParams, row: int, col: int):
     """Algorithm 1 for one pixel, walking the layers one by one, then the ratio and clipping."""
     x0, x1 = receptive_field(params.chain, col)
     y0, y1 = receptive_field(params.chain, row)
-    if params.ratio != 0:
-        w, h = x1 - x0, y1 - y0
-        x0, x1 = x0 + w * params.ratio / 2, x1 - w * params.ratio / 2
-        y0, y1 = y0 + h * params.ratio / 2, y1 - h * params.ratio / 2
+    ratio_x, ratio_y = params.ratios
+    w, h = x1 - x0, y1 - y0
+    x0, x1 = x0 + w * ratio_x / 2, x1 - w * ratio_x / 2
+    y0, y1 = y0 + h * ratio_y / 2, y1 - h * ratio_y / 2
     x0, x1, y0, y1 = (int(np.floor(v + 0.5)) for v in (x0, x1, y0, y1))
     height, width = params.input_size
     if x1 < x0 or y1 < y0 or x1 < 0 or y1 < 0 or x0 > width - 1 or y0 > height - 1:
@@ -401,9 +421,10 @@ def _localize_interpolated(cams: np.ndarray, params: LocalizerParams, fill) -> l
     detections = []
     for c, region, peaks, cam in _interpolated_regions(cams, params, fill):
         boxes = _contour_boxes(region.astype(np.uint8))
-        if params.ratio:
-            x0, x1 = apply_ratio(boxes[:, 0], boxes[:, 2], params.ratio)
-            y0, y1 = apply_ratio(boxes[:, 1], boxes[:, 3], params.ratio)
+        ratio_x, ratio_y = params.ratios
+        if ratio_x or ratio_y:
+            x0, x1 = apply_ratio(boxes[:, 0], boxes[:, 2], ratio_x)
+            y0, y1 = apply_ratio(boxes[:, 1], boxes[:, 3], ratio_y)
             boxes = np.stack([x0.clip(0, width), y0.clip(0, height), x1.clip(0, width), y1.clip(0, height)], 1)
         rows, cols = np.nonzero(peaks)
         centres = np.stack([projected_centres(params.affine, cols), projected_centres(params.affine, rows)], 1)

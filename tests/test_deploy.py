@@ -214,11 +214,15 @@ def test_localizer_maps_boxes_to_the_frame(exported):
 def test_store_box_settings_in_onnx_metadata(exported, tmp_path):
     copy = tmp_path / "copy.onnx"
     copy.write_bytes(exported.read_bytes())
-    store_box_settings(copy, BoxSettings("interpolated", 0.5, -0.42))
+    store_box_settings(copy, BoxSettings("interpolated", 0.5, -0.42, 0.1))
     info = open_backend(copy).info
-    assert (info.projection, info.relative_floor, info.ratio) == ("interpolated", 0.5, -0.42)
+    assert (info.projection, info.relative_floor, info.ratio, info.ratio_y) == ("interpolated", 0.5, -0.42, 0.1)
     params = info.localizer_params()
     assert params.affine == projected_affine(params.chain, "interpolated") != projected_affine(params.chain)
+    assert params.ratios == (-0.42, 0.1)
+    assert Localizer(copy, ratio=0.2).params.ratios == (0.2, 0.2)  # a given r is for both axes
+    store_box_settings(copy, BoxSettings("interpolated", 0.5, -0.42))
+    assert open_backend(copy).info.ratio_y is None
 
 
 def test_export_cli_verify(mnist128_checkpoint, tmp_path, capsys):

@@ -39,6 +39,17 @@ def test_extent_ap_is_far_better_with_the_tuned_ratio(mnist128_checkpoint):
     assert tuned["extent_ap_mean"] >= 0.6
 
 
+def test_heights_take_the_r_given_for_them_or_the_widths_one(mnist128_checkpoint, capsys):
+    ckpt = mnist128_checkpoint["checkpoint"]
+    both = evaluate_model(ckpt, limit=200, ratio=0.5)
+    tall = evaluate_model(ckpt, limit=200, ratio=0.5, ratio_y=0.2)
+    assert (both["ratio"], both["ratio_y"]) == (0.5, None) and (tall["ratio"], tall["ratio_y"]) == (0.5, 0.2)
+    assert tall["extent_ap_mean"] != both["extent_ap_mean"]  # the heights' r reached the boxes
+    assert evaluate_model(ckpt, limit=200, ratio=0.5, ratio_y="same")["extent_ap_mean"] == both["extent_ap_mean"]
+    assert eval_cli([ckpt, "--limit", "50", "--ratio", "0.5", "--ratio-y", "1.5"]) == 2
+    assert "--ratio-y" in capsys.readouterr().err
+
+
 def test_tune_stores_the_chosen_box_settings_in_the_checkpoint(tmp_path):
     out = tmp_path / "run"
     assert train_cli(["--dataset", "embedded", "--epochs", "1", "--limit", "train=300", "--limit", "val=100",
@@ -54,8 +65,8 @@ def test_tune_stores_the_chosen_box_settings_in_the_checkpoint(tmp_path):
     tried = {(row["projection"], row["relative_floor"]) for row in result["tuning_curve"]}
     assert tried == {(p, f) for p in ("theoretical", "interpolated") for f in (0.0, 0.25, 0.5, 0.75, 0.9)}
     best = max(result["tuning_curve"], key=lambda row: row["extent_ap"])["extent_ap"]
-    assert [row for row in result["tuning_curve"] if (row["projection"], row["relative_floor"], row["ratio"]) ==
-            (result["projection"], result["relative_floor"], result["ratio"])][0]["extent_ap"] == best
+    key = ("projection", "relative_floor", "ratio", "ratio_y")
+    assert [row for row in result["tuning_curve"] if [row[k] for k in key] == [result[k] for k in key]][0]["extent_ap"] == best
     assert payload["training_state"]  # rewriting the settings keeps the optimizer state for --resume
 
 
@@ -66,8 +77,9 @@ def test_tune_with_a_given_projection_and_floor_chooses_only_r(tmp_path):
     ckpt = out / "ckpt.pt"
     assert (load_model(ckpt)[0].config.projection, load_model(ckpt)[0].config.relative_floor) == ("theoretical", 0.0)
     result = evaluate_model(ckpt, dataset="embedded", limit=300, tune=True, projection="theoretical",
-                            relative_floor=0.5)
+                            relative_floor=0.5, ratio_y="same")
     assert {(row["projection"], row["relative_floor"]) for row in result["tuning_curve"]} == {("theoretical", 0.5)}
+    assert result["ratio_y"] is None and all(row["ratio_y"] is None for row in result["tuning_curve"])
     stored = load_model(ckpt)[0].config
     assert (stored.projection, stored.relative_floor, stored.ratio) == ("theoretical", 0.5, result["ratio"])
 

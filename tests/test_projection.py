@@ -31,8 +31,9 @@ def test_fast_and_reference_agree_for_every_projection_and_floor(projection, rel
     for _ in range(20):
         cams = cv2.GaussianBlur(rng.normal(0, 1, size=(25, 25, 2)).astype(np.float32), (0, 0), 1.5).transpose(2, 0, 1)
         cams = np.ascontiguousarray(cams * 4)  # smooth maps: mountains of many pixels, several peaks
+        ratio_y = None if rng.random() < 0.5 else float(rng.uniform(-0.3, 0.6))  # heights with an r of their own
         params = LocalizerParams([0.5, 0.8], chain, (128, 128), ratio=float(rng.uniform(-0.3, 0.6)),
-                                 projection=projection, relative_floor=relative_floor)
+                                 projection=projection, relative_floor=relative_floor, ratio_y=ratio_y)
         fast, reference = localize(cams, params), localize(cams, params, method="reference")
         assert sorted((d.class_index, d.box, d.score) for d in fast) == \
             sorted((d.class_index, d.box, d.score) for d in reference)
@@ -49,6 +50,26 @@ def test_a_single_peak_gets_a_box_of_the_projected_width():
     assert boxes["theoretical"] == (40, 40, 72, 72)
     # Bilinear: the lone peak's region above 0 reaches to the next tiles' centres (exclusive), 2S - 1 px.
     assert boxes["interpolated"] == (52, 52, 60, 60)
+
+
+def test_heights_with_their_own_r_resize_only_heights():
+    chain = validate_chain([[5, 1, 0], [2, 2, 0], [5, 1, 0], [2, 2, 0], [5, 1, 0]])
+    cams = np.zeros((1, 25, 25), dtype=np.float32)
+    cams[0, 10, 10] = 5.0  # field 40..71 (32 px)
+    for method in ("fast", "reference"):
+        one = LocalizerParams([1.0], chain, (128, 128), ratio=0.5)
+        tall = LocalizerParams([1.0], chain, (128, 128), ratio=0.5, ratio_y=0.25)
+        assert [d.box for d in localize(cams, one, method)] == [(48, 48, 64, 64)]  # 32 px * (1 - 0.5) each way
+        assert [d.box for d in localize(cams, tall, method)] == [(48, 44, 64, 68)]  # heights 32 px * (1 - 0.25)
+    same = LocalizerParams([1.0], chain, (128, 128), ratio=0.5, ratio_y=0.5)
+    assert localize(cams, same) == localize(cams, LocalizerParams([1.0], chain, (128, 128), ratio=0.5))
+    wide = LocalizerParams([1.0], RESNET_LIKE, (128, 128), projection="interpolated", ratio=-0.5, ratio_y=0.0)
+    cams8 = np.zeros((1, 8, 8), dtype=np.float32)
+    cams8[0, 3, 3] = 5.0
+    (box,) = [d.box for d in localize(cams8, wide)]
+    (plain,) = [d.box for d in localize(cams8, LocalizerParams([1.0], RESNET_LIKE, (128, 128), projection="interpolated"))]
+    assert box[1::2] == plain[1::2]  # heights untouched
+    assert box[2] - box[0] == pytest.approx(1.5 * (plain[2] - plain[0]))  # widths grown by half
 
 
 RESNET_LIKE = validate_chain([[3, 2, 1]] * 4)  # stride 16, padded: tile of pixel x is [16x, 16x + 15]
@@ -103,3 +124,41 @@ def test_a_relative_floor_stops_each_mountain_at_a_share_of_its_own_peak():
     for method in ("fast", "reference"):
         params = LocalizerParams([0.5], chain, (64, 64), relative_floor=0.4)  # >= 3.2 keeps the 4s
         assert sorted(d.box for d in localize(cams, params, method)) == [(16, 20, 28, 24), (44, 48, 48, 52)]
+
+
+def _one_peak_predictions(sizes: list[tuple[int, int]]):
+    """One activated LeNet CAM pixel per image, with a ground-truth box of (width, height) centred on
+    its field (32 px square): what tuning sees when every object has that shape."""
+    from runtime.evaluation import Predictions
+
+    rng = np.random.default_rng(0)
+    cams, boxes = [], []
+    for width, height in sizes:
+        row, col = rng.integers(4, 21, size=2)
+        cam = np.zeros((1, 25, 25), dtype=np.float32)
+        cam[0, row, col] = 5.0
+        cx, cy = 4 * col + 16, 4 * row + 16  # the field's centre, in pixel-edge coordinates
+        cams.append(cam)
+        boxes.append(np.array([[0, cx - width / 2, cy - height / 2, cx + width / 2, cy + height / 2]]))
+    ones = np.ones((len(sizes), 1))
+    return Predictions(np.stack(cams), ones, ones, boxes)
+
+
+def test_tuning_gives_heights_their_own_r_only_where_that_localizes_better():
+    from runtime.evaluation import tune_box_settings
+
+    chain = validate_chain([[5, 1, 0], [2, 2, 0], [5, 1, 0], [2, 2, 0], [5, 1, 0]])
+    params = LocalizerParams([1.0], chain, (128, 128))
+    # Tall objects, 14 px wide and 26-34 px high: no one r boxes the tallest (IoU < 0.5).
+    tall = _one_peak_predictions([(14, h) for h in (26, 30, 34)] * 10)
+    shared, _ = tune_box_settings(tall, params, projections=("theoretical",), relative_floors=(0.0,),
+                                  separate_heights=False)
+    chosen, tried = tune_box_settings(tall, params, projections=("theoretical",), relative_floors=(0.0,))
+    assert shared.ratio_y is None and chosen.ratio_y is not None
+    assert chosen.ratio > chosen.ratio_y  # widths shrunk more than heights: tall boxes
+    assert any(row[3] is not None for row in tried) and all(row[3] is None for row in tried[:37])
+    assert max(row[4] for row in tried if row[3] is not None) == 1.0 > max(row[4] for row in tried if row[3] is None)
+    # Square objects: one r boxes them all, so heights keep it (a tie goes to the paper's one r).
+    square, _ = tune_box_settings(_one_peak_predictions([(16, 16)] * 30), params, projections=("theoretical",),
+                                  relative_floors=(0.0,))
+    assert square.ratio_y is None and 0 < square.ratio <= 0.5

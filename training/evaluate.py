@@ -122,6 +122,19 @@ def ratio_value(text) -> float:
     return value
 
 
+SAME = "same"  # --ratio-y same: heights take the widths' r (the paper's one r)
+
+
+def ratio_y_value(text) -> float | str:
+    """--ratio-y: r for heights in (-1, 1), or 'same'."""
+    if str(text).strip().lower() == SAME:
+        return SAME
+    try:
+        return ratio_value(text)
+    except BadValue as error:
+        raise BadValue(f"{error}; or give 'same' (heights take the widths' r)") from None
+
+
 def relative_floor_value(text) -> float:
     """--relative-floor: a share of each mountain's own peak, in [0, 1)."""
     value = number(float, minimum=0)(text)
@@ -144,7 +157,11 @@ class EvalConfig(Mnist128Options):
     tune: bool = option(False, "choose the projection, relative floor and r on the validation split and store them in "
                         "the model (train-cam does it after its last epoch)", flags=("--tune",),
                         old_flags=("--tune-ratio",))
-    ratio: float | None = option(None, "evaluate with this r instead of the stored one", type=ratio_value)
+    ratio: float | None = option(None, "evaluate with this r instead of the stored one (for widths and heights, "
+                                 "unless --ratio-y)", type=ratio_value)
+    ratio_y: float | str | None = option(None, "evaluate with this r for box heights ('same': the widths' r, the "
+                                         "paper's one r; with --tune: choose one r for both)", type=ratio_y_value,
+                                         metavar="R|same")
     projection: str | None = option(None, "evaluate with this projection instead of the stored one (with --tune: "
                                     "choose only r and the floor)", choices=list(PROJECTIONS))
     relative_floor: float | None = option(None, "evaluate with this relative floor instead of the stored one (with "
@@ -192,12 +209,16 @@ def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
                                     objects=c.objects, mnist_box=c.mnist_box)
     given = {name: value for name, value in (("projection", c.projection), ("relative_floor", c.relative_floor),
                                              ("ratio", c.ratio)) if value is not None}
+    if c.ratio is not None or c.ratio_y is not None:  # a given r is for both axes unless heights get their own
+        given["ratio_y"] = None if c.ratio_y in (None, SAME) else c.ratio_y
     settings = BoxSettings(**(BoxSettings.of(info).fields() | given))
     curve = None
     if c.tune:
         choices = {"projections": (settings.projection,)} if c.projection is not None else {}
         if c.relative_floor is not None:
             choices["relative_floors"] = (settings.relative_floor,)
+        if c.ratio_y == SAME:
+            choices["separate_heights"] = False
         settings, curve = tune_box_settings(model.predict(splits.val), info.localizer_params(), **choices)
         if c.write_settings:
             _store_box_settings(model.path, settings)
@@ -217,8 +238,8 @@ def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
                    "pooling": info.pooling, "backbone": info.backbone})
     result.update(settings.fields())
     if curve is not None:
-        result["tuning_curve"] = [{"projection": p, "relative_floor": f, "ratio": r, "extent_ap": a}
-                                  for p, f, r, a in curve]
+        result["tuning_curve"] = [{"projection": p, "relative_floor": f, "ratio": r, "ratio_y": ry, "extent_ap": a}
+                                  for p, f, r, ry, a in curve]
     return result
 
 
@@ -264,5 +285,5 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("extent AP per class: " + ", ".join(
             f"{name} {100 * ap:.1f}" for name, ap in zip(result["classes"], result["extent_ap"])))
     lines.append(f"{result['images']} images ({result['dataset']}, {result['split']} split, seed {result.get('seed', 0)}), "
-                 f"{BoxSettings(result['projection'], result['relative_floor'], result['ratio']).describe()}")
+                 f"{BoxSettings(result['projection'], result['relative_floor'], result['ratio'], result.get('ratio_y')).describe()}")
     return "\n".join(lines)

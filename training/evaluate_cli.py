@@ -11,6 +11,7 @@ from runtime.backends.triton_backend import is_triton_uri
 from runtime.config_cli import command_parser, option, parse_command
 from runtime.errors import NotFoundError
 from runtime.output_paths import json_destination, writable_folder
+from runtime.postprocess import BoxSettings
 
 from .data.options import MNIST128_GROUP
 from .evaluate import EvalConfig, evaluate_model, format_table, load_for_eval  # noqa: F401 (re-exported: the API used to live here)
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_model(args.model, args)
         print(format_table(result), file=say)
         if args.tune:
-            print(f"eval-cam: r = {result['ratio']:g} chosen on the validation split and stored in {args.model}", file=say)
+            chosen = BoxSettings(result["projection"], result["relative_floor"], result["ratio"], result["ratio_y"])
+            print(f"eval-cam: {chosen.describe()} chosen on the validation split and stored in {args.model}", file=say)
         if json_target:
             print(f"eval-cam: metrics written to {command.write_json(json_target, result)}", file=say)
         if args.save_vis:

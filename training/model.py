@@ -35,6 +35,7 @@ class ModelConfig:
     std: list[float] = field(default_factory=lambda: [1.0])
     geometry: list[list[int]] = field(default_factory=list)  # (k, s, p) input -> CAM, filled by build_model
     ratio: float = 0.0  # Algorithm 1's r; tuned on validation data (train-cam, eval-cam --tune)
+    ratio_y: float | None = None  # r for heights where validation prefers its own; None: `ratio` (the paper's)
     flood_floor: float = 0.0  # mountains stop at activations <= this (docs/method.md: "activated" pixels)
     relative_floor: float = 0.0  # ... and at this share of their own peak; 0 is the paper's (tuned like r)
     projection: str = "theoretical"  # what a CAM pixel is projected onto (runtime/geometry.py; tuned like r)

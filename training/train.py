@@ -31,7 +31,7 @@ from runtime.scores import DEFAULT_SPAM_KERNELS, POOLINGS
 
 from .backbones import BACKBONES, OUTPUT_STRIDES
 from .data.mnist128 import parse_positive
-from .evaluate import relative_floor_value
+from .evaluate import SAME, relative_floor_value
 from .data.options import Mnist128Options
 from .data.split_plan import SPLITS
 from .data.registry import DATASET_HELP, load_splits
@@ -115,6 +115,10 @@ class TrainConfig(Mnist128Options):
                              "Algorithm 1), the CAM interpolated over its stride tiles (interpolated, for deep "
                              "backbones), or auto: chosen with r on the validation split after the last epoch",
                              choices=[AUTO, *PROJECTIONS], group="boxes")
+    height_ratio: str = option(AUTO, "r for box heights: auto (heights may take an r of their own, near the shared "
+                               "one, where that localizes better on the validation split after the last epoch: a "
+                               "receptive field is square, objects are not) or same (one r, the paper's)",
+                               choices=[AUTO, SAME], group="boxes")
     relative_floor: float | str = option(AUTO, "mountains also stop at this share of their own peak (0: the paper's); "
                                          f"auto: chosen from {', '.join(f'{v:g}' for v in RELATIVE_FLOORS)} with r "
                                          "after the last epoch", type=relative_floor_choice, metavar="SHARE|auto",
@@ -419,7 +423,8 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
 def _auto_choices(config: TrainConfig, model_config: ModelConfig) -> dict[str, tuple]:
     """What tune_box_settings may choose from: every option for a setting left to auto, else the one given."""
     return {"projections": PROJECTIONS if config.projection == AUTO else (model_config.projection,),
-            "relative_floors": RELATIVE_FLOORS if config.relative_floor == AUTO else (model_config.relative_floor,)}
+            "relative_floors": RELATIVE_FLOORS if config.relative_floor == AUTO else (model_config.relative_floor,),
+            "separate_heights": config.height_ratio == AUTO}
 
 
 def _validate(model, split, device, config, epoch, train_loss, started, optimizer) -> dict[str, Any]:
@@ -433,7 +438,8 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
             choices = _auto_choices(config, model.config)
             if len(choices["projections"]) * len(choices["relative_floors"]) > 1:  # minutes on a large split: say so
                 print(f"train-cam: choosing how boxes are made on the validation split ({len(choices['projections'])} "
-                      f"projections x {len(choices['relative_floors'])} relative floors x r)", flush=True)
+                      f"projections x {len(choices['relative_floors'])} relative floors x r"
+                      f"{', then r for heights' if choices['separate_heights'] else ''})", flush=True)
             settings, _ = tune_box_settings(predictions, localizer_params(model), **choices)
             for name, value in settings.fields().items():
                 setattr(model.config, name, value)
@@ -452,6 +458,7 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
         "val_pinpoint_ap": round(metrics["pinpoint_ap_mean"], 6),
         "val_extent_ap": round(metrics["extent_ap_mean"], 6),
         "ratio": model.config.ratio + 0.0,  # no "-0" in logs
+        "ratio_y": "" if model.config.ratio_y is None else model.config.ratio_y + 0.0,  # "": heights take `ratio`
         "projection": model.config.projection,
         "relative_floor": model.config.relative_floor,
         "lr": optimizer.param_groups[0]["lr"],
@@ -519,7 +526,8 @@ def _epoch_line(record: dict, epochs: int) -> str:
 
 def _settings_note(record: dict) -> str:
     """r, and the projection and relative floor where they are not the paper's."""
-    notes = [f"r={record['ratio']:g}"]
+    notes = [f"r={record['ratio']:g}" if record.get("ratio_y") in (None, "") else
+             f"r={record['ratio']:g} wide, {record['ratio_y']:g} high"]
     if record["projection"] != PROJECTIONS[0]:
         notes.append(record["projection"])
     if record["relative_floor"]:

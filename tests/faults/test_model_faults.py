@@ -39,6 +39,8 @@ LIES = {
     "resize_mode": (lambda d: d.update(resize_mode="stretch"), "field 'resize_mode'"),
     "ratio_nan": (lambda d: d.update(ratio=float("nan")), "field 'ratio'"),
     "ratio_range": (lambda d: d.update(ratio=1.5), "field 'ratio'"),
+    "ratio_y_range": (lambda d: d.update(ratio_y=-1.0), "field 'ratio_y'"),
+    "ratio_y_text": (lambda d: d.update(ratio_y="0.3"), "field 'ratio_y'"),
     "thresholds_null": (lambda d: d.update(thresholds=None), "field 'thresholds'"),
     "input_size": (lambda d: d.update(input_size=[128]), "field 'input_size'"),
 }
