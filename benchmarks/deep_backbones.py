@@ -36,11 +36,13 @@ HEADINGS = {"classification_ap_mean": "classification", "pinpoint_ap_mean": "pin
             "missed_rate": "missed objects %"}
 
 
-VARIANTS = {  # name: what tune_box_settings may choose from on validation (None: everything)
-    "paper": {"projections": ("theoretical",), "relative_floors": (0.0,)},
-    "theoretical + floor": {"projections": ("theoretical",)},
-    "interpolated": {"projections": ("interpolated",), "relative_floors": (0.0,)},
-    "interpolated + floor": {"projections": ("interpolated",)},
+ONE_R = {"separate_heights": False}
+VARIANTS = {  # name: what tune_box_settings may choose from on validation ({}: everything, as train-cam does)
+    "paper": {"projections": ("theoretical",), "relative_floors": (0.0,), **ONE_R},
+    "theoretical + floor": {"projections": ("theoretical",), **ONE_R},
+    "interpolated": {"projections": ("interpolated",), "relative_floors": (0.0,), **ONE_R},
+    "interpolated + floor": {"projections": ("interpolated",), **ONE_R},
+    "chosen, one r": ONE_R,
 }
 
 
@@ -60,8 +62,10 @@ def train_and_score(backbone: str, seed: int, runs: str, schedule: dict) -> dict
 
 
 def score(checkpoint: str, seed: int) -> dict:
-    """The test split scored from one set of CAMs: with the settings train-cam chose ("chosen") and
-    with each projection, floor 0 or tuned (VARIANTS), each tuned on the validation split."""
+    """The test split scored from one set of CAMs: with the settings train-cam chooses ("chosen") and
+    with each projection, floor 0 or tuned, and one r (VARIANTS), each tuned on the validation split.
+    "chosen" is chosen here again, by the function train-cam calls on the same validation split, so
+    that --rescore follows the current chooser (a checkpoint keeps what its train-cam chose)."""
     import torch
 
     torch.set_num_threads(1)
@@ -78,8 +82,8 @@ def score(checkpoint: str, seed: int) -> dict:
     with flush_denormals():
         val, test = predict(model, splits.val)[0], predict(model, splits.test)[0]
     chosen = localizer_params(model)
-    settings = {"chosen": BoxSettings.of(chosen)}
-    for name, choices in VARIANTS.items():
+    settings = {}
+    for name, choices in {**VARIANTS, "chosen": {}}.items():
         try:
             settings[name], _ = tune_box_settings(val, chosen, **choices)
         except RatioTuningError:  # nothing localized on validation: the paper's r = 0, as train-cam keeps it
@@ -89,7 +93,7 @@ def score(checkpoint: str, seed: int) -> dict:
     for name, chosen_settings in settings.items():
         metrics = evaluate(test, chosen_settings.applied(chosen), head=head, policy=BoxPolicy())
         result[name] = {k: float(metrics[k]) for k in COLUMNS} | {"settings": chosen_settings.fields()}
-    peak = evaluate(test, chosen, head=None)  # the paper's ranking, same boxes as "chosen"
+    peak = evaluate(test, settings["chosen"].applied(chosen), head=None)  # the paper's ranking, same boxes as "chosen"
     result["chosen, ranked by peak"] = {k: float(peak[k]) for k in COLUMNS} | {"settings": settings["chosen"].fields()}
     print(f"deep_backbones: {result['backbone']} seed {seed}: extent AP " + ", ".join(
         f"{name} {100 * result[name]['extent_ap_mean']:.1f}" for name in settings), flush=True)
@@ -101,7 +105,15 @@ def mean_sd(values, scale: float) -> str:
     return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
 
 
-ROWS = ("paper", "theoretical + floor", "interpolated", "interpolated + floor", "chosen", "chosen, ranked by peak")
+ROWS = ("paper", "theoretical + floor", "interpolated", "interpolated + floor", "chosen, one r", "chosen",
+        "chosen, ranked by peak")
+
+
+def _ratios(settings: dict) -> str:
+    """"0.1", or "0.1 x 0.15" where heights have their own r."""
+    if settings.get("ratio_y") is None:
+        return f"{settings['ratio']:g}"
+    return f"{settings['ratio']:g} x {settings['ratio_y']:g}"
 
 
 def table(results: list[dict]) -> str:
@@ -110,7 +122,7 @@ def table(results: list[dict]) -> str:
     for backbone in dict.fromkeys(r["backbone"] for r in results):
         runs = sorted((r for r in results if r["backbone"] == backbone), key=lambda r: r["seed"])
         for name in (row for row in ROWS if all(row in r for r in runs)):
-            settings = "; ".join(f"{s['projection'][:6]}, {s['relative_floor']:g}, {s['ratio']:g}"
+            settings = "; ".join(f"{s['projection'][:6]}, {s['relative_floor']:g}, {_ratios(s)}"
                                  for s in (r[name]["settings"] for r in runs))
             cells = [mean_sd([r[name][c] for r in runs], 1.0 if c == "detections_per_image" else 100.0)
                      for c in COLUMNS]
