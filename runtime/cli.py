@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from runtime.errors import SpamcamError
 
-__all__ = ["run_cli", "number", "min_max", "BadValue", "checked", "silence_stdout", "describe_os_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_SOURCE_LOST", "EXIT_OUTPUT_FAILED",
+__all__ = ["run_cli", "number", "word_or", "min_max", "BadValue", "checked", "silence_stdout", "describe_os_error", "EXIT_USAGE", "EXIT_BUG", "EXIT_SOURCE_LOST", "EXIT_OUTPUT_FAILED",
            "EXIT_CHECK_FAILED", "EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_BROKEN_PIPE"]
 
 EXIT_USAGE = 2
@@ -132,6 +132,19 @@ def number(kind: type, *, minimum: float | None = None, above: float | None = No
             raise BadValue(f"{text} must be above {above:g}")
         return value
     return parse
+
+
+def word_or(word: str, parse: Callable[[Any], Any], hint: str) -> Callable[[Any], Any]:
+    """An option type taking `word` (returned as it is: 'auto', 'same') or what `parse` takes; a value
+    `parse` refuses is told `hint` too, so the error names both ways of answering."""
+    def parse_word_or_value(text):
+        if str(text).strip().lower() == word:
+            return word
+        try:
+            return parse(text)
+        except BadValue as error:
+            raise BadValue(f"{error}; {hint}") from None
+    return parse_word_or_value
 
 
 def checked(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:

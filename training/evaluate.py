@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.cli import BadValue, number
+from runtime.cli import BadValue, number, word_or
 from runtime.config_cli import option
 from runtime.confidence import DEFAULT_MIN_CONFIDENCE, SCORINGS, BoxPolicy
 from runtime.backends.triton_backend import is_triton_uri
@@ -125,14 +125,7 @@ def ratio_value(text) -> float:
 SAME = "same"  # --ratio-y same: heights take the widths' r (the paper's one r)
 
 
-def ratio_y_value(text) -> float | str:
-    """--ratio-y: r for heights in (-1, 1), or 'same'."""
-    if str(text).strip().lower() == SAME:
-        return SAME
-    try:
-        return ratio_value(text)
-    except BadValue as error:
-        raise BadValue(f"{error}; or give 'same' (heights take the widths' r)") from None
+ratio_y_value = word_or(SAME, ratio_value, "or give 'same' (heights take the widths' r)")  # --ratio-y
 
 
 def relative_floor_value(text) -> float:

@@ -25,7 +25,7 @@ from runtime.geometry import PROJECTIONS
 from runtime.postprocess import BoxSettings
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from runtime.cli import BadValue, number
+from runtime.cli import BadValue, number, word_or
 from runtime.config_cli import MergeDict, option
 from runtime.scores import DEFAULT_SPAM_KERNELS, POOLINGS
 
@@ -67,14 +67,7 @@ def _input_side(value) -> int:
 
 
 
-def relative_floor_choice(value):
-    """--relative-floor: 'auto' (chosen on validation) or a share of each peak in [0, 1)."""
-    if str(value).strip().lower() == AUTO:
-        return AUTO
-    try:
-        return relative_floor_value(value)
-    except BadValue as error:
-        raise BadValue(f"{error}; give a share of the peak in [0, 1), or auto") from None
+relative_floor_choice = word_or(AUTO, relative_floor_value, "give a share of the peak in [0, 1), or auto")  # --relative-floor
 
 
 @dataclass(kw_only=True)
