@@ -46,8 +46,11 @@ def test_heights_take_the_r_given_for_them_or_the_widths_one(mnist128_checkpoint
     assert (both["ratio"], both["ratio_y"]) == (0.5, None) and (tall["ratio"], tall["ratio_y"]) == (0.5, 0.2)
     assert tall["extent_ap_mean"] != both["extent_ap_mean"]  # the heights' r reached the boxes
     assert evaluate_model(ckpt, limit=200, ratio=0.5, ratio_y="same")["extent_ap_mean"] == both["extent_ap_mean"]
-    assert eval_cli([ckpt, "--limit", "50", "--ratio", "0.5", "--ratio-y", "1.5"]) == 2
-    assert "--ratio-y" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        eval_cli([ckpt, "--limit", "50", "--ratio", "0.5", "--ratio-y", "1.5"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--ratio-y" in err and "(-1, 1)" in err and "same" in err
 
 
 def test_tune_stores_the_chosen_box_settings_in_the_checkpoint(tmp_path):
