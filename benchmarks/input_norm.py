@@ -12,6 +12,7 @@ several seeds. Test split: classification, pin-pointing and extent AP ranked by 
 deployed boxes (confidence >= 0.5, one class per object at IoU 0.5). Prints mean ± sd over seeds.
 
     python benchmarks/input_norm.py [--seeds 0,1,2] [--jobs 2] [--runs runs/input_norm]
+    python benchmarks/input_norm.py --rescore    # the checkpoints there, box settings chosen again
 """
 from __future__ import annotations
 
@@ -92,22 +93,38 @@ def train_and_score(data: str, schedule: str, norm: str, seed: int, runs: str) -
 
     torch.set_num_threads(1)
     from training.cli import main as train_cam
-    from training.evaluate import evaluate_model
 
-    tag = "t1" if schedule == "table1's" else "default"
-    out = Path(runs) / f"{tag}_{norm}_s{seed}"
+    out = _run_folder(runs, schedule, norm, seed)
     started = time.time()
     code = train_cam(["--dataset", f"voc:{data}", "--backbone", "lenet", "--epochs", str(EPOCHS), "--input-norm", norm,
                       "--seed", str(seed), "--out", str(out), "--no-progress", "--overwrite", *SCHEDULES[schedule]])
     if code != 0:
         raise RuntimeError(f"train-cam exited {code} for {out}")
-    ranked = evaluate_model(out / "ckpt.pt", split="test", progress=False)
-    deployed = evaluate_model(out / "ckpt.pt", split="test", progress=False, min_confidence=0.5, overlap_iou=0.5)
-    result = {"schedule": schedule, "norm": norm, "seed": seed, "minutes": round((time.time() - started) / 60, 2)}
+    return score(runs, schedule, norm, seed) | {"minutes": round((time.time() - started) / 60, 2)}
+
+
+def _run_folder(runs: str, schedule: str, norm: str, seed: int) -> Path:
+    tag = "t1" if schedule == "table1's" else "default"
+    return Path(runs) / f"{tag}_{norm}_s{seed}"
+
+
+def score(runs: str, schedule: str, norm: str, seed: int, *, choose_again: bool = False) -> dict:
+    """The test split with the box settings the checkpoint holds (train-cam's choice), or with
+    `choose_again` chosen now on the validation split by the current chooser (nothing is written)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from training.evaluate import evaluate_model
+
+    checkpoint = _run_folder(runs, schedule, norm, seed) / "ckpt.pt"
+    ranked = evaluate_model(checkpoint, split="test", progress=False, tune=choose_again, write_settings=False)
+    settings = {k: ranked[k] for k in ("projection", "relative_floor", "ratio", "ratio_y")}
+    deployed = evaluate_model(checkpoint, split="test", progress=False, min_confidence=0.5, overlap_iou=0.5, **settings)
+    result = {"schedule": schedule, "norm": norm, "seed": seed, "settings": settings}
     result |= {k: float(ranked[k]) for k in ("classification_ap_mean", "pinpoint_ap_mean", "extent_ap_mean")}
     result |= {f"deployed_{k}": float(deployed[k]) for k in ("extent_ap_mean", "wrong_class_rate", "missed_rate")}
     print(f"input_norm: {schedule} schedule, --input-norm {norm}, seed {seed}: extent AP "
-          f"{100 * result['extent_ap_mean']:.1f}", flush=True)
+          f"{100 * result['extent_ap_mean']:.1f} ({settings})", flush=True)
     return result
 
 
@@ -137,6 +154,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="models trained at once, one thread each")
     parser.add_argument("--runs", default="runs/input_norm", help="folder for the data set, checkpoints and input_norm.json")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score the checkpoints in --runs again, their box settings chosen again by the current "
+                             "chooser on the validation split (nothing trained, nothing written into them)")
     args = parser.parse_args()
     started = time.time()
     runs = Path(args.runs)
@@ -146,18 +166,23 @@ def main() -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     seeds = [int(s) for s in args.seeds.split(",")]
     results: list[dict] = []
+    name = "input_norm_rescored.json" if args.rescore else "input_norm.json"
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(train_and_score, str(data), schedule, norm, seed, str(runs))
-                   for seed in seeds for schedule in SCHEDULES for norm in NORMS]
+        if args.rescore:
+            futures = [pool.submit(score, str(runs), schedule, norm, seed, choose_again=True)
+                       for seed in seeds for schedule in SCHEDULES for norm in NORMS]
+        else:
+            futures = [pool.submit(train_and_score, str(data), schedule, norm, seed, str(runs))
+                       for seed in seeds for schedule in SCHEDULES for norm in NORMS]
         for future in as_completed(futures):
             results.append(future.result())
             summary = {"minutes": round((time.time() - started) / 60, 1), "results": results, "table": table(results),
                        "machine": f"{platform.machine()} {platform.processor()}, {os.cpu_count()} cores, "
                                   f"{args.jobs} jobs x 1 thread"}
-            (runs / "input_norm.json").write_text(json.dumps(summary, indent=2))  # kept if interrupted
+            (runs / name).write_text(json.dumps(summary, indent=2))  # kept if interrupted
     print(f"\nLeNet + SPAM on held-out letters (VOC layout), {EPOCHS} epochs, test split, mean ± sd over seeds\n"
           f"{table(results)}\ninput_norm: {(time.time() - started) / 60:.1f} minutes; results in "
-          f"{runs / 'input_norm.json'}")
+          f"{runs / name}")
 
 
 if __name__ == "__main__":
