@@ -116,8 +116,13 @@ def score(runs: str, schedule: str, norm: str, seed: int, *, choose_again: bool 
     torch.set_num_threads(1)
     from training.evaluate import evaluate_model
 
+    from runtime.evaluation import RatioTuningError
+
     checkpoint = _run_folder(runs, schedule, norm, seed) / "ckpt.pt"
-    ranked = evaluate_model(checkpoint, split="test", progress=False, tune=choose_again, write_settings=False)
+    try:
+        ranked = evaluate_model(checkpoint, split="test", progress=False, tune=choose_again, write_settings=False)
+    except RatioTuningError:  # nothing localized on validation (a dead run): its stored settings, as train-cam keeps
+        ranked = evaluate_model(checkpoint, split="test", progress=False)
     settings = {k: ranked[k] for k in ("projection", "relative_floor", "ratio", "ratio_y")}
     deployed = evaluate_model(checkpoint, split="test", progress=False, min_confidence=0.5, overlap_iou=0.5, **settings)
     result = {"schedule": schedule, "norm": norm, "seed": seed, "settings": settings}
