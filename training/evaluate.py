@@ -147,8 +147,9 @@ class EvalConfig(Mnist128Options):
                                "for --tune)", type=number(int, minimum=1), metavar="N")
     seed: int | None = option(None, "dataset seed (default: training's on its dataset, else 0; another seed draws "
                               "other MNIST128 splits)", type=number(int, minimum=0))
-    tune: bool = option(False, "choose the projection, relative floor and r on the validation split and store them in "
-                        "the model (train-cam does it after its last epoch)", flags=("--tune",),
+    tune: bool = option(False, "choose the projection, relative floor and r (and heights' own r where that localizes "
+                        "better) on the validation split and store them in the model (train-cam does it after its "
+                        "last epoch)", flags=("--tune",),
                         old_flags=("--tune-ratio",))
     ratio: float | None = option(None, "evaluate with this r instead of the stored one (for widths and heights, "
                                  "unless --ratio-y)", type=ratio_value)
