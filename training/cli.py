@@ -16,7 +16,7 @@ EXAMPLES = """examples:
   train-cam --dataset voc:~/VOCdevkit/VOC2007 --backbone vgg16 --weights vgg16.pth --optimizer sgd --lr 0.01
   train-cam --dataset folder:~/cctv --backbone mobilenet_v3_large --input-size 320
   train-cam --dataset shapes --objects 1,3 --backbone resnet18 --output-stride 16 --lr 1e-3 --epochs 8
-  train-cam --dataset mnist128 --projection theoretical --relative-floor 0   # the paper's boxes: only r is tuned
+  train-cam --dataset mnist128 --projection theoretical --relative-floor 0 --height-ratio same   # the paper's boxes: only r is tuned
   torchrun --nproc_per_node 2 -m training.cli --dataset mnist128 --out runs/ddp   # data-parallel
   train-cam --out runs/cam --epochs 20 --resume   # continue runs/cam/ckpt.pt
   train-cam --out runs/cam --overwrite            # start runs/cam over (an existing run is otherwise refused)

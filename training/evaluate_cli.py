@@ -22,7 +22,7 @@ EXAMPLES = """examples:
   eval-cam runs/cam/ckpt.pt                         # the dataset it was trained on, test split
   eval-cam runs/cam/ckpt.pt --tune                  # choose projection, relative floor and r (widths, heights); store them
   eval-cam runs/cam/ckpt.pt --ratio 0.5 --ratio-y 0.3   # evaluate with r 0.5 for widths, 0.3 for heights
-  eval-cam runs/cam/ckpt.pt --projection theoretical --relative-floor 0   # evaluate the paper's boxes
+  eval-cam runs/cam/ckpt.pt --projection theoretical --relative-floor 0 --ratio-y same   # evaluate the paper's boxes
   eval-cam model.onnx --dataset mnist128 --json results.json
   eval-cam model.int8.onnx --dataset mnist128 --maxboxacc
   eval-cam runs/cam/ckpt.pt --save-vis vis/ --vis-count 24   # heat map, back-projection, boxes
