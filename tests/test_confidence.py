@@ -163,6 +163,12 @@ def test_the_warning_tells_a_dead_run_from_one_that_does_not_generalise_yet():
     assert "same answer" in _chance_warning(frozen) and "will not revive" in _chance_warning(frozen)
     assert "--input-norm measured" in _chance_warning(frozen, raw_pixels=True)
     assert "same answer" not in _chance_warning(dead | {"score_spread": 1e-3})  # untrained, not frozen
+    # MobileNetV3 from scratch on shapes, seed 2, epoch 2 (it went on to learn the set): a frozen validation
+    # answer while the training loss falls is batch norm's lag, not dead ReLUs.
+    lagging = {"epoch": 2, "val_loss": 0.6457, "chance_loss": 0.5988, "train_loss": 0.5318, "score_spread": 5.8e-5}
+    assert "not caught up" in _chance_warning(lagging) and "will not revive" not in _chance_warning(lagging)
+    # A LeNet collapsed on raw letters (table1's schedule, seed 0): training loss 1.006 x the prior's.
+    assert "will not revive" in _chance_warning(lagging | {"train_loss": 0.6495, "chance_loss": 0.6453})
     overfits = dead | {"train_loss": 0.2}  # MobileNetV3 from scratch, epoch 3 on shapes: BN statistics not settled
     assert "does not generalise yet" in _chance_warning(overfits) and "learned almost nothing" not in \
         _chance_warning(overfits)

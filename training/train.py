@@ -495,7 +495,18 @@ def _chance_warning(record: dict, *, raw_pixels: bool = False) -> str:
                 f"training loss fell to {record['train_loss']:.4f}: the model does not generalise yet. A deep backbone "
                 "trained from scratch often does so a few epochs later, once its batch-norm statistics settle; if it "
                 "persists, lower --lr, add --weight-decay or train on more images")
-    if record.get("score_spread", 1.0) < FROZEN_SCORE_SPREAD:
+    frozen = record.get("score_spread", 1.0) < FROZEN_SCORE_SPREAD
+    if frozen and record["train_loss"] < AT_CHANCE_MARGIN * record["chance_loss"]:
+        # Dead ReLUs answer every image alike in training too, so their training loss cannot fall below
+        # the prior's. A falling one with a frozen validation answer is a batch-norm network whose running
+        # statistics lag (MobileNetV3 from scratch on shapes, epoch 2: it went on to learn the set).
+        return (f"train-cam: warning: after {record['epoch']} epochs the model gives every validation image the "
+                f"same answer (P(present) varies by {record['score_spread']:.2g} between images), although the "
+                f"training loss fell to {record['train_loss']:.4f} (class-prior loss {record['chance_loss']:.4f}): "
+                "it learns on its training batches, and its evaluation-mode output has not caught up. With batch "
+                "norm that is usually the running statistics lagging in the first epochs; let it run. If it stays "
+                "so, lower --lr or add --weight-decay; see docs/method.md, 'Training that fails'")
+    if frozen:
         return (f"train-cam: warning: after {record['epoch']} epochs the model gives every validation image the same "
                 f"answer (P(present) varies by {record['score_spread']:.2g} between images) at the class-prior loss "
                 f"({record['val_loss']:.4f} against {record['chance_loss']:.4f}): its ReLUs have most likely died, and "
