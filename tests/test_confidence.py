@@ -166,9 +166,19 @@ def test_the_warning_tells_a_dead_run_from_one_that_does_not_generalise_yet():
     # MobileNetV3 from scratch on shapes, seed 2, epoch 2 (it went on to learn the set): a frozen validation
     # answer while the training loss falls is batch norm's lag, not dead ReLUs.
     lagging = {"epoch": 2, "val_loss": 0.6457, "chance_loss": 0.5988, "train_loss": 0.5318, "score_spread": 5.8e-5}
-    assert "not caught up" in _chance_warning(lagging) and "will not revive" not in _chance_warning(lagging)
+    assert "not caught up" in _chance_warning(lagging, batch_norm=True)
+    assert "will not revive" not in _chance_warning(lagging, batch_norm=True)
+    assert "not caught up" in _chance_warning(lagging | {"epoch": 3, "val_loss": 0.8105, "train_loss": 0.4112,
+                                                         "score_spread": 0.003}, batch_norm=True)  # its epoch 3
     # A LeNet collapsed on raw letters (table1's schedule, seed 0): training loss 1.006 x the prior's.
-    assert "will not revive" in _chance_warning(lagging | {"train_loss": 0.6495, "chance_loss": 0.6453})
+    assert "will not revive" in _chance_warning(lagging | {"train_loss": 0.6495, "chance_loss": 0.6453}, batch_norm=True)
+    assert "will not revive" not in _chance_warning(lagging)  # no batch norm, yet its training loss falls
+    from training.model import ModelConfig, build_model
+    from training.train import _has_batch_norm
+
+    assert not _has_batch_norm(build_model(ModelConfig()))  # LeNet
+    assert _has_batch_norm(build_model(ModelConfig(backbone="mobilenet_v3_large", in_channels=3, mean=[0.5] * 3,
+                                                   std=[0.25] * 3)))
     overfits = dead | {"train_loss": 0.2}  # MobileNetV3 from scratch, epoch 3 on shapes: BN statistics not settled
     assert "does not generalise yet" in _chance_warning(overfits) and "learned almost nothing" not in \
         _chance_warning(overfits)

@@ -399,7 +399,8 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device, on_
                 print(f"train-cam: validation: {record['ratio_refused']}", flush=True)
             last_refusal = record["ratio_refused"]
             if at_chance(record):
-                print(_chance_warning(record, raw_pixels=_raw_pixels(model_config)), flush=True)
+                print(_chance_warning(record, raw_pixels=_raw_pixels(model_config), batch_norm=_has_batch_norm(model)),
+                      flush=True)
             if on_epoch is not None:
                 on_epoch(record)
         if world > 1:
@@ -488,7 +489,12 @@ def _raw_pixels(model_config: ModelConfig) -> bool:
     return all(m == 0 for m in model_config.mean) and all(v == 1 for v in model_config.std)
 
 
-def _chance_warning(record: dict, *, raw_pixels: bool = False) -> str:
+def _has_batch_norm(model: torch.nn.Module) -> bool:
+    """Whether evaluation answers from running statistics that training updates (batch norm)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _chance_warning(record: dict, *, raw_pixels: bool = False, batch_norm: bool = False) -> str:
     if record["train_loss"] < 0.5 * record["chance_loss"]:  # it fits its training images: not a dead run
         return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is "
                 f"no better than always answering each class's frequency ({record['chance_loss']:.4f}), although the "
@@ -496,17 +502,19 @@ def _chance_warning(record: dict, *, raw_pixels: bool = False) -> str:
                 "trained from scratch often does so a few epochs later, once its batch-norm statistics settle; if it "
                 "persists, lower --lr, add --weight-decay or train on more images")
     frozen = record.get("score_spread", 1.0) < FROZEN_SCORE_SPREAD
-    if frozen and record["train_loss"] < AT_CHANCE_MARGIN * record["chance_loss"]:
-        # Dead ReLUs answer every image alike in training too, so their training loss cannot fall below
-        # the prior's. A falling one with a frozen validation answer is a batch-norm network whose running
-        # statistics lag (MobileNetV3 from scratch on shapes, epoch 2: it went on to learn the set).
-        return (f"train-cam: warning: after {record['epoch']} epochs the model gives every validation image the "
-                f"same answer (P(present) varies by {record['score_spread']:.2g} between images), although the "
-                f"training loss fell to {record['train_loss']:.4f} (class-prior loss {record['chance_loss']:.4f}): "
-                "it learns on its training batches, and its evaluation-mode output has not caught up. With batch "
-                "norm that is usually the running statistics lagging in the first epochs; let it run. If it stays "
-                "so, lower --lr or add --weight-decay; see docs/method.md, 'Training that fails'")
-    if frozen:
+    learning = record["train_loss"] < AT_CHANCE_MARGIN * record["chance_loss"]
+    if learning and batch_norm:
+        # Evaluation uses batch norm's running statistics, which lag behind the weights in the first epochs:
+        # MobileNetV3 from scratch on shapes (seed 2) answered every validation image alike at epoch 2 and
+        # was worse than the prior at epoch 3 while its training loss fell, and went on to learn the set.
+        return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is no "
+                f"better than always answering each class's frequency ({record['chance_loss']:.4f}), although the "
+                f"training loss fell to {record['train_loss']:.4f}"
+                + (f" (P(present) varies by {record['score_spread']:.2g} between validation images)" if frozen else "")
+                + ": the model learns on its training batches, and its evaluation-mode output has not caught up. "
+                "With batch norm that is usually the running statistics lagging in the first epochs; let it run. "
+                "If it stays so, lower --lr or add --weight-decay; see docs/method.md, 'Training that fails'")
+    if frozen and not learning:  # dead ReLUs answer their training batches alike too: that loss cannot fall
         return (f"train-cam: warning: after {record['epoch']} epochs the model gives every validation image the same "
                 f"answer (P(present) varies by {record['score_spread']:.2g} between images) at the class-prior loss "
                 f"({record['val_loss']:.4f} against {record['chance_loss']:.4f}): its ReLUs have most likely died, and "
