@@ -495,10 +495,11 @@ def _has_batch_norm(model: torch.nn.Module) -> bool:
 
 
 def _chance_warning(record: dict, *, raw_pixels: bool = False, batch_norm: bool = False) -> str:
+    despite_training = (f"train-cam: warning: after {record['epoch']} epochs the validation loss "
+                        f"{record['val_loss']:.4f} is no better than always answering each class's frequency "
+                        f"({record['chance_loss']:.4f}), although the training loss fell to {record['train_loss']:.4f}")
     if record["train_loss"] < 0.5 * record["chance_loss"]:  # it fits its training images: not a dead run
-        return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is "
-                f"no better than always answering each class's frequency ({record['chance_loss']:.4f}), although the "
-                f"training loss fell to {record['train_loss']:.4f}: the model does not generalise yet. A deep backbone "
+        return (despite_training + ": the model does not generalise yet. A deep backbone "
                 "trained from scratch often does so a few epochs later, once its batch-norm statistics settle; if it "
                 "persists, lower --lr, add --weight-decay or train on more images")
     frozen = record.get("score_spread", 1.0) < FROZEN_SCORE_SPREAD
@@ -507,9 +508,7 @@ def _chance_warning(record: dict, *, raw_pixels: bool = False, batch_norm: bool 
         # Evaluation uses batch norm's running statistics, which lag behind the weights in the first epochs:
         # MobileNetV3 from scratch on shapes (seed 2) answered every validation image alike at epoch 2 and
         # was worse than the prior at epoch 3 while its training loss fell, and went on to learn the set.
-        return (f"train-cam: warning: after {record['epoch']} epochs the validation loss {record['val_loss']:.4f} is no "
-                f"better than always answering each class's frequency ({record['chance_loss']:.4f}), although the "
-                f"training loss fell to {record['train_loss']:.4f}"
+        return (despite_training
                 + (f" (P(present) varies by {record['score_spread']:.2g} between validation images)" if frozen else "")
                 + ": the model learns on its training batches, and its evaluation-mode output has not caught up. "
                 "With batch norm that is usually the running statistics lagging in the first epochs; let it run. "
