@@ -120,3 +120,19 @@ def test_denormals_are_flushed_only_while_training(tmp_path):
             assert (tiny * 1.0).item() == 0.0  # flushed inside
     train(TrainConfig(dataset="embedded", out=str(tmp_path), epochs=1, limits={"train": 64, "val": 32}, progress=False))
     assert (tiny * 1.0).item() != 0.0  # and restored after training
+
+
+def test_memory_formats_train_alike_and_store_contiguous_checkpoints(tmp_path):
+    """channels_last only changes the order of sums, so a step's loss agrees with contiguous's to rounding;
+    its weights are NHWC in memory, but the checkpoint stores them contiguous, like every older one."""
+    import torch
+
+    from training.train import TrainConfig, train
+
+    records = {}
+    for layout in ("channels_last", "contiguous"):
+        records[layout] = train(TrainConfig(dataset="embedded", out=str(tmp_path / layout), epochs=1, progress=False,
+                                            limits={"train": 64, "val": 32}, memory_format=layout))
+        state = torch.load(tmp_path / layout / "ckpt.pt", weights_only=True)["state_dict"]
+        assert all(tensor.is_contiguous() for tensor in state.values())
+    assert records["channels_last"]["train_loss"] == pytest.approx(records["contiguous"]["train_loss"], abs=1e-4)

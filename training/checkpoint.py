@@ -51,7 +51,8 @@ def save_checkpoint(path: str | Path, model: CamNet, *, extra: dict[str, Any] | 
         "config": json.dumps(model.config.to_dict()),
         "deploy": json.dumps(deploy_info(model)),
         "extra": json.dumps(extra or {}),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        # contiguous: a checkpoint trained channels_last loads and exports like any other
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
     if training_state is not None:
         payload["training_state"] = training_state
