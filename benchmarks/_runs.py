@@ -19,6 +19,18 @@ def paper_boxes() -> dict:
     return {"projection": paper.projection, "relative_floor": paper.relative_floor, "height_ratio": SAME}
 
 
+def add_memory_format(parser) -> None:
+    """--memory-format for a benchmark that trains: train-cam's default, or contiguous to train as every
+    run before 2026-12-03 did (the earlier figures in docs/results.md, to the decimal on like hardware)."""
+    from dataclasses import fields
+
+    from training.train import MEMORY_FORMATS, TrainConfig
+
+    default = next(f.default for f in fields(TrainConfig) if f.name == "memory_format")
+    parser.add_argument("--memory-format", choices=list(MEMORY_FORMATS), default=default,
+                        help="activation layout while training (train-cam --memory-format)")
+
+
 def checkpoints(runs: str | Path, *, multi: bool = True) -> Iterator[tuple[str, object, dict]]:
     """(run name, model, its train_config) for every run folder holding a ckpt.pt, sorted by name."""
     from training.checkpoint import load_model

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from _help import Formatter
+from _runs import add_memory_format
 
 OBJECTS = (1, 3)
 COLUMNS = ("classification_ap_mean", "pinpoint_ap_mean", "extent_ap_mean", "wrong_class_rate", "detections_per_image",
@@ -139,13 +140,15 @@ def main() -> None:
     parser.add_argument("--output-stride", type=int, default=16, help="the CAM's stride (train-cam --output-stride)")
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="models trained at once, one thread each")
+    add_memory_format(parser)
     parser.add_argument("--runs", default="runs/deep_backbones", help="folder for the checkpoints and deep_backbones.json")
     parser.add_argument("--rescore", action="store_true",
                         help="score the checkpoints already in --runs again (every variant), without training")
     args = parser.parse_args()
     import torch
 
-    schedule = {"epochs": args.epochs, "lr": args.lr, "output_stride": args.output_stride}
+    schedule = {"epochs": args.epochs, "lr": args.lr, "output_stride": args.output_stride,
+                "memory_format": args.memory_format}
     seeds = [int(s) for s in args.seeds.split(",")]
     backbones = args.backbones.split(",")
     started = time.time()

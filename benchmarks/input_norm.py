@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from _help import Formatter
+from _runs import add_memory_format
 
 LETTERS = ("A", "H", "K", "X", "O")
 SPLIT_SIZES = {"train": 3000, "val": 400, "test": 600}
@@ -88,7 +89,7 @@ def make_letters_voc(root: Path, seed: int = 7) -> Path:
     return root
 
 
-def train_and_score(data: str, schedule: str, norm: str, seed: int, runs: str) -> dict:
+def train_and_score(data: str, schedule: str, norm: str, seed: int, runs: str, memory_format: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -97,7 +98,7 @@ def train_and_score(data: str, schedule: str, norm: str, seed: int, runs: str) -
     out = _run_folder(runs, schedule, norm, seed)
     started = time.time()
     code = train_cam(["--dataset", f"voc:{data}", "--backbone", "lenet", "--epochs", str(EPOCHS), "--input-norm", norm,
-                      "--seed", str(seed), "--out", str(out), "--no-progress", "--overwrite", *SCHEDULES[schedule]])
+                      "--seed", str(seed), "--out", str(out), "--no-progress", "--overwrite", "--memory-format", memory_format, *SCHEDULES[schedule]])
     if code != 0:
         raise RuntimeError(f"train-cam exited {code} for {out}")
     return score(runs, schedule, norm, seed) | {"minutes": round((time.time() - started) / 60, 2)}
@@ -159,6 +160,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="models trained at once, one thread each")
     parser.add_argument("--runs", default="runs/input_norm", help="folder for the data set, checkpoints and input_norm.json")
+    add_memory_format(parser)
     parser.add_argument("--rescore", action="store_true",
                         help="score the checkpoints in --runs again, their box settings chosen again by the current "
                              "chooser on the validation split (nothing trained, nothing written into them)")
@@ -177,7 +179,7 @@ def main() -> None:
             futures = [pool.submit(score, str(runs), schedule, norm, seed, choose_again=True)
                        for seed in seeds for schedule in SCHEDULES for norm in NORMS]
         else:
-            futures = [pool.submit(train_and_score, str(data), schedule, norm, seed, str(runs))
+            futures = [pool.submit(train_and_score, str(data), schedule, norm, seed, str(runs), args.memory_format)
                        for seed in seeds for schedule in SCHEDULES for norm in NORMS]
         for future in as_completed(futures):
             results.append(future.result())

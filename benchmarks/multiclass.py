@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from _help import Formatter
-from _runs import paper_boxes
+from _runs import add_memory_format, paper_boxes
 
 POOLINGS = ("gmp", "gap", "spam")
 OBJECTS = (1, 3)
@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--output-lr-scale", type=float, default=10.0, help="train-cam --output-lr-scale")
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="models trained at once, one thread each")
+    add_memory_format(parser)
     parser.add_argument("--test-canvases", type=int, default=TEST_CANVASES, help="test canvases scored per model")
     parser.add_argument("--maxboxacc", action="store_true", help="also MaxBoxAccV2 (minutes per model on 2 cores)")
     parser.add_argument("--runs", default="runs/multiclass", help="folder for the checkpoints and multiclass.json")
@@ -138,7 +139,7 @@ def main() -> None:
     mnist_dir = str(fetch_full_mnist())
     schedule = {"epochs": args.epochs, "epoch_samples": args.epoch_samples, "lr": args.lr,
                 "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs,
-                "output_lr_scale": args.output_lr_scale}
+                "output_lr_scale": args.output_lr_scale, "memory_format": args.memory_format}
     seeds = [int(s) for s in args.seeds.split(",")]
     poolings = args.poolings.split(",")
     started = time.time()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _runs import VAL_FOR_TUNING, paper_boxes
+from _runs import VAL_FOR_TUNING, add_memory_format, paper_boxes
 
 VAL_DURING_TRAINING = 1000  # validation canvases per epoch (progress only); r is tuned on _runs.VAL_FOR_TUNING
 PAPER = {"gmp": (99.8, 98.9, 69.5), "gap": (99.4, 82.3, 79.1), "spam": (99.9, 95.8, 95.8)}  # the paper's Table 1, for comparison only
@@ -237,6 +237,7 @@ def main() -> None:
                         help="models trained at once, one thread each (default: 2 on 2+ cores)")
     parser.add_argument("--backbone", default="lenet", choices=["lenet", "lenet_s4"],
                         help="lenet_s4: LeNet-5 up to S4, a 16 px receptive field, smaller than a digit (the field study)")
+    add_memory_format(parser)
     parser.add_argument("--runs", default="runs/table1")
     parser.add_argument("--docs", default="docs")
     parser.add_argument("--skip-multi", action="store_true", help="skip the 1-3 digits SPAM run")
@@ -252,7 +253,7 @@ def main() -> None:
         raise SystemExit(f"table1: {error} (or run with --digits npm)") from error
     seeds = [int(v) for v in args.seeds.split(",")]
     schedule = {"epochs": args.epochs, "weight_decay": args.weight_decay, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
-                "output_lr_scale": args.output_lr_scale,
+                "output_lr_scale": args.output_lr_scale, "memory_format": args.memory_format,
                 "epoch_samples": args.epoch_samples if args.digits == "full" else None}
     runs, docs = Path(args.runs), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
