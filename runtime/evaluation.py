@@ -12,7 +12,7 @@ import numpy as np
 
 from .confidence import BoxPolicy, ClassifierHead
 from .metrics import box_iou, classification_ap, extent_ap, max_box_acc_rf, max_box_acc_v2, pinpoint_ap
-from .postprocess import PROJECTIONS, BoxSettings, Detection, LocalizerParams, localize_batch
+from .postprocess import PROJECTIONS, BoxSettings, Detection, LocalizerParams, localize_batch, localizer_over_ratios
 from .scores import pin_points
 from .errors import DataError
 
@@ -165,13 +165,12 @@ def _separate_ratios(predictions: Predictions, params: LocalizerParams, settings
     box by 2.2 points for SPAM and 1.2 for GMP (docs/results.md)."""
     near = [r for r in ratios if abs(r - settings.ratio) <= SEPARATE_RATIO_REACH + 1e-9]
     best_ap, best = shared_ap, settings
-    base = settings.applied(params)
+    boxes_at = localizer_over_ratios(predictions.cams, settings.applied(params))
     for ratio_x in near:
         for ratio_y in near:
             if ratio_x == ratio_y:
                 continue  # the shared r: its row of the grid was measured already
-            candidate = replace(base, ratio=float(ratio_x), ratio_y=float(ratio_y))
-            ap = float(np.nan_to_num(_mean(extent_ap(localize_batch(predictions.cams, candidate), predictions.boxes,
+            ap = float(np.nan_to_num(_mean(extent_ap(boxes_at(float(ratio_x), float(ratio_y)), predictions.boxes,
                                                      predictions.scores.shape[1])), nan=-1.0))
             tried.append((settings.projection, settings.relative_floor, float(ratio_x), float(ratio_y), ap))
             if ap > best_ap:  # strictly: a tie keeps the shared r
@@ -183,8 +182,9 @@ def _ratio_curve(predictions: Predictions, params: LocalizerParams,
                  ratios: Sequence[float]) -> list[tuple[float, float]]:
     """(r, mean extent AP) for every r, boxes ranked by their peak as the paper tunes."""
     curve = []
+    boxes_at = localizer_over_ratios(predictions.cams, params)
     for ratio in ratios:
-        boxes = localize_batch(predictions.cams, replace(params, ratio=float(ratio), ratio_y=None))
+        boxes = boxes_at(float(ratio), None)
         curve.append((float(ratio), _mean(extent_ap(boxes, predictions.boxes, predictions.scores.shape[1]))))
     return curve
 

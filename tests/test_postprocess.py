@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from runtime.geometry import receptive_field
-from runtime.postprocess import LocalizerParams, backprojected_area, find_peaks, localize, localize_batch, mountains
+from runtime.postprocess import (LocalizerParams, backprojected_area, find_peaks, localize, localize_batch,
+                                 localizer_over_ratios, mountains)
 from runtime.preprocess import preprocess
 
 LENET = ((5, 1, 0), (2, 2, 0), (5, 1, 0), (2, 2, 0), (5, 1, 0), (1, 1, 0))
@@ -44,6 +45,22 @@ def cases(draw):
 def test_fast_equals_reference(case):
     cams, params = case
     assert _key(localize(cams, params, "fast")) == _key(localize(cams, params, "reference"))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases(), st.lists(st.tuples(st.floats(-1.5, 1.5), st.one_of(st.none(), st.floats(-1.5, 1.5))), min_size=1,
+                         max_size=4), st.sampled_from([0.0, 0.4]), st.sampled_from(["theoretical", "interpolated"]))
+def test_flooding_once_for_many_ratios_gives_the_boxes_of_each(case, ratios, relative_floor, projection):
+    """Tuning r floods each image's mountains once and projects them at every r: the detections must be
+    exactly localize_batch's at that r, order and scores included."""
+    from dataclasses import replace
+
+    cams, params = case
+    params = replace(params, relative_floor=relative_floor, projection=projection)
+    batch = np.stack([cams, cams[..., ::-1].copy()])  # two images
+    boxes_at = localizer_over_ratios(batch, params)
+    for ratio, ratio_y in ratios:
+        assert boxes_at(ratio, ratio_y) == localize_batch(batch, replace(params, ratio=ratio, ratio_y=ratio_y))
 
 
 def _params(**kw):
