@@ -19,6 +19,7 @@ __all__ = [
     "classification_ap",
     "pinpoint_ap",
     "extent_ap",
+    "extent_ap_reference",
     "max_box_acc_v2",
     "max_box_acc_rf",
     "wsol_normalize",
@@ -122,39 +123,85 @@ def extent_ap(
     unmatched ground-truth box of its image with the highest IoU >= threshold; duplicates are false.
 
     detections[i]: that image's detections (objects with class_index, score, box).
-    """
+
+    The greedy matching only ever looks at one image's boxes, so each image's detections are matched
+    in their global rank order with one IoU matrix, rather than one IoU call per detection: the same
+    hits as extent_ap_reference, in less time where r is tuned over thousands of boxes (train-cam
+    does it every epoch; docs/benchmarks.md, "Tuning r")."""
+    nothing = np.zeros((0, 4))
+    own_by_class = [[nothing] * len(gt_boxes) for _ in range(num_classes)]  # [c][i]: image i's boxes of class c
+    for i, boxes in enumerate(gt_boxes):
+        truth = np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+        for c in np.unique(truth[:, 0]).astype(int):
+            if 0 <= c < num_classes:
+                own_by_class[c][i] = truth[truth[:, 0] == c, 1:]
+    per_class: list[list[tuple[float, int, Sequence[float]]]] = [[] for _ in range(num_classes)]
+    for i, image_detections in enumerate(detections):  # image order, then detection order: the tie order
+        for det in image_detections:
+            if 0 <= det.class_index < num_classes:
+                per_class[det.class_index].append((det.score, i, det.box))
     out = []
     for c in range(num_classes):
-        records, positives = [], 0
-        matched = []
-        for i, boxes in enumerate(gt_boxes):
-            own = np.asarray(boxes).reshape(-1, 5)
-            own = own[own[:, 0] == c, 1:]
-            positives += len(own)
-            matched.append(np.zeros(len(own), dtype=bool))
-            for det in detections[i]:
-                if det.class_index == c:
-                    records.append((det.score, i, det.box))
+        own = own_by_class[c]
+        positives = sum(len(boxes) for boxes in own)
         if positives == 0:
             out.append(np.nan)
             continue
-        records.sort(key=lambda r: -r[0])
+        records = sorted(per_class[c], key=lambda r: -r[0])  # stable: ties keep the order above
+        scores = [r[0] for r in records]
+        images = np.array([r[1] for r in records], dtype=np.int64)
+        boxes = np.array([r[2] for r in records], dtype=np.float64).reshape(-1, 4)
+        hits = np.zeros(len(records), dtype=bool)
+        for group in _groups_by_image(images):
+            truth = own[int(images[group[0]])]
+            if len(truth) == 0:
+                continue
+            ious = box_iou(boxes[group], truth)
+            matched = np.zeros(len(truth), dtype=bool)
+            for row, best in enumerate(np.argmax(ious, axis=1)):
+                if ious[row, best] >= iou_threshold and not matched[best]:
+                    matched[best] = True
+                    hits[group[row]] = True
+        out.append(average_precision(*precision_recall(scores, hits.tolist(), positives), interpolation))
+    return np.array(out)
+
+
+def extent_ap_reference(detections: Sequence[Sequence], gt_boxes: Sequence[np.ndarray], num_classes: int,
+                        iou_threshold: float = 0.5) -> np.ndarray:
+    """extent_ap as the VOC devkit's loop is written: rank every detection of a class, then match each
+    in turn to its image's boxes. Kept to check extent_ap against (tests) and to time it
+    (benchmarks/tuning.py); extent_ap matches each image's detections together."""
+    out = []
+    for c in range(num_classes):
+        records = sorted(((d.score, i, d.box) for i, found in enumerate(detections) for d in found
+                          if d.class_index == c), key=lambda r: -r[0])
+        own = [np.asarray(b).reshape(-1, 5) for b in gt_boxes]
+        own = [b[b[:, 0] == c, 1:] for b in own]
+        positives = sum(len(b) for b in own)
+        if positives == 0:
+            out.append(np.nan)
+            continue
+        matched = [np.zeros(len(b), dtype=bool) for b in own]
         hits = []
-        for score, i, box in records:
-            own = np.asarray(gt_boxes[i]).reshape(-1, 5)
-            own = own[own[:, 0] == c, 1:]
-            if len(own) == 0:
+        for _, i, box in records:
+            if len(own[i]) == 0:
                 hits.append(False)
                 continue
-            ious = box_iou(np.asarray(box)[None], own)[0]
+            ious = box_iou(np.asarray(box)[None], own[i])[0]
             best = int(np.argmax(ious))
-            if ious[best] >= iou_threshold and not matched[i][best]:
-                matched[i][best] = True
-                hits.append(True)
-            else:
-                hits.append(False)
-        out.append(average_precision(*precision_recall([r[0] for r in records], hits, positives), interpolation))
+            hits.append(bool(ious[best] >= iou_threshold and not matched[i][best]))
+            matched[i][best] |= hits[-1]
+        out.append(average_precision(*precision_recall([r[0] for r in records], hits, positives)))
     return np.array(out)
+
+
+def _groups_by_image(images: np.ndarray) -> list[np.ndarray]:
+    """Indices into a ranked list, one array per image, each still in rank order."""
+    if len(images) == 0:
+        return []
+    by_image = np.argsort(images, kind="stable")
+    ranked = images[by_image]
+    return np.split(by_image, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1)
 
 
 def cam_to_input(cam: np.ndarray, chain, input_size: tuple[int, int], affine: tuple | None = None) -> np.ndarray:

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.metrics import (average_precision, box_iou, classification_ap, extent_ap, max_box_acc_v2,
-                             pinpoint_ap, precision_recall)
+from runtime.metrics import (average_precision, box_iou, classification_ap, extent_ap, extent_ap_reference,
+                             max_box_acc_v2, pinpoint_ap, precision_recall)
 
 
 def det(score, box, cls=0):
@@ -124,3 +124,31 @@ def test_tied_scores_do_not_depend_on_order():
     first = extent_ap([[hit], [false_alarm]], [with_object, empty], 1)[0]
     second = extent_ap([[false_alarm], [hit]], [empty, with_object], 1)[0]
     assert first == second == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_extent_ap_equals_matching_one_detection_at_a_time(seed):
+    """Many images, classes and boxes, coarse scores (ties across and within images), duplicates and
+    boxes on empty images: the same AP to the last bit."""
+    rng = np.random.default_rng(seed)
+    classes, images = 3, 40
+    gt, detections = [], []
+    for _ in range(images):
+        truth = []
+        for _ in range(int(rng.integers(0, 4))):
+            (x, y), side = rng.integers(0, 60, 2), int(rng.integers(5, 30))
+            truth.append((int(rng.integers(classes)), x, y, x + side, y + side))
+        gt.append(np.array(truth, dtype=np.float64).reshape(-1, 5))
+        found = []
+        for _ in range(int(rng.integers(0, 8))):
+            if len(truth) and rng.random() < 0.7:  # near an object, often a duplicate
+                cls, *box = truth[int(rng.integers(len(truth)))]
+                box = np.asarray(box, dtype=np.float64) + rng.integers(-6, 7, 4)
+                cls = cls if rng.random() < 0.8 else int(rng.integers(classes))
+            else:
+                cls, box = int(rng.integers(classes)), np.sort(rng.integers(0, 90, 4).reshape(2, 2), axis=0).ravel()  # x0 y0 x1 y1
+            found.append(det(float(rng.integers(0, 5)) / 4, box, cls))
+        detections.append(found)
+    for threshold in (0.3, 0.5, 0.7):
+        expected = extent_ap_reference(detections, gt, classes, threshold)
+        np.testing.assert_array_equal(extent_ap(detections, gt, classes, iou_threshold=threshold), expected)
