@@ -24,6 +24,11 @@ def _import_ort():
     return onnxruntime
 
 
+def _tensorrt_int8_on_cpu(info, providers: Sequence[str]) -> bool:
+    """A TensorRT-form (S8S8 symmetric Q/DQ) INT8 model that ONNX Runtime would run on the CPU."""
+    return str(info.extra.get("int8_format", "")).startswith("S8S8") and providers[:1] == ["CPUExecutionProvider"]
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
@@ -51,6 +56,12 @@ class OnnxRuntimeBackend:
         except Exception as error:  # ORT raises its own exception types (InvalidGraph, Fail, ...)
             raise ModelError(f"{path}: ONNX Runtime cannot load this model ({error})") from error
         self.info = info_from_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
+        if _tensorrt_int8_on_cpu(self.info, self.session.get_providers()):
+            # ONNX Runtime fuses Q/DQ pairs into integer kernels that, on x86 CPUs without VNNI, add
+            # products in 16 bits and saturate (an AVX2 EPYC: CAM SQNR 16.8 dB). Unfused, each Q/DQ
+            # rounds and clips in float: the arithmetic TensorRT does, which is what such a file is for.
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
         self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
 
