@@ -167,7 +167,7 @@ def extent_ap(
 
 
 def extent_ap_reference(detections: Sequence[Sequence], gt_boxes: Sequence[np.ndarray], num_classes: int,
-                        iou_threshold: float = 0.5) -> np.ndarray:
+                        iou_threshold: float = 0.5, interpolation: str = "all") -> np.ndarray:
     """extent_ap as the VOC devkit's loop is written: rank every detection of a class, then match each
     in turn to its image's boxes. Kept to check extent_ap against (tests) and to time it
     (benchmarks/tuning.py); extent_ap matches each image's detections together."""
@@ -191,7 +191,7 @@ def extent_ap_reference(detections: Sequence[Sequence], gt_boxes: Sequence[np.nd
             best = int(np.argmax(ious))
             hits.append(bool(ious[best] >= iou_threshold and not matched[i][best]))
             matched[i][best] |= hits[-1]
-        out.append(average_precision(*precision_recall([r[0] for r in records], hits, positives)))
+        out.append(average_precision(*precision_recall([r[0] for r in records], hits, positives), interpolation))
     return np.array(out)
 
 
