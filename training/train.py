@@ -155,8 +155,8 @@ class TrainConfig(Mnist128Options):
     tolerance: float = option(0.0, "pin-pointing tolerance in pixels (0 on MNIST128, 18 on VOC)",
                               type=number(float, minimum=0), group="run")
     progress: bool = option(True, "no progress bar", switch="--no-progress", group="run")
-    memory_format: str = option("channels_last", "activation layout while training: channels_last (faster on CPUs "
-                                "and GPUs) or contiguous (the layout of runs before 2026-12-03, to reproduce their "
+    memory_format: str = option("channels_last", "activation layout while training: channels_last (25-35 % faster per step "
+                                "on a CPU, docs/benchmarks.md) or contiguous (the layout of runs before 2026-12-03, to reproduce their "
                                 "figures to the decimal); checkpoints are stored contiguous either way",
                                 choices=list(MEMORY_FORMATS), group="run")
 
