@@ -120,7 +120,7 @@ def _object_count(predictions: Predictions) -> int:
 def tune_box_settings(
     predictions: Predictions, params: LocalizerParams, *, projections: Sequence[str] = PROJECTIONS,
     relative_floors: Sequence[float] = RELATIVE_FLOORS, ratios: Sequence[float] = DEFAULT_RATIOS,
-    separate_heights: bool = True,
+    separate_heights: bool = True, head: ClassifierHead | None = None,
 ) -> tuple[BoxSettings, list[tuple[str, float, float, float | None, float]]]:
     """The projection, relative floor and r with the best mean extent AP on these (validation)
     predictions, and every (projection, floor, r, r for heights or None, AP) tried. Ties go to the
@@ -129,16 +129,19 @@ def tune_box_settings(
     With `separate_heights`, widths and heights may then take r of their own, near the one chosen
     (`_separate_ratios`): a receptive field is square, most objects are not.
 
+    With the model's `head`, boxes are ranked by their confidence while tuning, as they will be
+    ranked when used (`_ranked`); without it, by their peak, as the paper tunes.
+
     Raises RatioTuningError, choosing nothing, as tune_ratio does: too few objects, or nothing
     localized by any combination."""
     objects = _object_count(predictions)
     if objects < MIN_OBJECTS_TO_TUNE:
-        tune_ratio(predictions, params, ratios)  # raises, saying why
+        tune_ratio(predictions, params, ratios, head=head)  # raises, saying why
     best, tried = None, []
     for projection in projections:
         for floor in relative_floors:
             candidate = replace(params, projection=projection, relative_floor=float(floor))
-            curve = _ratio_curve(predictions, candidate, ratios)
+            curve = _ratio_curve(predictions, candidate, ratios, head)
             tried += [(projection, float(floor), ratio, None, ap) for ratio, ap in curve]
             ratio, ap = _best_ratio(curve)
             if best is None or ap > best[0]:  # strictly: a tie keeps the earlier projection and floor
@@ -148,12 +151,12 @@ def tune_box_settings(
                                f"{objects} objects (extent AP 0 everywhere); the stored settings stay "
                                f"({BoxSettings.of(params).describe()})")
     if separate_heights:
-        return _separate_ratios(predictions, params, best[1], best[0], ratios, tried), tried
+        return _separate_ratios(predictions, params, best[1], best[0], ratios, tried, head), tried
     return best[1], tried
 
 
 def _separate_ratios(predictions: Predictions, params: LocalizerParams, settings: BoxSettings, shared_ap: float,
-                     ratios: Sequence[float], tried: list) -> BoxSettings:
+                     ratios: Sequence[float], tried: list, head: ClassifierHead | None = None) -> BoxSettings:
     """Every (r for widths, r for heights) within SEPARATE_RATIO_REACH of the shared r; the pair with
     the best extent AP where it beats the shared r, else the shared r (the paper's); each pair is
     appended to `tried`. Tried after the shared r, not with it: the whole grid squared would cost 37
@@ -165,26 +168,39 @@ def _separate_ratios(predictions: Predictions, params: LocalizerParams, settings
     box by 2.2 points for SPAM and 1.2 for GMP (docs/results.md)."""
     near = [r for r in ratios if abs(r - settings.ratio) <= SEPARATE_RATIO_REACH + 1e-9]
     best_ap, best = shared_ap, settings
-    boxes_at = localizer_over_ratios(predictions.cams, settings.applied(params))
+    applied = settings.applied(params)
+    boxes_at = localizer_over_ratios(predictions.cams, applied)
     for ratio_x in near:
         for ratio_y in near:
             if ratio_x == ratio_y:
                 continue  # the shared r: its row of the grid was measured already
-            ap = float(np.nan_to_num(_mean(extent_ap(boxes_at(float(ratio_x), float(ratio_y)), predictions.boxes,
-                                                     predictions.scores.shape[1])), nan=-1.0))
+            boxes = _ranked(boxes_at(float(ratio_x), float(ratio_y)), predictions.cams, head, applied)
+            ap = float(np.nan_to_num(_mean(extent_ap(boxes, predictions.boxes, predictions.scores.shape[1])), nan=-1.0))
             tried.append((settings.projection, settings.relative_floor, float(ratio_x), float(ratio_y), ap))
             if ap > best_ap:  # strictly: a tie keeps the shared r
                 best_ap, best = ap, replace(settings, ratio=float(ratio_x) + 0.0, ratio_y=float(ratio_y) + 0.0)
     return best
 
 
-def _ratio_curve(predictions: Predictions, params: LocalizerParams,
-                 ratios: Sequence[float]) -> list[tuple[float, float]]:
-    """(r, mean extent AP) for every r, boxes ranked by their peak as the paper tunes."""
+def _ranked(detections: list[list[Detection]], cams: np.ndarray, head: ClassifierHead | None,
+            params: LocalizerParams) -> list[list[Detection]]:
+    """The detections as extent AP should rank them while tuning: by confidence with a `head` (every
+    box kept, as eval-cam scores), else by peak. Why: settings chosen for the peak's ranking and then
+    ranked by confidence favour the peak; each ranking is tuned for itself."""
+    if head is None:
+        return detections
+    policy = BoxPolicy()
+    return [policy.ranking(policy.apply(found, cam, head, params)) for found, cam in zip(detections, cams)]
+
+
+def _ratio_curve(predictions: Predictions, params: LocalizerParams, ratios: Sequence[float],
+                 head: ClassifierHead | None = None) -> list[tuple[float, float]]:
+    """(r, mean extent AP) for every r, boxes ranked by confidence with a `head`, else by their peak as
+    the paper tunes."""
     curve = []
     boxes_at = localizer_over_ratios(predictions.cams, params)
     for ratio in ratios:
-        boxes = boxes_at(float(ratio), None)
+        boxes = _ranked(boxes_at(float(ratio), None), predictions.cams, head, params)
         curve.append((float(ratio), _mean(extent_ap(boxes, predictions.boxes, predictions.scores.shape[1]))))
     return curve
 
@@ -196,10 +212,12 @@ def _best_ratio(curve: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def tune_ratio(
-    predictions: Predictions, params: LocalizerParams, ratios: Sequence[float] = DEFAULT_RATIOS
+    predictions: Predictions, params: LocalizerParams, ratios: Sequence[float] = DEFAULT_RATIOS, *,
+    head: ClassifierHead | None = None,
 ) -> tuple[float, list[tuple[float, float]]]:
     """The r with the best mean extent AP on these (validation) predictions, and the whole curve.
-    Ties go to the r closest to 0 (the unmodified receptive field).
+    Ties go to the r closest to 0 (the unmodified receptive field). Boxes are ranked by confidence
+    with the model's `head`, else by peak (as tune_box_settings).
 
     Raises RatioTuningError, and chooses nothing, when the split holds fewer than MIN_OBJECTS_TO_TUNE
     ground-truth objects or when no r localizes a single one: storing a value chosen there would
@@ -210,7 +228,7 @@ def tune_ratio(
             f"cannot tune r: the split has {objects} ground-truth object(s), fewer than the {MIN_OBJECTS_TO_TUNE} "
             f"needed for the choice to mean anything; r stays {params.ratio:g}. Tune on a split with more "
             "objects (a larger --limit, or another split), or set it with --ratio")
-    curve = _ratio_curve(predictions, params, ratios)
+    curve = _ratio_curve(predictions, params, ratios, head)
     best = _best_ratio(curve)
     if not best[1] > 0:
         raise RatioTuningError(f"cannot tune r: no r in {ratios[0]:g}..{ratios[-1]:g} localizes any of the {objects} "

@@ -95,6 +95,56 @@ def test_the_policy_ranks_by_confidence_or_by_peak():
         BoxPolicy(scoring="area")
 
 
+def _blob_predictions(images: int = 40, seed: int = 0):
+    """Gaussian mountains of random height and spread on 16x16 CAMs, two classes, each over a ground-truth
+    box of random size; some mountains lie on no object. Peak and confidence rank these differently."""
+    from runtime.evaluation import Predictions
+
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:16, 0:16]
+    cams, boxes = [], []
+    for _ in range(images):
+        cam, truth = np.full((2, 16, 16), -1.0), []
+        for k, (row, col) in enumerate(rng.choice(np.arange(3, 13), size=(rng.integers(1, 4), 2))):
+            cls, height, spread = int(rng.integers(2)), rng.uniform(1, 6), rng.uniform(0.6, 2.5)
+            cam[cls] = np.maximum(cam[cls], height * np.exp(-((rows - row) ** 2 + (cols - col) ** 2) / spread ** 2) - 1)
+            if k < 2:  # the third mountain is on nothing
+                half = 4 * spread * rng.uniform(0.6, 1.4)
+                cx, cy = 4 * col + 2, 4 * row + 2
+                truth.append([cls, cx - half, cy - half, cx + half, cy + half])
+        cams.append(cam)
+        boxes.append(np.array(truth, dtype=np.float64).reshape(-1, 5))
+    labels = np.array([[float((b[:, 0] == c).any()) for c in range(2)] for b in boxes])
+    return Predictions(np.stack(cams), labels, labels, boxes)
+
+
+@pytest.mark.parametrize("tune", ["tune_ratio", "tune_box_settings"])
+def test_tuning_ranks_the_boxes_as_they_will_be_ranked(tune):
+    """With the model's head, the AP tuning maximises is the confidence-ranked AP that evaluate reports
+    at each r; without it, the peak-ranked one. Settings tuned for the peak's ranking favour the peak."""
+    from dataclasses import replace
+
+    from runtime import evaluation
+
+    predictions, head = _blob_predictions(), _head("spam")
+    ratios = (-0.5, -0.25, 0.0, 0.25, 0.5)
+    differs = False
+    for ranking_head in (head, None):
+        if tune == "tune_ratio":
+            _, curve = evaluation.tune_ratio(predictions, PARAMS, ratios, head=ranking_head)
+        else:
+            _, tried = evaluation.tune_box_settings(predictions, PARAMS, projections=("theoretical",),
+                                                    relative_floors=(0.0,), ratios=ratios, separate_heights=False,
+                                                    head=ranking_head)
+            curve = [(row[2], row[4]) for row in tried]
+        for ratio, ap in curve:
+            at = replace(PARAMS, ratio=ratio)
+            expected = evaluation.evaluate(predictions, at, head=ranking_head)["extent_ap_mean"]
+            assert ap == pytest.approx(expected)
+            differs |= expected != pytest.approx(evaluation.evaluate(predictions, at, head=None)["extent_ap_mean"])
+    assert differs  # else this test could not tell the two rankings apart
+
+
 def test_the_box_census_counts_wrong_class_background_and_missed():
     truth = [np.array([[0, 0, 0, 10, 10], [1, 20, 20, 30, 30]], float), np.zeros((0, 5))]
     found = [[Detection(0, 1.0, (0, 0, 10, 10)),  # right class, right place

@@ -130,17 +130,18 @@ def test_evaluation_defaults_to_the_splits_training_held_out(mnist_digits, tmp_p
 
 
 def test_train_cam_chooses_projection_floor_and_r_after_its_last_epoch(tmp_path):
-    """With the defaults (auto), the checkpoint holds what tune_box_settings chooses on its validation split."""
+    """With the defaults (auto), the checkpoint holds what tune_box_settings chooses on its validation split,
+    boxes ranked by confidence as they will be when used."""
     from runtime.evaluation import tune_box_settings
     from runtime.postprocess import BoxSettings
     from training.data.registry import load_splits
-    from training.predict import localizer_params, predict
+    from training.predict import classifier_head, localizer_params, predict
 
     out = tmp_path / "run"
     assert train_cli(["--dataset", "embedded", "--epochs", "1", "--limit", "train=600", "--limit", "val=300",
                       "--out", str(out), "--no-progress"]) == 0
     model, payload = load_model(out / "ckpt.pt")
     splits = load_splits("embedded", sizes={"train": 600, "val": 300})
-    expected, _ = tune_box_settings(predict(model, splits.val)[0], localizer_params(model))
+    expected, _ = tune_box_settings(predict(model, splits.val)[0], localizer_params(model), head=classifier_head(model))
     assert BoxSettings.of(model.config) == expected
     assert payload["extra"]["validation"]["projection"] == expected.projection

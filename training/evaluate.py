@@ -148,8 +148,8 @@ class EvalConfig(Mnist128Options):
     seed: int | None = option(None, "dataset seed (default: training's on its dataset, else 0; another seed draws "
                               "other MNIST128 splits)", type=number(int, minimum=0))
     tune: bool = option(False, "choose the projection, relative floor and r (and heights' own r where that localizes "
-                        "better) on the validation split and store them in the model (train-cam does it after its "
-                        "last epoch)", flags=("--tune",),
+                        "better) on the validation split, boxes ranked as --score ranks them, and store them in the model "
+                        "(train-cam does it after its last epoch)", flags=("--tune",),
                         old_flags=("--tune-ratio",))
     ratio: float | None = option(None, "evaluate with this r instead of the stored one (for widths and heights, "
                                  "unless --ratio-y)", type=ratio_value)
@@ -213,7 +213,9 @@ def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
             choices["relative_floors"] = (settings.relative_floor,)
         if c.ratio_y == SAME:
             choices["separate_heights"] = False
-        settings, curve = tune_box_settings(model.predict(splits.val), info.localizer_params(), **choices)
+        tuning_head = info.classifier_head() if c.scoring == "confidence" else None  # tuned as it is ranked
+        settings, curve = tune_box_settings(model.predict(splits.val), info.localizer_params(), head=tuning_head,
+                                            **choices)
         if c.write_settings:
             _store_box_settings(model.path, settings)
     info = info.with_box_settings(settings)
