@@ -10,13 +10,15 @@ VAL_FOR_TUNING = 3000  # validation canvases table1.py tunes r on
 
 def paper_boxes() -> dict:
     """train-cam settings for boxes as the paper makes them (theoretical receptive field, floor 0, one r
-    for widths and heights; only r tuned): table1's and multiclass's numbers in docs/results.md were
-    measured so, and benchmarks/deep_backbones.py measures the settings train-cam chooses by itself."""
+    for widths and heights; only r tuned) and the instance form of the confidence: table1's and
+    multiclass's numbers in docs/results.md were measured so, and benchmarks/deep_backbones.py
+    measures the settings train-cam chooses by itself."""
     from runtime.postprocess import BoxSettings
     from training.evaluate import SAME
 
     paper = BoxSettings()
-    return {"projection": paper.projection, "relative_floor": paper.relative_floor, "height_ratio": SAME}
+    return {"projection": paper.projection, "relative_floor": paper.relative_floor, "height_ratio": SAME,
+            "confidence_form": paper.confidence_form}
 
 
 def add_memory_format(parser) -> None:

@@ -7,8 +7,9 @@ from the same CAMs with each way of making boxes, its settings tuned on the vali
 - paper: Algorithm 1 as the paper has it (theoretical receptive field, floor 0), r tuned;
 - theoretical + floor: the same with the relative floor tuned too;
 - interpolated, interpolated + floor: the interpolated projection, floor 0 or tuned;
-- chosen: everything chosen together, as train-cam chooses it, ranked by confidence; and "chosen,
-  ranked by peak": the same choice made and scored with the raw CAM peak's ranking (the paper's).
+- chosen: everything chosen together, as train-cam chooses it (the confidence's form too), ranked by
+  confidence; and "chosen, ranked by peak": the same choice made and scored with the raw CAM peak's
+  ranking (the paper's).
 Boxes are ranked by confidence unless said, and every setting is tuned for the ranking it is scored
 with. Prints mean ± sd over seeds.
 
@@ -95,7 +96,8 @@ def score(checkpoint: str, seed: int) -> dict:
             settings[name] = BoxSettings()
     result = {"backbone": model.config.backbone, "seed": seed, "checkpoint": str(checkpoint)}
     for name, chosen_settings in settings.items():
-        metrics = evaluate(test, chosen_settings.applied(chosen), head=rankings[name], policy=BoxPolicy())
+        ranking = rankings[name] and rankings[name].for_settings(chosen_settings)  # the confidence form chosen too
+        metrics = evaluate(test, chosen_settings.applied(chosen), head=ranking, policy=BoxPolicy())
         result[name] = {k: float(metrics[k]) for k in COLUMNS} | {"settings": chosen_settings.fields()}
     print(f"deep_backbones: {result['backbone']} seed {seed}: extent AP " + ", ".join(
         f"{name} {100 * result[name]['extent_ap_mean']:.1f}" for name in settings), flush=True)
@@ -112,10 +114,11 @@ ROWS = ("paper", "theoretical + floor", "interpolated", "interpolated + floor", 
 
 
 def _ratios(settings: dict) -> str:
-    """"0.1", or "0.1 x 0.15" where heights have their own r."""
+    """"0.1", or "0.1 x 0.15" where heights have their own r; ", by peak" where the confidence has the peak form."""
+    form = "" if settings.get("confidence_peak_scales") is None else ", by peak"
     if settings.get("ratio_y") is None:
-        return f"{settings['ratio']:g}"
-    return f"{settings['ratio']:g} x {settings['ratio_y']:g}"
+        return f"{settings['ratio']:g}{form}"
+    return f"{settings['ratio']:g} x {settings['ratio_y']:g}{form}"
 
 
 def table(results: list[dict]) -> str:

@@ -12,12 +12,20 @@ would say if this object were alone in the image".
 - Every pooling is non-decreasing in each CAM value, so the confidence is monotone in the instance's
   own evidence and blind to the other instances' (two birds each get their own number).
 
+The *peak form* (`ClassifierHead.peak_scales`), chosen per model on validation where it localizes
+better (`choose_confidence_form`): sigma(a_c * kappa_c * peak + b_c), the P(present) the output
+layer gives a typical instance of class c with this peak (kappa_c: the median ratio of an instance's
+pooled score to its peak on validation). Why: on deep backbones the instance's pooled score grows
+with a mountain that has spread, whose box is too large, and the raw peak ranked their boxes better
+(docs/results.md); a score monotone in the peak ranks each class's boxes exactly as the peak does
+and stays in [0, 1], comparable across classes, gated at 0.5 like the instance form.
+
 `suppress_overlaps` resolves one object claimed by several classes: of boxes of different classes
 that overlap by IoU >= `iou`, only the most confident is kept.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -25,16 +33,20 @@ import numpy as np
 from .errors import ConfigError
 from .geometry import projected_centres
 from .metrics import box_iou
-from .postprocess import Detection, LocalizerParams
+from .postprocess import BoxSettings, Detection, LocalizerParams
 from .scores import class_probabilities, pool_cams
 
-__all__ = ["DEFAULT_MIN_CONFIDENCE", "DEFAULT_OVERLAP_IOU", "BoxPolicy", "ClassifierHead", "instance_confidences", "with_confidence", "gate", "suppress_overlaps", "SCORINGS"]
+__all__ = ["DEFAULT_MIN_CONFIDENCE", "DEFAULT_OVERLAP_IOU", "BoxPolicy", "ClassifierHead", "instance_confidences",
+           "instance_pooled", "peak_scales", "with_confidence", "gate", "suppress_overlaps", "SCORINGS",
+           "CONFIDENCE_FORMS"]
 
 SCORINGS = ("confidence", "peak")  # what boxes are ranked by: ours, or the paper's raw CAM peak
 # Deployed defaults (Localizer, edge_app): the output layer's own decision boundary, which for GMP is
 # exactly the paper's "peak above t_c"; and one class per object.
 DEFAULT_MIN_CONFIDENCE = 0.5
 DEFAULT_OVERLAP_IOU = 0.5
+# How a box's confidence is computed: from its instance's pooled cells, or from its peak (module docstring).
+CONFIDENCE_FORMS = ("instance", "peak")
 
 
 @dataclass(frozen=True)
@@ -45,11 +57,24 @@ class ClassifierHead:
     kernels: tuple
     slopes: np.ndarray  # (C,) a_c
     intercepts: np.ndarray  # (C,) b_c
+    peak_scales: np.ndarray | None = field(default=None)  # (C,) kappa_c: the peak form; None: the instance form
+
+    @property
+    def form(self) -> str:
+        return "instance" if self.peak_scales is None else "peak"
 
     def probabilities(self, cams: np.ndarray) -> np.ndarray:
-        """(..., C, N, M) -> (..., C) P(present)."""
+        """(..., C, N, M) -> (..., C) P(present), the image-level output (whatever the box form)."""
         pooled = pool_cams(cams, self.pooling, self.kernels)
         return class_probabilities(pooled, self.slopes, self.intercepts)
+
+    def for_settings(self, settings: BoxSettings) -> "ClassifierHead":
+        """This head with the confidence form `settings` carry (tuned box settings choose it)."""
+        scales = settings.confidence_peak_scales
+        return replace(self, peak_scales=None if scales is None else np.asarray(scales, dtype=np.float64))
+
+    def instance_form(self) -> "ClassifierHead":
+        return replace(self, peak_scales=None)
 
 
 def _cells_inside(box: Sequence[float], centres_x: np.ndarray, centres_y: np.ndarray) -> np.ndarray:
@@ -62,8 +87,23 @@ def _cells_inside(box: Sequence[float], centres_x: np.ndarray, centres_y: np.nda
 
 def instance_confidences(cams: np.ndarray, detections: Sequence[Detection], head: ClassifierHead,
                          params: LocalizerParams) -> np.ndarray:
-    """One image's CAMs (C, N, M) and its detections (network-input coordinates) -> (K,) confidences.
-    `params` says where each CAM cell projects (its projection) and what the flood floor is."""
+    """One image's CAMs (C, N, M) and its detections (network-input coordinates) -> (K,) confidences,
+    in the head's form. `params` says where each CAM cell projects (its projection) and what the
+    flood floor is."""
+    if not detections:
+        return np.zeros(0)
+    classes = np.array([d.class_index for d in detections])
+    if head.peak_scales is not None:
+        pooled = head.peak_scales[classes] * np.array([d.score for d in detections], dtype=np.float64)
+    else:
+        pooled = instance_pooled(cams, detections, head, params)
+    return class_probabilities(pooled, head.slopes[classes], head.intercepts[classes])
+
+
+def instance_pooled(cams: np.ndarray, detections: Sequence[Detection], head: ClassifierHead,
+                    params: LocalizerParams) -> np.ndarray:
+    """(K,) each detection's instance pooled as the model pools (before the output affine): the class
+    map with every other activated cell of that class set to the flood floor."""
     cams = np.asarray(cams, dtype=np.float64)
     if not detections:
         return np.zeros(0)
@@ -76,9 +116,24 @@ def instance_confidences(cams: np.ndarray, detections: Sequence[Detection], head
         cam = cams[det.class_index]
         others = (cam > floor) & ~_cells_inside(det.box, centres_x, centres_y)
         masked.append(np.where(others, floor, cam))
-    pooled = pool_cams(np.stack(masked), head.pooling, head.kernels)  # (K,)
-    classes = np.array([d.class_index for d in detections])
-    return class_probabilities(pooled, head.slopes[classes], head.intercepts[classes])
+    return pool_cams(np.stack(masked), head.pooling, head.kernels)  # (K,)
+
+
+def peak_scales(detections: Sequence[Sequence[Detection]], cams: np.ndarray, head: ClassifierHead,
+                params: LocalizerParams) -> np.ndarray | None:
+    """(C,) kappa_c for the peak form: per class, the median over these (validation) boxes of the
+    instance's pooled score over its peak; a class without boxes takes the median over all classes.
+    None where the form cannot be calibrated (no box with a positive peak, or a ratio <= 0)."""
+    ratios: dict[int, list[float]] = {}
+    for found, cam in zip(detections, cams):
+        usable = [d for d in found if d.score > 0]
+        for det, pooled in zip(usable, instance_pooled(cam, usable, head, params)):
+            ratios.setdefault(det.class_index, []).append(float(pooled) / float(det.score))
+    if not ratios:
+        return None
+    overall = float(np.median([r for values in ratios.values() for r in values]))
+    scales = np.array([float(np.median(ratios[c])) if c in ratios else overall for c in range(len(head.slopes))])
+    return scales if (scales > 0).all() and np.isfinite(scales).all() else None
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .confidence import BoxPolicy, ClassifierHead
+from .confidence import CONFIDENCE_FORMS, BoxPolicy, ClassifierHead, peak_scales
 from .metrics import box_iou, classification_ap, extent_ap, max_box_acc_rf, max_box_acc_v2, pinpoint_ap
 from .postprocess import PROJECTIONS, BoxSettings, Detection, LocalizerParams, localize_batch, localizer_over_ratios
 from .scores import pin_points
@@ -121,6 +121,7 @@ def tune_box_settings(
     predictions: Predictions, params: LocalizerParams, *, projections: Sequence[str] = PROJECTIONS,
     relative_floors: Sequence[float] = RELATIVE_FLOORS, ratios: Sequence[float] = DEFAULT_RATIOS,
     separate_heights: bool = True, head: ClassifierHead | None = None,
+    confidence_forms: Sequence[str] = CONFIDENCE_FORMS,
 ) -> tuple[BoxSettings, list[tuple[str, float, float, float | None, float]]]:
     """The projection, relative floor and r with the best mean extent AP on these (validation)
     predictions, and every (projection, floor, r, r for heights or None, AP) tried. Ties go to the
@@ -130,10 +131,12 @@ def tune_box_settings(
     (`_separate_ratios`): a receptive field is square, most objects are not.
 
     With the model's `head`, boxes are ranked by their confidence while tuning, as they will be
-    ranked when used (`_ranked`); without it, by their peak, as the paper tunes.
+    ranked when used (`_ranked`); without it, by their peak, as the paper tunes. With a head, the
+    confidence's form is chosen too, among `confidence_forms` (`_choose_confidence_form`).
 
     Raises RatioTuningError, choosing nothing, as tune_ratio does: too few objects, or nothing
     localized by any combination."""
+    head = None if head is None else head.instance_form()  # the form is chosen after the boxes
     objects = _object_count(predictions)
     if objects < MIN_OBJECTS_TO_TUNE:
         tune_ratio(predictions, params, ratios, head=head)  # raises, saying why
@@ -150,9 +153,46 @@ def tune_box_settings(
         raise RatioTuningError(f"cannot tune the boxes: no projection, relative floor and r localize any of the "
                                f"{objects} objects (extent AP 0 everywhere); the stored settings stay "
                                f"({BoxSettings.of(params).describe()})")
+    settings = best[1]
     if separate_heights:
-        return _separate_ratios(predictions, params, best[1], best[0], ratios, tried, head), tried
-    return best[1], tried
+        settings = _separate_ratios(predictions, params, settings, best[0], ratios, tried, head)
+    if head is not None and "peak" in confidence_forms:
+        settings = _choose_confidence_form(predictions, params, settings, head, "instance" in confidence_forms,
+                                           dict(projections=projections, relative_floors=relative_floors,
+                                                ratios=ratios, separate_heights=separate_heights))
+    return settings, tried
+
+
+def _choose_confidence_form(predictions: Predictions, params: LocalizerParams, settings: BoxSettings,
+                            head: ClassifierHead, instance_allowed: bool, choices: dict) -> BoxSettings:
+    """`settings` (tuned with the instance form) with the peak form of the confidence where it gives a
+    strictly better extent AP at these settings (or where the instance form is not allowed), its box
+    settings then tuned again for the peak's ranking, which is the peak form's within each class.
+
+    Why: on deep backbones the instance's pooled score grows with a mountain that has spread, whose
+    box is too large, and the raw peak ranked boxes better on every model measured; on LeNet the
+    instance form is as good or better, and on GAP far better (docs/results.md). The models choose.
+    GMP's instance confidence is a function of its peak already: nothing to choose."""
+    if head.pooling == "gmp":
+        return settings
+    applied = settings.applied(params)
+    detections = localize_batch(predictions.cams, applied)
+    scales = peak_scales(detections, predictions.cams, head, applied)
+    if scales is None:  # no box to calibrate the peak form on
+        return settings
+    peak_head = replace(head, peak_scales=scales)
+    if instance_allowed:
+        classes = predictions.scores.shape[1]
+        by_instance = _mean(extent_ap(_ranked(detections, predictions.cams, head, applied), predictions.boxes, classes))
+        by_peak = _mean(extent_ap(_ranked(detections, predictions.cams, peak_head, applied), predictions.boxes, classes))
+        if not np.nan_to_num(by_peak, nan=-1.0) > np.nan_to_num(by_instance, nan=-1.0):
+            return settings
+    retuned, _ = tune_box_settings(predictions, params, head=None, **choices)  # the peak's ranking, class by class
+    retuned_boxes = localize_batch(predictions.cams, retuned.applied(params))
+    retuned_scales = peak_scales(retuned_boxes, predictions.cams, head, retuned.applied(params))
+    if retuned_scales is None:  # cannot happen with boxes that localize; keep what was measured
+        retuned_scales = scales
+    return replace(retuned, confidence_peak_scales=tuple(float(v) for v in retuned_scales))
 
 
 def _separate_ratios(predictions: Predictions, params: LocalizerParams, settings: BoxSettings, shared_ap: float,

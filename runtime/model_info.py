@@ -48,6 +48,7 @@ class ModelInfo:
     flood_floor: float = 0.0
     relative_floor: float = 0.0  # absent from older models' metadata: the paper's post-processing
     projection: str = "theoretical"
+    confidence_peak_scales: list[float] | None = None  # absent from older models' metadata: the instance form
     resize_mode: str = "resize"
     layout: str = "NCHW float32 in [0, 1]; normalisation is inside the graph"
     input_name: str = "images"
@@ -65,8 +66,10 @@ class ModelInfo:
 
     def classifier_head(self) -> ClassifierHead:
         """The pooling and output affine that turn this model's CAMs into P(present) (box confidence)."""
+        scales = self.confidence_peak_scales
         return ClassifierHead(self.pooling, tuple(self.spam_kernels), np.asarray(self.slopes, dtype=np.float64),
-                              np.asarray(self.intercepts, dtype=np.float64))
+                              np.asarray(self.intercepts, dtype=np.float64),
+                              None if scales is None else np.asarray(scales, dtype=np.float64))
 
     def localizer_params(self) -> LocalizerParams:
         return LocalizerParams(self.thresholds, validate_chain(self.geometry), tuple(self.input_size), self.ratio,
@@ -135,6 +138,10 @@ class ModelInfo:
             raise bad("ratio_y", f"must be null or a number in (-1, 1), got {self.ratio_y!r}")
         if not (_is_number(self.flood_floor) and math.isfinite(self.flood_floor)):
             raise bad("flood_floor", f"must be a finite number, got {self.flood_floor!r}")
+        scales = self.confidence_peak_scales
+        if scales is not None and not (isinstance(scales, list) and len(scales) == n and all(
+                _is_number(v) and math.isfinite(v) and v > 0 for v in scales)):
+            raise bad("confidence_peak_scales", f"must be null or one positive number per class ({n}), got {scales!r}")
         if not (_is_number(self.relative_floor) and 0 <= self.relative_floor < 1):
             raise bad("relative_floor", f"must be a number in [0, 1), got {self.relative_floor!r}")
         if self.projection not in PROJECTIONS:

@@ -94,29 +94,51 @@ class LocalizerParams:
 class BoxSettings:
     """The post-processing choices tuned on validation boxes and stored in the model: the paper tunes
     r; we also choose the projection, the relative floor and, where objects are not square on
-    average, a separate r for heights (docs/method.md, "Boxes from deep backbones")."""
+    average, a separate r for heights (docs/method.md, "Boxes from deep backbones"); and how a box's
+    confidence is computed (runtime/confidence.py: None is the instance form, else the peak form's
+    per-class scales)."""
 
     projection: str = "theoretical"
     relative_floor: float = 0.0
     ratio: float = 0.0
     ratio_y: float | None = None  # None: `ratio` for heights too (the paper's one r)
+    confidence_peak_scales: tuple[float, ...] | None = None  # None: confidence from the instance's cells
 
     def fields(self) -> dict:
+        scales = self.confidence_peak_scales
         return {"projection": self.projection, "relative_floor": float(self.relative_floor) + 0.0,
                 "ratio": float(self.ratio) + 0.0,  # + 0.0: no "-0" in files and logs
-                "ratio_y": None if self.ratio_y is None else float(self.ratio_y) + 0.0}
+                "ratio_y": None if self.ratio_y is None else float(self.ratio_y) + 0.0,
+                "confidence_peak_scales": None if scales is None else [float(v) for v in scales]}
 
     def applied(self, params: "LocalizerParams") -> "LocalizerParams":
-        return replace(params, **self.fields())
+        """`params` with these boxes' settings (the confidence form is the head's: ClassifierHead.for_settings)."""
+        return replace(params, **{k: v for k, v in self.fields().items() if k in _BOX_FIELDS})
 
     @classmethod
     def of(cls, params_or_config) -> "BoxSettings":
+        scales = getattr(params_or_config, "confidence_peak_scales", None)
         return cls(params_or_config.projection, params_or_config.relative_floor, params_or_config.ratio,
-                   getattr(params_or_config, "ratio_y", None))
+                   getattr(params_or_config, "ratio_y", None), None if scales is None else tuple(scales))
+
+    @classmethod
+    def from_fields(cls, values: dict) -> "BoxSettings":
+        """From `fields()`' keys in a dict (eval-cam's result, a log): absent keys take the paper's."""
+        scales = values.get("confidence_peak_scales")
+        known = {k: values[k] for k in _BOX_FIELDS if k in values}
+        return cls(**known, confidence_peak_scales=None if scales is None else tuple(scales))
+
+    @property
+    def confidence_form(self) -> str:
+        return "instance" if self.confidence_peak_scales is None else "peak"
 
     def describe(self) -> str:
         return (f"projection {self.projection}, relative floor {self.relative_floor:g}, "
-                f"{describe_ratio(self.ratio, self.ratio_y)}")
+                f"{describe_ratio(self.ratio, self.ratio_y)}"
+                + ("" if self.confidence_peak_scales is None else ", confidence from the peak"))
+
+
+_BOX_FIELDS = ("projection", "relative_floor", "ratio", "ratio_y")  # what LocalizerParams takes of BoxSettings
 
 
 def describe_ratio(ratio: float, ratio_y: float | None = None) -> str:

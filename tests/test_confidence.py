@@ -1,6 +1,8 @@
 """Box confidence (P(present) of the instance), gating, one class per object, the box census, the
 multi-class MNIST128 and the at-chance detector: closed-form checks on CAMs built by hand, and the
 generator's own output."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -143,6 +145,73 @@ def test_tuning_ranks_the_boxes_as_they_will_be_ranked(tune):
             assert ap == pytest.approx(expected)
             differs |= expected != pytest.approx(evaluation.evaluate(predictions, at, head=None)["extent_ap_mean"])
     assert differs  # else this test could not tell the two rankings apart
+
+
+def test_the_peak_form_is_in_0_1_monotone_in_the_peak_and_calibrated_by_the_instances():
+    """kappa_c is the median of pooled / peak over a class's boxes; a class without boxes takes the
+    median over all. The peak form is sigma(a_c * kappa_c * peak + b_c): a lone box whose instance
+    pools to kappa_c * peak gets exactly its instance confidence."""
+    from runtime.confidence import peak_scales
+
+    head, cams = _head("spam"), _cams()
+    dets = [Detection(0, 3.0, BOX_A), Detection(0, 2.0, BOX_B)]
+    top = np.arange(16)[:, None] < 8  # A's half; the other instance's cells go to the flood floor, 0
+    pooled = pool_cams(np.stack([np.where(top, cams[0], np.minimum(cams[0], 0.0)),
+                                 np.where(~top, cams[0], np.minimum(cams[0], 0.0))]), "spam", head.kernels)
+    scales = peak_scales([dets], cams[None], head, PARAMS)
+    assert scales[0] == pytest.approx(np.median(pooled / np.array([3.0, 2.0])))
+    assert scales[1] == scales[0]  # class 1 has no box: the median over all
+    peak_head = replace(head, peak_scales=scales)
+    assert peak_head.form == "peak" and head.form == "instance"
+    peaks = np.linspace(0.1, 8.0, 40)
+    confidences = instance_confidences(cams, [Detection(0, float(p), BOX_A) for p in peaks], peak_head, PARAMS)
+    assert ((confidences >= 0) & (confidences <= 1)).all() and (np.diff(confidences) > 0).all()
+    lone = cams.copy()
+    lone[0, 10:13, 10:13] = -1.0  # only A, whose pooled score over its peak is then its own ratio
+    (own,) = instance_confidences(lone, [dets[0]], head, PARAMS)
+    own_scale = replace(head, peak_scales=np.full(2, pool_cams(lone[:1], "spam", head.kernels)[0] / 3.0))
+    assert instance_confidences(lone, [dets[0]], own_scale, PARAMS)[0] == pytest.approx(own)
+    assert peak_scales([[]], cams[None], head, PARAMS) is None  # nothing to calibrate on
+
+
+RATIOS = (-0.5, -0.25, 0.0, 0.25, 0.5)
+
+
+def _tuned(predictions, head, **choices):
+    from runtime.evaluation import tune_box_settings
+
+    return tune_box_settings(predictions, PARAMS, projections=("theoretical",), relative_floors=(0.0,), ratios=RATIOS,
+                             separate_heights=False, head=head, **choices)[0]
+
+
+def test_the_confidence_form_is_chosen_on_validation_where_it_localizes_better():
+    """The peak form where the peak's ranking gives a strictly better extent AP at the boxes tuned for
+    the instance form, its boxes then tuned for the peak's ranking; else the instance form. Scored in
+    its form, a model that chose the peak form gets exactly the peak's extent AP."""
+    from runtime.evaluation import evaluate
+
+    head, forms = _head("spam"), set()
+    for seed in range(8):
+        predictions = _blob_predictions(seed=seed)
+        chosen, instance = _tuned(predictions, head), _tuned(predictions, head, confidence_forms=("instance",))
+        assert instance.confidence_form == "instance"
+        at = instance.applied(PARAMS)
+        by_instance = evaluate(predictions, at, head=head)["extent_ap_mean"]
+        by_peak = evaluate(predictions, at, head=None)["extent_ap_mean"]
+        if chosen.confidence_form == "peak":
+            assert by_peak > by_instance
+            peak_tuned = _tuned(predictions, None)
+            assert replace(chosen, confidence_peak_scales=None) == peak_tuned
+            scored = evaluate(predictions, chosen.applied(PARAMS), head=head.for_settings(chosen))["extent_ap_mean"]
+            assert scored == evaluate(predictions, chosen.applied(PARAMS), head=None)["extent_ap_mean"]
+        else:
+            assert by_peak <= by_instance and chosen == instance
+        forms.add(chosen.confidence_form)
+    assert forms == {"instance", "peak"}  # both happen: else this test could not tell the rule from a constant
+    gmp = _head("gmp")  # its instance confidence is a function of its peak already: nothing to choose
+    assert all(_tuned(_blob_predictions(seed=s), gmp).confidence_form == "instance" for s in range(3))
+    forced = _tuned(_blob_predictions(seed=0), head, confidence_forms=("peak",))
+    assert forced.confidence_form == "peak"
 
 
 def test_the_box_census_counts_wrong_class_background_and_missed():

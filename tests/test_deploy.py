@@ -1,5 +1,6 @@
 """export-onnx, INT8 Q/DQ calibration, build-engine and the runtime backends, on real trained models."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -223,6 +224,28 @@ def test_store_box_settings_in_onnx_metadata(exported, tmp_path):
     assert Localizer(copy, ratio=0.2).params.ratios == (0.2, 0.2)  # a given r is for both axes
     store_box_settings(copy, BoxSettings("interpolated", 0.5, -0.42))
     assert open_backend(copy).info.ratio_y is None
+    assert open_backend(copy).info.classifier_head().form == "instance"
+
+
+def test_the_confidence_form_travels_in_the_metadata_and_the_localizer_uses_it(exported, tmp_path):
+    """A model whose validation chose the peak form: its ONNX file says so, and the Localizer's boxes
+    carry sigma(a_c * kappa_c * peak + b_c). Malformed scales are refused at load, named."""
+    copy = tmp_path / "copy.onnx"
+    copy.write_bytes(exported.read_bytes())
+    settings = BoxSettings.of(open_backend(copy).info)
+    store_box_settings(copy, replace(settings, confidence_peak_scales=(0.4,)))
+    info = open_backend(copy).info
+    assert info.confidence_peak_scales == [0.4] and info.classifier_head().form == "peak"
+    test = load_splits("mnist128", sizes={"test": 200}).test
+    sample = next(test[i] for i in range(200) if test[i].labels[0])
+    detections = Localizer(copy, min_confidence=None)((sample.image[0] * 255).astype(np.uint8)).detections
+    assert detections
+    for det in detections:
+        expected = 1 / (1 + np.exp(-(info.slopes[0] * 0.4 * det.score + info.intercepts[0])))
+        assert det.confidence == pytest.approx(expected, rel=1e-6)
+    for bad in ([0.4, 0.5], [-0.1], ["x"]):
+        with pytest.raises(MetadataError, match="confidence_peak_scales"):
+            replace(info, confidence_peak_scales=bad).validate()
 
 
 def test_export_cli_verify(mnist128_checkpoint, tmp_path, capsys):

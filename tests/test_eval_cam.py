@@ -65,6 +65,7 @@ def test_tune_stores_the_chosen_box_settings_in_the_checkpoint(tmp_path):
     stored, payload = load_model(ckpt)
     assert result["ratio"] != 0.123 and stored.config.ratio == result["ratio"]
     assert (stored.config.projection, stored.config.relative_floor) == (result["projection"], result["relative_floor"])
+    assert stored.config.confidence_peak_scales == result["confidence_peak_scales"]  # the form chosen with them
     tried = {(row["projection"], row["relative_floor"]) for row in result["tuning_curve"]}
     assert tried == {(p, f) for p in ("theoretical", "interpolated") for f in (0.0, 0.25, 0.5, 0.75, 0.9)}
     best = max(result["tuning_curve"], key=lambda row: row["extent_ap"])["extent_ap"]

@@ -149,7 +149,8 @@ class EvalConfig(Mnist128Options):
                               "other MNIST128 splits)", type=number(int, minimum=0))
     tune: bool = option(False, "choose the projection, relative floor and r (and heights' own r where that localizes "
                         "better) on the validation split, boxes ranked as --score ranks them, and store them in the model "
-                        "(train-cam does it after its last epoch)", flags=("--tune",),
+                        "(train-cam does it after its last epoch); with --score confidence the confidence's form too "
+                        "(instance or peak, docs/method.md)", flags=("--tune",),
                         old_flags=("--tune-ratio",))
     ratio: float | None = option(None, "evaluate with this r instead of the stored one (for widths and heights, "
                                  "unless --ratio-y)", type=ratio_value)
@@ -216,6 +217,8 @@ def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
         tuning_head = info.classifier_head() if c.scoring == "confidence" else None  # tuned as it is ranked
         settings, curve = tune_box_settings(model.predict(splits.val), info.localizer_params(), head=tuning_head,
                                             **choices)
+        if tuning_head is None:  # tuned by the peak: the confidence's form is not chosen, the stored one stays
+            settings = dataclasses.replace(settings, confidence_peak_scales=BoxSettings.of(info).confidence_peak_scales)
         if c.write_settings:
             _store_box_settings(model.path, settings)
     info = info.with_box_settings(settings)
@@ -281,5 +284,5 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append("extent AP per class: " + ", ".join(
             f"{name} {100 * ap:.1f}" for name, ap in zip(result["classes"], result["extent_ap"])))
     lines.append(f"{result['images']} images ({result['dataset']}, {result['split']} split, seed {result.get('seed', 0)}), "
-                 f"{BoxSettings(result['projection'], result['relative_floor'], result['ratio'], result.get('ratio_y')).describe()}")
+                 f"{BoxSettings.from_fields(result).describe()}")
     return "\n".join(lines)

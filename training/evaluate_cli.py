@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate_model(args.model, args)
         print(format_table(result), file=say)
         if args.tune:
-            chosen = BoxSettings(result["projection"], result["relative_floor"], result["ratio"], result["ratio_y"])
+            chosen = BoxSettings.from_fields(result)
             print(f"eval-cam: {chosen.describe()} chosen on the validation split and stored in {args.model}", file=say)
         if json_target:
             print(f"eval-cam: metrics written to {command.write_json(json_target, result)}", file=say)

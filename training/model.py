@@ -39,6 +39,7 @@ class ModelConfig:
     flood_floor: float = 0.0  # mountains stop at activations <= this (docs/method.md: "activated" pixels)
     relative_floor: float = 0.0  # ... and at this share of their own peak; 0 is the paper's (tuned like r)
     projection: str = "theoretical"  # what a CAM pixel is projected onto (runtime/geometry.py; tuned like r)
+    confidence_peak_scales: list[float] | None = None  # box confidence's peak form; None: instance (chosen like r)
     pretrained: str = "none"
     output_stride: int | None = None  # the CAM's stride; None: the backbone's own (training/backbones.py)
 

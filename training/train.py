@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, WeightedRandomSampler
 
+from runtime.confidence import CONFIDENCE_FORMS
 from runtime.evaluation import DEFAULT_RATIOS, RELATIVE_FLOORS, RatioTuningError, evaluate, tune_box_settings, tune_ratio
 from runtime.geometry import PROJECTIONS
 from runtime.postprocess import BoxSettings
@@ -119,6 +120,11 @@ class TrainConfig(Mnist128Options):
                                "one, where that localizes better on the validation split after the last epoch: a "
                                "receptive field is square, objects are not) or same (one r, the paper's)",
                                choices=[AUTO, SAME], group="boxes")
+    confidence_form: str = option(AUTO, "how a box's confidence is computed: instance (P(present) of the box's own "
+                                  "cells, pooled as the model pools), peak (P(present) of a typical instance with the "
+                                  "box's CAM peak: ranks each class's boxes as the paper's peak does), or auto: the "
+                                  "one that localizes better on the validation split after the last epoch",
+                                  choices=[AUTO, *CONFIDENCE_FORMS], group="boxes")
     relative_floor: float | str = option(AUTO, "mountains also stop at this share of their own peak (0: the paper's); "
                                          f"auto: chosen from {', '.join(f'{v:g}' for v in RELATIVE_FLOORS)} with r "
                                          "after the last epoch", type=relative_floor_choice, metavar="SHARE|auto",
@@ -432,7 +438,8 @@ def _auto_choices(config: TrainConfig, model_config: ModelConfig) -> dict[str, t
     """What tune_box_settings may choose from: every option for a setting left to auto, else the one given."""
     return {"projections": PROJECTIONS if config.projection == AUTO else (model_config.projection,),
             "relative_floors": RELATIVE_FLOORS if config.relative_floor == AUTO else (model_config.relative_floor,),
-            "separate_heights": config.height_ratio == AUTO}
+            "separate_heights": config.height_ratio == AUTO,
+            "confidence_forms": CONFIDENCE_FORMS if config.confidence_form == AUTO else (config.confidence_form,)}
 
 
 def interim_ratios(current: float) -> tuple[float, ...]:
@@ -460,6 +467,7 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
             settings, _ = tune_box_settings(predictions, localizer_params(model), head=head, **choices)
             for name, value in settings.fields().items():
                 setattr(model.config, name, value)
+            head = classifier_head(model)  # the confidence form may have been chosen with the boxes
         else:
             model.config.ratio, _ = tune_ratio(predictions, localizer_params(model), interim_ratios(model.config.ratio),
                                                head=head)
@@ -479,6 +487,7 @@ def _validate(model, split, device, config, epoch, train_loss, started, optimize
         "ratio_y": "" if model.config.ratio_y is None else model.config.ratio_y + 0.0,  # "": heights take `ratio`
         "projection": model.config.projection,
         "relative_floor": model.config.relative_floor,
+        "confidence_form": BoxSettings.of(model.config).confidence_form,
         "lr": optimizer.param_groups[0]["lr"],
         "seconds": round(time.time() - started, 2),
         "ratio_refused": refusal or "",
@@ -560,13 +569,15 @@ def _epoch_line(record: dict, epochs: int) -> str:
 
 
 def _settings_note(record: dict) -> str:
-    """r, and the projection and relative floor where they are not the paper's."""
+    """r, and the projection, relative floor and confidence form where they are not the paper's / the default."""
     notes = [f"r={record['ratio']:g}" if record.get("ratio_y") in (None, "") else
              f"r={record['ratio']:g} wide, {record['ratio_y']:g} high"]
     if record["projection"] != PROJECTIONS[0]:
         notes.append(record["projection"])
     if record["relative_floor"]:
         notes.append(f"floor {record['relative_floor']:g}×peak")
+    if record.get("confidence_form") == "peak":
+        notes.append("confidence from the peak")
     return ", ".join(notes)
 
 
