@@ -13,12 +13,13 @@ would say if this object were alone in the image".
   own evidence and blind to the other instances' (two birds each get their own number).
 
 The *peak form* (`ClassifierHead.peak_scales`), chosen per model on validation where it localizes
-better (runtime/evaluation.py, `_choose_confidence_form`): sigma(a_c * kappa_c * peak + b_c), the P(present) the output
-layer gives a typical instance of class c with this peak (kappa_c: the median ratio of an instance's
-pooled score to its peak on validation). Why: on deep backbones the instance's pooled score grows
-with a mountain that has spread, whose box is too large, and the raw peak ranked their boxes better
-(docs/results.md); a score monotone in the peak ranks each class's boxes exactly as the peak does
-and stays in [0, 1], comparable across classes, gated at 0.5 like the instance form.
+better (runtime/evaluation.py, `_choose_confidence_form`): sigma(a_c * kappa_c * peak + b_c), the
+P(present) the output layer gives a typical instance of class c with this peak (kappa_c: the median
+ratio of an instance's pooled score to its peak on validation). Why: on deep backbones the
+instance's pooled score grows with a mountain that has spread, whose box is too large, and the raw
+peak ranked their boxes better (docs/results.md); a score monotone in the peak ranks each class's
+boxes exactly as the peak does and stays in [0, 1], comparable across classes, gated at 0.5 like the
+instance form.
 
 `suppress_overlaps` resolves one object claimed by several classes: of boxes of different classes
 that overlap by IoU >= `iou`, only the most confident is kept.
