@@ -112,7 +112,10 @@ def test_yaml_config_with_files_and_a_live_stream_that_is_killed_and_restarted(m
     assert len(lines["door"]) == frame_count(videos[0]) == frame_count(tmp_path / "door.mp4")
     assert len(lines["street"]) == frame_count(videos[2])
     assert 0 < len(lines["garden"]) <= frame_count(videos[1])  # realtime: what there was time for
-    assert len(lines["drone"]) == 150
+    # 150 frames read; a live stream drops what the app cannot keep up with (a loaded machine, 149 written
+    # once), and counts it (its source's own drops included): no frame may vanish uncounted
+    dropped = sum(summary["cameras"]["drone"]["dropped_by_stage"].values())
+    assert 0 < len(lines["drone"]) <= 150 <= len(lines["drone"]) + dropped
     assert all(d["confidence"] >= 0.9 for r in lines["garden"] for d in r["detections"])
     assert all(r["camera"] == name for name, records in lines.items() for r in records)
 
