@@ -64,7 +64,8 @@ class AppConfig:
                                      choices=RESIZE_MODES)
     min_confidence: float | None = option(
         DEFAULT_MIN_CONFIDENCE, "keep boxes whose confidence, P(present) of the instance from the model's own output "
-        "layer, is at least this (0 keeps every peak above t_c, the paper's rule)", flags=("--conf",),
+        "layer, is at least this, of classes whose P(present) in the frame is too (0 keeps every peak above t_c, "
+        "the paper's rule)", flags=("--conf",),
         type=number(float, minimum=0), metavar="C")
     overlap_iou: float | None = option(DEFAULT_OVERLAP_IOU, "of boxes of different classes overlapping by this IoU, "
                                        "keep the most confident (0 keeps all)", type=number(float, minimum=0),

@@ -6,8 +6,9 @@ box's confidence is P(present) *of its instance*: the model's pooling and output
 class map with every other activated cell of that class set to the flood floor — "what the classifier
 would say if this object were alone in the image".
 
-- With one object in the image it equals the image-level P(present), so boxes of a class the model
-  calls absent get a confidence below 0.5, and `min_confidence=0.5` is class gating.
+- With one object in the image it equals the image-level P(present), and it never exceeds it (an
+  instance pools at most what the whole map pools), so boxes of a class the model calls absent get a
+  confidence below 0.5, and `min_confidence=0.5` is class gating.
 - GMP models give sigma(a_c * peak + b_c): the paper's "peak > t_c" rule is exactly confidence > 0.5.
 - Every pooling is non-decreasing in each CAM value, so the confidence is monotone in the instance's
   own evidence and blind to the other instances' (two birds each get their own number).
@@ -19,7 +20,9 @@ ratio of an instance's pooled score to its peak on validation). Why: on deep bac
 instance's pooled score grows with a mountain that has spread, whose box is too large, and the raw
 peak ranked their boxes better (docs/results.md); a score monotone in the peak ranks each class's
 boxes exactly as the peak does and stays in [0, 1], comparable across classes, gated at 0.5 like the
-instance form.
+instance form. The peak form can exceed the image-level P(present) (a high peak on a class the model
+calls absent), so `gate` also asks the box's class's image-level P(present) to reach the threshold:
+in either form, no box for a class the model calls absent.
 
 `suppress_overlaps` resolves one object claimed by several classes: of boxes of different classes
 that overlap by IoU >= `iou`, only the most confident is kept.
@@ -153,7 +156,8 @@ class BoxPolicy:
     def apply(self, detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead,
               params: LocalizerParams) -> list[Detection]:
         detections = with_confidence(detections, cams, head, params)
-        return suppress_overlaps(gate(detections, self.min_confidence), self.overlap_iou)
+        present = None if self.min_confidence is None else head.probabilities(cams)
+        return suppress_overlaps(gate(detections, self.min_confidence, present), self.overlap_iou)
 
     def ranking(self, detections: Sequence[Detection]) -> list[Detection]:
         """The detections with `score` set to what they are ranked by (for AP)."""
@@ -168,11 +172,16 @@ def with_confidence(detections: Sequence[Detection], cams: np.ndarray, head: Cla
     return [replace(d, confidence=float(c)) for d, c in zip(detections, confidences)]
 
 
-def gate(detections: Sequence[Detection], min_confidence: float | None) -> list[Detection]:
-    """Keep the boxes whose confidence reaches `min_confidence` (None keeps all)."""
+def gate(detections: Sequence[Detection], min_confidence: float | None,
+         class_probabilities: np.ndarray | None = None) -> list[Detection]:
+    """Keep the boxes whose confidence reaches `min_confidence` (None keeps all) and, given the image's
+    (C,) P(present), whose class's reaches it too. The instance form never exceeds its class's
+    P(present), so for it the second test changes nothing; the peak form can, on a class the model
+    calls absent (module docstring)."""
     if min_confidence is None:
         return list(detections)
-    return [d for d in detections if d.confidence is not None and d.confidence >= min_confidence]
+    return [d for d in detections if d.confidence is not None and d.confidence >= min_confidence
+            and (class_probabilities is None or class_probabilities[d.class_index] >= min_confidence)]
 
 
 def suppress_overlaps(detections: Sequence[Detection], iou: float | None = 0.5) -> list[Detection]:

@@ -87,12 +87,15 @@ def evaluate(
 def box_census(detections: list[list[Detection]], truth: list) -> dict:
     """What the boxes are, counted: per image the boxes and, over all boxes, the share whose best
     overlapping object is of another class (`wrong_class_rate`) or that overlap no object at all
-    (`background_rate`); `missed_rate`: objects no box of their class covers at IoU >= 0.5."""
-    boxes = wrong = background = objects = missed = 0
+    (`background_rate`); `absent_class_rate`: boxes of a class the image has no object of (what class
+    gating should remove); `missed_rate`: objects no box of their class covers at IoU >= 0.5."""
+    boxes = wrong = background = absent = objects = missed = 0
     for found, gt in zip(detections, truth):
         gt = np.asarray(gt, dtype=np.float64).reshape(-1, 5)
         objects += len(gt)
         boxes += len(found)
+        present = set(gt[:, 0].astype(int).tolist())
+        absent += sum(d.class_index not in present for d in found)
         if not found:
             missed += len(gt)
             continue
@@ -110,6 +113,7 @@ def box_census(detections: list[list[Detection]], truth: list) -> dict:
     images = max(1, len(detections))
     return {"detections_per_image": boxes / images, "boxes": boxes, "objects": objects,
             "wrong_class_rate": wrong / boxes if boxes else 0.0, "background_rate": background / boxes if boxes else 0.0,
+            "absent_class_rate": absent / boxes if boxes else 0.0,
             "missed_rate": missed / objects if objects else 0.0}
 
 

@@ -57,8 +57,8 @@ class Localizer:
     def __init__(self, model: str | Path | Backend, *, resize_mode: str | None = None, ratio: float | None = None,
                  min_score: float | None = None, min_confidence: float | None = DEFAULT_MIN_CONFIDENCE,
                  overlap_iou: float | None = DEFAULT_OVERLAP_IOU, method: str = "fast", **backend_options) -> None:
-        """`min_confidence`: keep boxes whose instance P(present) reaches it (None: every peak above t_c,
-        the paper's rule); `overlap_iou`: of boxes of different classes overlapping this much, keep the
+        """`min_confidence`: keep boxes whose confidence, and whose class's P(present) in the frame, reach
+        it (None: every peak above t_c, the paper's rule); `overlap_iou`: of boxes of different classes overlapping this much, keep the
         most confident (None: keep all); `min_score`: also drop boxes whose raw CAM peak is below it;
         `ratio`: one r for widths and heights instead of the model's own."""
         self.backend = open_backend(model, **backend_options) if isinstance(model, (str, Path)) else model

@@ -79,6 +79,39 @@ def test_gating_drops_the_boxes_of_a_class_the_model_calls_absent():
     assert all(0 <= d.confidence <= 1 for d in with_confidence(found, cams, head, PARAMS))
 
 
+def test_gating_drops_a_peak_form_box_of_a_class_the_image_calls_absent():
+    """The peak form can exceed the image-level P(present): a high lone peak on a class the pooled map
+    calls absent. The deployed policy drops it; ranking everything (no threshold) keeps it."""
+    head = _head("spam", slope=2.0, intercept=-4.0)
+    cams = np.full((2, 16, 16), -1.0)
+    cams[0, 2:6, 2:6] = 5.0  # class 0: a clear object
+    cams[1, 9, 9] = 2.5  # class 1: one strong cell, pooled far below t_c
+    present = head.probabilities(cams)
+    assert present[0] > 0.5 > present[1]
+    peak_head = replace(head, peak_scales=np.full(2, 1.0))  # sigma(2 * peak - 4): 0.73 for the class-1 peak
+    found = localize(cams, LocalizerParams([2.0, 2.0], CHAIN, SIZE))
+    scored = with_confidence(found, cams, peak_head, PARAMS)
+    assert any(d.class_index == 1 and d.confidence > 0.5 for d in scored)  # its confidence alone would keep it
+    kept = BoxPolicy(min_confidence=0.5).apply(found, cams, peak_head, PARAMS)
+    assert [d.class_index for d in kept] == [0]
+    assert {d.class_index for d in BoxPolicy().apply(found, cams, peak_head, PARAMS)} == {0, 1}
+    assert [d.class_index for d in gate(scored, 0.5)] == [0, 1]  # without the image's probabilities
+
+
+@pytest.mark.parametrize("pooling", ["gmp", "gap", "spam"])
+def test_the_instance_form_never_exceeds_its_class_image_probability(pooling):
+    """Why gating on the image's P(present) too changes nothing for the instance form."""
+    head = _head(pooling, classes=3, slope=1.5, intercept=-2.0)
+    rng = np.random.default_rng(0)
+    params = LocalizerParams([1.0, 1.0, 1.0], CHAIN, SIZE)
+    for _ in range(20):
+        cams = rng.normal(0.0, 1.5, (3, 16, 16))
+        found = localize(cams, params)
+        confidences = instance_confidences(cams, found, head, params)
+        present = head.probabilities(cams)
+        assert found and (confidences <= present[[d.class_index for d in found]] + 1e-12).all()
+
+
 def test_one_object_claimed_by_two_classes_keeps_the_more_confident_class_only():
     a = Detection(0, 3.0, (10.0, 10.0, 40.0, 40.0), confidence=0.9)
     b = Detection(1, 9.0, (12.0, 11.0, 41.0, 40.0), confidence=0.6)  # same object, another class
@@ -214,7 +247,7 @@ def test_the_confidence_form_is_chosen_on_validation_where_it_localizes_better()
     assert forced.confidence_form == "peak"
 
 
-def test_the_box_census_counts_wrong_class_background_and_missed():
+def test_the_box_census_counts_wrong_class_background_absent_and_missed():
     truth = [np.array([[0, 0, 0, 10, 10], [1, 20, 20, 30, 30]], float), np.zeros((0, 5))]
     found = [[Detection(0, 1.0, (0, 0, 10, 10)),  # right class, right place
               Detection(0, 1.0, (20, 20, 30, 30)),  # on the class-1 object: wrong class
@@ -224,6 +257,7 @@ def test_the_box_census_counts_wrong_class_background_and_missed():
     assert census["boxes"] == 4 and census["objects"] == 2
     assert census["wrong_class_rate"] == pytest.approx(1 / 4) and census["background_rate"] == pytest.approx(2 / 4)
     assert census["missed_rate"] == pytest.approx(1 / 2)  # the class-1 object has no box of its class
+    assert census["absent_class_rate"] == pytest.approx(1 / 4)  # the class-1 box where no class-1 object is
     assert census["detections_per_image"] == pytest.approx(2.0)
 
 
