@@ -66,10 +66,9 @@ class ModelInfo:
 
     def classifier_head(self) -> ClassifierHead:
         """The pooling and output affine that turn this model's CAMs into P(present) (box confidence)."""
-        scales = self.confidence_peak_scales
-        return ClassifierHead(self.pooling, tuple(self.spam_kernels), np.asarray(self.slopes, dtype=np.float64),
-                              np.asarray(self.intercepts, dtype=np.float64),
-                              None if scales is None else np.asarray(scales, dtype=np.float64))
+        head = ClassifierHead(self.pooling, tuple(self.spam_kernels), np.asarray(self.slopes, dtype=np.float64),
+                              np.asarray(self.intercepts, dtype=np.float64))
+        return head.for_settings(BoxSettings.of(self))  # the confidence's form, as the model stores it
 
     def localizer_params(self) -> LocalizerParams:
         return LocalizerParams(self.thresholds, validate_chain(self.geometry), tuple(self.input_size), self.ratio,
