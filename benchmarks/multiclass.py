@@ -47,6 +47,7 @@ def train_and_score(pooling: str, seed: int, runs: str, schedule: dict, mnist_di
     torch.set_num_threads(1)
     from runtime.confidence import BoxPolicy
     from runtime.evaluation import RatioTuningError, evaluate, tune_ratio
+    from runtime.postprocess import BoxSettings
     from training.checkpoint import load_model
     from training.data.registry import load_splits
     from training.predict import classifier_head, localizer_params, predict
@@ -54,10 +55,9 @@ def train_and_score(pooling: str, seed: int, runs: str, schedule: dict, mnist_di
 
     started = time.time()
     out = Path(runs) / f"{pooling}_s{seed}"
-    record = train(TrainConfig(**paper_boxes(), dataset="mnist128", positive="all", objects=OBJECTS, pooling=pooling,
-                               seed=seed,
-                               out=str(out), progress=False, overwrite=True, mnist_dir=mnist_dir,
-                               limits={"val": VAL_FOR_TUNING}, **schedule))
+    record = train(TrainConfig(**(paper_boxes() | schedule), dataset="mnist128", positive="all", objects=OBJECTS,
+                               pooling=pooling, seed=seed, out=str(out), progress=False, overwrite=True, mnist_dir=mnist_dir,
+                               limits={"val": VAL_FOR_TUNING}))
     model, _ = load_model(record["checkpoint"])
     splits = load_splits("mnist128", positive="all", objects=OBJECTS, seed=seed, mnist_dir=mnist_dir,
                          sizes={"val": VAL_FOR_TUNING, "test": test_canvases})
@@ -71,6 +71,7 @@ def train_and_score(pooling: str, seed: int, runs: str, schedule: dict, mnist_di
         pass
     head = classifier_head(model)
     result = {"pooling": pooling, "seed": seed, "ratio": chosen.ratio, "ratio_by_peak": by_peak.ratio,
+              "confidence_form": BoxSettings.of(model.config).confidence_form,
               "checkpoint": record["checkpoint"]}
     for name, policy in SCORINGS.items():
         params = by_peak if policy is None else chosen
@@ -126,6 +127,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=max(1, min(2, os.cpu_count() or 1)),
                         help="models trained at once, one thread each")
     add_memory_format(parser)
+    parser.add_argument("--confidence-form", default=paper_boxes()["confidence_form"],
+                        choices=("auto", "instance", "peak"),
+                        help="train-cam --confidence-form (docs/results.md's table was measured with the instance form; "
+                             "auto lets each model choose on validation, as train-cam's default does)")
     parser.add_argument("--test-canvases", type=int, default=TEST_CANVASES, help="test canvases scored per model")
     parser.add_argument("--maxboxacc", action="store_true", help="also MaxBoxAccV2 (minutes per model on 2 cores)")
     parser.add_argument("--runs", default="runs/multiclass", help="folder for the checkpoints and multiclass.json")
@@ -146,7 +151,8 @@ def main() -> None:
     mnist_dir = str(fetch_full_mnist())
     schedule = {"epochs": args.epochs, "epoch_samples": args.epoch_samples, "lr": args.lr,
                 "weight_decay": args.weight_decay, "warmup_epochs": args.warmup_epochs,
-                "output_lr_scale": args.output_lr_scale, "memory_format": args.memory_format}
+                "output_lr_scale": args.output_lr_scale, "memory_format": args.memory_format,
+                "confidence_form": args.confidence_form}
     seeds = [int(s) for s in args.seeds.split(",")]
     poolings = args.poolings.split(",")
     started = time.time()
