@@ -22,6 +22,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def score(checkpoint: str, seed: int, settings: dict) -> dict:
     boxes = localize_batch(test.cams, params)
     kept = {"instance": [policy.apply(f, c, instance_head, params) for f, c in zip(boxes, test.cams)]}
     if scales is not None:  # None: no validation box to calibrate the peak form on (a model that localizes nothing)
-        peak_head = head.for_settings(BoxSettings.from_fields({**settings, "confidence_peak_scales": list(scales)}))
+        peak_head = replace(head, peak_scales=np.asarray(scales, dtype=np.float64))
 
         def confidence_only(found, cam):  # the gate before it asked the image
             return suppress_overlaps(gate(with_confidence(found, cam, peak_head, params), GATE), GATE)

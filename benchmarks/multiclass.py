@@ -56,8 +56,8 @@ def train_and_score(pooling: str, seed: int, runs: str, schedule: dict, mnist_di
     started = time.time()
     out = Path(runs) / f"{pooling}_s{seed}"
     record = train(TrainConfig(**(paper_boxes() | schedule), dataset="mnist128", positive="all", objects=OBJECTS,
-                               pooling=pooling, seed=seed, out=str(out), progress=False, overwrite=True, mnist_dir=mnist_dir,
-                               limits={"val": VAL_FOR_TUNING}))
+                               pooling=pooling, seed=seed, out=str(out), progress=False, overwrite=True,
+                               mnist_dir=mnist_dir, limits={"val": VAL_FOR_TUNING}))
     model, _ = load_model(record["checkpoint"])
     splits = load_splits("mnist128", positive="all", objects=OBJECTS, seed=seed, mnist_dir=mnist_dir,
                          sizes={"val": VAL_FOR_TUNING, "test": test_canvases})

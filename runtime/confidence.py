@@ -154,10 +154,13 @@ class BoxPolicy:
             raise ConfigError(f"scoring must be one of {SCORINGS}, got {self.scoring!r}")
 
     def apply(self, detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead,
-              params: LocalizerParams) -> list[Detection]:
+              params: LocalizerParams, class_probabilities: np.ndarray | None = None) -> list[Detection]:
+        """`class_probabilities`: the image's (C,) P(present) where the caller has it already (the
+        Localizer reports it with every frame); else computed here when gating needs it."""
         detections = with_confidence(detections, cams, head, params)
-        present = None if self.min_confidence is None else head.probabilities(cams)
-        return suppress_overlaps(gate(detections, self.min_confidence, present), self.overlap_iou)
+        if self.min_confidence is not None and class_probabilities is None:
+            class_probabilities = head.probabilities(cams)
+        return suppress_overlaps(gate(detections, self.min_confidence, class_probabilities), self.overlap_iou)
 
     def ranking(self, detections: Sequence[Detection]) -> list[Detection]:
         """The detections with `score` set to what they are ranked by (for AP)."""

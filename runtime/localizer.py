@@ -57,9 +57,9 @@ class Localizer:
     def __init__(self, model: str | Path | Backend, *, resize_mode: str | None = None, ratio: float | None = None,
                  min_score: float | None = None, min_confidence: float | None = DEFAULT_MIN_CONFIDENCE,
                  overlap_iou: float | None = DEFAULT_OVERLAP_IOU, method: str = "fast", **backend_options) -> None:
-        """`min_confidence`: keep boxes whose confidence, and whose class's P(present) in the frame, reach
-        it (None: every peak above t_c, the paper's rule); `overlap_iou`: of boxes of different classes overlapping this much, keep the
-        most confident (None: keep all); `min_score`: also drop boxes whose raw CAM peak is below it;
+        """`min_confidence`: keep boxes whose confidence, and whose class's P(present) in the frame,
+        reach it (None: every peak above t_c, the paper's rule); `overlap_iou`: of boxes of different
+        classes overlapping this much, keep the most confident (None: keep all); `min_score`: also drop boxes whose raw CAM peak is below it;
         `ratio`: one r for widths and heights instead of the model's own."""
         self.backend = open_backend(model, **backend_options) if isinstance(model, (str, Path)) else model
         self.info = self.backend.info
@@ -79,13 +79,14 @@ class Localizer:
     def __call__(self, frame: np.ndarray) -> FrameResult:
         return self.process_batch([frame])[0]
 
-    def detect(self, cam: np.ndarray, policy: BoxPolicy | None = None) -> list[Detection]:
+    def detect(self, cam: np.ndarray, policy: BoxPolicy | None = None,
+               class_probabilities: np.ndarray | None = None) -> list[Detection]:
         """One image's CAMs (C, N, M) -> boxes in network-input pixels, with confidences, gated by
-        `policy` (default: this Localizer's)."""
+        `policy` (default: this Localizer's); `class_probabilities`: the image's P(present), if at hand."""
         detections = localize(cam, self.params, self.method)
         if self.min_score is not None:
             detections = [d for d in detections if d.score >= self.min_score]
-        return (policy or self.policy).apply(detections, cam, self.head, self.params)
+        return (policy or self.policy).apply(detections, cam, self.head, self.params, class_probabilities)
 
     def prepare(self, frame: np.ndarray) -> Prepared:
         """Pre-processing of one frame (resize, channels, float): a multi-camera app runs it on each
@@ -110,10 +111,10 @@ class Localizer:
     def finish(self, pending: PendingResult, policy: BoxPolicy | None = None) -> FrameResult:
         """Post-processing of one inferred frame: boxes in frame pixels, confidences, P(present)."""
         start = time.perf_counter()
-        detections = self.detect(pending.cams, policy)
+        scores = self.head.probabilities(pending.cams)  # reported, and what gating asks of each box's class
+        detections = self.detect(pending.cams, policy, scores)
         boxes = pending.transform.boxes_to_frame(np.array([d.box for d in detections]).reshape(-1, 4))
         mapped = [replace(d, box=tuple(float(v) for v in b)) for d, b in zip(detections, boxes)]
-        scores = self.head.probabilities(pending.cams)
         timings = {**pending.timings_ms, "postprocess": (time.perf_counter() - start) * 1000}
         return FrameResult(mapped, scores, pending.cams, pending.transform, timings)
 

@@ -167,7 +167,8 @@ class EvalConfig(Mnist128Options):
     scoring: str = option("confidence", "rank boxes by their confidence, P(present) of the instance (default), or by "
                           "the raw CAM peak (the paper's, for Table 1)", flags=("--score",), choices=SCORINGS)
     min_confidence: float | None = option(None, "keep only boxes of confidence >= C whose class's image-level "
-                                          f"P(present) is >= C too (default: all; edge_app keeps >= {DEFAULT_MIN_CONFIDENCE})", flags=("--conf",),
+                                          "P(present) is >= C too (default: all; edge_app keeps "
+                                          f">= {DEFAULT_MIN_CONFIDENCE})", flags=("--conf",),
                                           type=number(float, minimum=0), metavar="C")
     overlap_iou: float | None = option(None, "of boxes of different classes overlapping by IoU >= IOU, keep the most "
                                        "confident", type=number(float, above=0), metavar="IOU")
@@ -278,8 +279,9 @@ def format_table(result: dict[str, Any]) -> str:
             f"{k.split('@')[1]}: {100 * v:.1f}" for k, v in result.items() if k.startswith("MaxBoxAcc@")) + ")")
     lines.append(f"boxes ranked by {result.get('scoring', 'peak')}: {result['detections_per_image']:.2f} per image; "
                  f"{100 * result['wrong_class_rate']:.1f}% on an object of another class, "
-                 f"{100 * result['background_rate']:.1f}% on no object, {100 * result['absent_class_rate']:.1f}% of a class "
-                 f"the image does not have; {100 * result['missed_rate']:.1f}% of "
+                 f"{100 * result['background_rate']:.1f}% on no object, "
+                 f"{100 * result['absent_class_rate']:.1f}% of a class the image does not have; "
+                 f"{100 * result['missed_rate']:.1f}% of "
                  f"{result['objects']} objects missed")
     if len(result["classes"]) > 1:  # per class: which classes carry the mean, which drag it down
         lines.append("extent AP per class: " + ", ".join(
