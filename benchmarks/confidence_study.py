@@ -3,9 +3,13 @@
 For every checkpoint benchmarks/table1.py wrote (GMP / GAP / SPAM x seeds, one digit per canvas),
 r is tuned on the validation split and the test split is scored from the same CAMs against the patch
 and the ink ground truth, with boxes ranked by their raw CAM peak (the paper) and by their confidence
-(runtime/confidence.py); and, as deployed, confidence >= 0.5. Reports mean +- sd over seeds of extent
-AP and of boxes per image, and the share of boxes lying on no ground-truth 3 (on MNIST128 that means
-on another digit or on nothing).
+(runtime/confidence.py); and, as deployed, confidence >= 0.5. One more row, "confidence, form chosen",
+is what train-cam's default gives a user: the confidence's form (instance or peak) chosen on the same
+validation canvases by the function train-cam calls (runtime.evaluation.tune_box_settings, restricted
+to the paper's boxes: projection and floor as stored, one r tuned for the chosen ranking). table1
+itself trains with the instance form fixed (benchmarks/_runs.paper_boxes). Reports mean +- sd over
+seeds of extent AP and of boxes per image, and the share of boxes lying on no ground-truth 3 (on
+MNIST128 that means on another digit or on nothing), and the form each model chose.
 
     python benchmarks/confidence_study.py [--runs runs/table1] [--jobs 2]
 """
@@ -25,6 +29,8 @@ from _runs import VAL_FOR_TUNING
 
 BOXES = ("patch", "ink")
 SCORINGS = {"peak": None, "confidence": {}, "deployed": {"min_confidence": 0.5}}
+CHOSEN = "confidence, form chosen"
+METRICS = ("extent_ap_mean", "detections_per_image", "background_rate", "wrong_class_rate", "missed_rate")
 
 
 def score_checkpoint(path: str) -> dict:
@@ -53,9 +59,26 @@ def score_checkpoint(path: str) -> dict:
         result[box] = {}
         for name, policy in SCORINGS.items():
             metrics = evaluate(box_test, params, head=None if policy is None else head, policy=BoxPolicy(**(policy or {})))
-            result[box][name] = {k: float(metrics[k]) for k in ("extent_ap_mean", "detections_per_image",
-                                                                "background_rate", "wrong_class_rate", "missed_rate")}
+            result[box][name] = {k: float(metrics[k]) for k in METRICS}
+        result[box][CHOSEN] = score_chosen_form(box_val, box_test, localizer_params(model), head)
     return result
+
+
+def score_chosen_form(val, test, params, head) -> dict:
+    """The test split ranked by the confidence in the form train-cam's chooser picks on `val`, with
+    the paper's boxes and the r tuned for that ranking; the form is recorded."""
+    from runtime.confidence import BoxPolicy
+    from runtime.evaluation import RatioTuningError, evaluate, tune_box_settings
+    from runtime.postprocess import BoxSettings
+
+    try:
+        settings, _ = tune_box_settings(val, params, projections=(params.projection,),
+                                        relative_floors=(params.relative_floor,), separate_heights=False, head=head)
+    except RatioTuningError:
+        settings = BoxSettings.of(params)
+    ranking = head.for_settings(settings)
+    metrics = evaluate(test, settings.applied(params), head=ranking, policy=BoxPolicy())
+    return {k: float(metrics[k]) for k in METRICS} | {"form": ranking.form}
 
 
 def mean_sd(values, scale=100.0) -> str:
@@ -69,10 +92,12 @@ def table(results: list[dict]) -> str:
     for pooling in ("gmp", "gap", "spam"):
         runs = [r for r in results if r["pooling"] == pooling]
         for box in BOXES:
-            for scoring in SCORINGS:
-                rows = [r[box][scoring] for r in runs]
+            for scoring in (*SCORINGS, CHOSEN):
+                rows = [r[box][scoring] for r in runs if scoring in r[box]]
                 if rows:
-                    lines.append(f"| {pooling.upper()} | {box} | {scoring} | {mean_sd([r['extent_ap_mean'] for r in rows])} | "
+                    forms = "" if scoring != CHOSEN else " (" + "/".join(r["form"] for r in rows) + ")"
+                    lines.append(f"| {pooling.upper()} | {box} | {scoring}{forms} | "
+                                 f"{mean_sd([r['extent_ap_mean'] for r in rows])} | "
                                  f"{mean_sd([r['detections_per_image'] for r in rows], 1.0)} | "
                                  f"{mean_sd([r['background_rate'] for r in rows])} | {mean_sd([r['missed_rate'] for r in rows])} |")
     return "\n".join(lines)
