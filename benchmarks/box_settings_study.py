@@ -14,6 +14,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from _help import comma_subset
 from _runs import checkpoints, predict_val_test, splits_for, with_boxes_of
 
 VARIANTS = {"paper": {"projections": ("theoretical",), "relative_floors": (0.0,), "separate_heights": False},
@@ -23,7 +24,7 @@ VARIANTS = {"paper": {"projections": ("theoretical",), "relative_floors": (0.0,)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="runs/table1")
-    parser.add_argument("--poolings", default="gmp,spam")
+    parser.add_argument("--poolings", default="gmp,spam", type=comma_subset(("gmp", "gap", "spam")))
     parser.add_argument("--val", type=int, default=1000, help="validation canvases to tune on")
     args = parser.parse_args()
     import torch
@@ -34,7 +35,7 @@ def main() -> None:
     from runtime.postprocess import BoxSettings
     from training.predict import classifier_head, localizer_params
 
-    poolings = args.poolings.split(",")
+    poolings = args.poolings
     scores: dict = defaultdict(list)
     print("| run | ground truth | boxes | settings (projection, floor, r) | extent AP (test) |")
     print("| --- | --- | --- | --- | --- |")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _help import Formatter
+from _help import Formatter, comma_subset
 from _runs import add_memory_format
 
 LETTERS = ("A", "H", "K", "X", "O")
@@ -178,8 +178,10 @@ def main() -> None:
                         help="models trained at once, one thread each")
     parser.add_argument("--runs", default="runs/input_norm", help="folder for the data set, checkpoints and input_norm.json")
     parser.add_argument("--schedules", default=",".join(SCHEDULE_TAGS.values()),
+                        type=comma_subset(tuple(SCHEDULE_TAGS.values())),
                         help="comma-separated schedules to run: default (train-cam's), t1 (table1's)")
-    parser.add_argument("--norms", default=",".join(NORMS), help="comma-separated --input-norm values to run")
+    parser.add_argument("--norms", default=",".join(NORMS), type=comma_subset(NORMS),
+                        help="comma-separated --input-norm values to run")
     add_memory_format(parser)
     parser.add_argument("--rescore", action="store_true",
                         help="score the checkpoints in --runs again, their box settings chosen again by the current "
@@ -192,12 +194,8 @@ def main() -> None:
         make_letters_voc(data)
     os.environ["OMP_NUM_THREADS"] = "1"
     seeds = [int(s) for s in args.seeds.split(",")]
-    schedules = [name for name, tag in SCHEDULE_TAGS.items() if tag in args.schedules.split(",")]
-    norms = [norm for norm in NORMS if norm in args.norms.split(",")]
-    if not schedules or set(args.schedules.split(",")) - set(SCHEDULE_TAGS.values()):
-        parser.error(f"--schedules takes a comma-separated subset of {','.join(SCHEDULE_TAGS.values())}")
-    if not norms or set(args.norms.split(",")) - set(NORMS):
-        parser.error(f"--norms takes a comma-separated subset of {','.join(NORMS)}")
+    schedules = [name for name, tag in SCHEDULE_TAGS.items() if tag in args.schedules]
+    norms = args.norms
     results: list[dict] = []
     name = "input_norm_rescored.json" if args.rescore else "input_norm.json"
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

