@@ -8,7 +8,9 @@ split's boxes are made with the settings that model chose ("chosen") and kept as
   peak form was gated until 2026-12-07);
 - peak, gated by the image too: the same, and its class's image-level P(present) must reach 0.5 too
   (BoxPolicy, as deployed now).
-The same boxes every time: only their confidence, and so what is kept and how it is ranked, differs.
+The peak form is calibrated on validation at the chosen boxes as the chooser calibrates it today (a
+checkpoint that stored an older calibration is measured with today's). The same boxes every time:
+only their confidence, and so what is kept and how it is ranked, differs.
 Reports extent AP of the kept boxes and the census: boxes per image, wrong-class boxes, boxes of a
 class the image does not have, missed objects. Why: the peak form ranks better on deep backbones but
 a peak can be high on a class the model calls absent (docs/method.md, "Gating asks the image too").
@@ -22,7 +24,6 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ def score(checkpoint: str, seed: int, settings: dict) -> dict:
 
     torch.set_num_threads(1)
     from deep_backbones import OBJECTS
-    from runtime.confidence import (DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU, BoxPolicy, gate, peak_scales,
+    from runtime.confidence import (DEFAULT_MIN_CONFIDENCE, DEFAULT_OVERLAP_IOU, BoxPolicy, gate, peak_calibration,
                                     suppress_overlaps, with_confidence)
     from runtime.evaluation import box_census
     from runtime.metrics import extent_ap
@@ -59,15 +60,15 @@ def score(checkpoint: str, seed: int, settings: dict) -> dict:
     chosen = BoxSettings.from_fields(settings)
     params = chosen.applied(localizer_params(model))
     head = classifier_head(model).for_settings(chosen)
-    scales = chosen.confidence_peak_scales
-    if scales is None:  # the model chose the instance form: calibrate the peak form on validation, as the chooser does
-        scales = peak_scales(localize_batch(val.cams, params), val.cams, head, params)
+    # the peak form calibrated on validation at these boxes, as the chooser calibrates it (a model stored
+    # with an older calibration is measured with today's)
+    calibration = peak_calibration(localize_batch(val.cams, params), val.cams, head, params)
     instance_head = head.instance_form()
     policy = BoxPolicy(min_confidence=GATE, overlap_iou=GATE)
     boxes = localize_batch(test.cams, params)
     kept = {"instance": [policy.apply(f, c, instance_head, params) for f, c in zip(boxes, test.cams)]}
-    if scales is not None:  # None: no validation box to calibrate the peak form on (a model that localizes nothing)
-        peak_head = replace(head, peak_scales=np.asarray(scales, dtype=np.float64))
+    if calibration is not None:  # None: no validation box to calibrate the peak form on (a model that localizes nothing)
+        peak_head = head.with_peak_form(calibration)
 
         def confidence_only(found, cam):  # the gate before it asked the image
             return suppress_overlaps(gate(with_confidence(found, cam, peak_head, params), GATE), GATE)

@@ -13,16 +13,24 @@ would say if this object were alone in the image".
 - Every pooling is non-decreasing in each CAM value, so the confidence is monotone in the instance's
   own evidence and blind to the other instances' (two birds each get their own number).
 
-The *peak form* (`ClassifierHead.peak_scales`), chosen per model on validation where it localizes
-better (runtime/evaluation.py, `_choose_confidence_form`): sigma(a_c * kappa_c * peak + b_c), the
-P(present) the output layer gives a typical instance of class c with this peak (kappa_c: the median
-ratio of an instance's pooled score to its peak on validation). Why: on deep backbones the
-instance's pooled score grows with a mountain that has spread, whose box is too large, and the raw
-peak ranked their boxes better (docs/results.md); a score monotone in the peak ranks each class's
-boxes exactly as the peak does and stays in [0, 1], comparable across classes, gated at 0.5 like the
-instance form. The peak form can exceed the image-level P(present) (a high peak on a class the model
-calls absent), so `gate` also asks the box's class's image-level P(present) to reach the threshold:
-in either form, no box for a class the model calls absent.
+The *peak form* (`ClassifierHead.peak_scales`, `peak_offsets`), chosen per model on validation
+where it localizes better (runtime/evaluation.py, `_choose_confidence_form`):
+sigma(a_c * (kappa_c * peak + beta_c) + b_c), the P(present) the output layer gives a typical instance
+of class c with this peak: kappa_c and beta_c are the least-squares line of an instance's pooled score
+against its peak over the class's validation boxes. A line, not a ratio: where the CAM's background is
+negative (SPAM or GAP averaging it in) a weak instance pools below zero, and a ratio through the origin
+fitted nothing (one letters model: pooled = 0.38 peak - 1.65, correlation 0.99). Models stored with
+scales only read with beta_c = 0. Why the form: on deep backbones the instance's pooled score grows
+with a mountain that has spread, whose box is too large, and the raw peak ranked their boxes better
+(docs/results.md); a score monotone in the peak ranks each class's boxes exactly as the peak does and
+stays in [0, 1], comparable across classes, gated at 0.5 like the instance form. The peak form can
+exceed the image-level P(present) (a high peak on a class the model calls absent), so `gate` also
+asks the box's class's image-level P(present) to reach the threshold: in either form, no box for a
+class the model calls absent.
+
+Boxes are ranked by the confidence's logit (`Detection.confidence_logit`), not by the confidence:
+a strong instance's confidence is 1.0 exactly in float64 (logit above ~37), and ties among such boxes
+would be broken by their order in the image list rather than by their evidence.
 
 `suppress_overlaps` resolves one object claimed by several classes: of boxes of different classes
 that overlap by IoU >= `iou`, only the most confident is kept.
@@ -41,7 +49,8 @@ from .postprocess import BoxSettings, Detection, LocalizerParams
 from .scores import class_probabilities, pool_cams
 
 __all__ = ["DEFAULT_MIN_CONFIDENCE", "DEFAULT_OVERLAP_IOU", "BoxPolicy", "ClassifierHead", "instance_confidences",
-           "instance_pooled", "peak_scales", "with_confidence", "gate", "suppress_overlaps", "SCORINGS",
+           "instance_pooled", "confidence_logits", "confidence_rank", "peak_calibration", "PeakCalibration",
+           "with_confidence", "gate", "suppress_overlaps", "SCORINGS",
            "CONFIDENCE_FORMS"]
 
 SCORINGS = ("confidence", "peak")  # what boxes are ranked by: ours, or the paper's raw CAM peak
@@ -62,6 +71,7 @@ class ClassifierHead:
     slopes: np.ndarray  # (C,) a_c
     intercepts: np.ndarray  # (C,) b_c
     peak_scales: np.ndarray | None = field(default=None)  # (C,) kappa_c: the peak form; None: the instance form
+    peak_offsets: np.ndarray | None = field(default=None)  # (C,) beta_c of the peak form; None: zeros
 
     @property
     def form(self) -> str:
@@ -74,11 +84,35 @@ class ClassifierHead:
 
     def for_settings(self, settings: BoxSettings) -> "ClassifierHead":
         """This head with the confidence form `settings` carry (tuned box settings choose it)."""
-        scales = settings.confidence_peak_scales
-        return replace(self, peak_scales=None if scales is None else np.asarray(scales, dtype=np.float64))
+        scales, offsets = settings.confidence_peak_scales, settings.confidence_peak_offsets
+        return replace(self, peak_scales=None if scales is None else np.asarray(scales, dtype=np.float64),
+                       peak_offsets=None if scales is None or offsets is None else np.asarray(offsets, dtype=np.float64))
+
+    def with_peak_form(self, calibration: "PeakCalibration") -> "ClassifierHead":
+        return replace(self, peak_scales=calibration.scales, peak_offsets=calibration.offsets)
 
     def instance_form(self) -> "ClassifierHead":
-        return replace(self, peak_scales=None)
+        return replace(self, peak_scales=None, peak_offsets=None)
+
+    def peak_pooled(self, detections: Sequence[Detection]) -> np.ndarray:
+        """(K,) the peak form's stand-in for each detection's pooled score: kappa_c * peak + beta_c."""
+        classes = np.array([d.class_index for d in detections], dtype=np.int64)
+        peaks = np.array([d.score for d in detections], dtype=np.float64)
+        offsets = 0.0 if self.peak_offsets is None else self.peak_offsets[classes]
+        return self.peak_scales[classes] * peaks + offsets
+
+
+@dataclass(frozen=True)
+class PeakCalibration:
+    """The peak form's per-class line, pooled score = scales * peak + offsets (module docstring)."""
+
+    scales: np.ndarray  # (C,) kappa_c > 0
+    offsets: np.ndarray  # (C,) beta_c
+
+    def settings_fields(self) -> dict:
+        """As BoxSettings stores them."""
+        return {"confidence_peak_scales": tuple(float(v) for v in self.scales),
+                "confidence_peak_offsets": tuple(float(v) + 0.0 for v in self.offsets)}
 
 
 def _cells_inside(box: Sequence[float], centres_x: np.ndarray, centres_y: np.ndarray) -> np.ndarray:
@@ -94,14 +128,24 @@ def instance_confidences(cams: np.ndarray, detections: Sequence[Detection], head
     """One image's CAMs (C, N, M) and its detections (network-input coordinates) -> (K,) confidences,
     in the head's form. `params` says where each CAM cell projects (its projection) and what the
     flood floor is."""
+    return _sigmoid(confidence_logits(cams, detections, head, params))
+
+
+def confidence_logits(cams: np.ndarray, detections: Sequence[Detection], head: ClassifierHead,
+                      params: LocalizerParams) -> np.ndarray:
+    """(K,) a_c * pooled + b_c, the confidences before the sigmoid: what boxes are ranked by."""
     if not detections:
         return np.zeros(0)
     classes = np.array([d.class_index for d in detections])
     if head.peak_scales is not None:
-        pooled = head.peak_scales[classes] * np.array([d.score for d in detections], dtype=np.float64)
+        pooled = head.peak_pooled(detections)
     else:
         pooled = instance_pooled(cams, detections, head, params)
-    return class_probabilities(pooled, head.slopes[classes], head.intercepts[classes])
+    return np.asarray(pooled, dtype=np.float64) * head.slopes[classes] + head.intercepts[classes]
+
+
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return class_probabilities(logits, 1.0, 0.0)
 
 
 def instance_pooled(cams: np.ndarray, detections: Sequence[Detection], head: ClassifierHead,
@@ -123,21 +167,37 @@ def instance_pooled(cams: np.ndarray, detections: Sequence[Detection], head: Cla
     return pool_cams(np.stack(masked), head.pooling, head.kernels)  # (K,)
 
 
-def peak_scales(detections: Sequence[Sequence[Detection]], cams: np.ndarray, head: ClassifierHead,
-                params: LocalizerParams) -> np.ndarray | None:
-    """(C,) kappa_c for the peak form: per class, the median over these (validation) boxes of the
-    instance's pooled score over its peak; a class without boxes takes the median over all classes.
-    None where the form cannot be calibrated (no box with a positive peak, or a ratio <= 0)."""
-    ratios: dict[int, list[float]] = {}
+def peak_calibration(detections: Sequence[Sequence[Detection]], cams: np.ndarray, head: ClassifierHead,
+                     params: LocalizerParams) -> PeakCalibration | None:
+    """The peak form's line per class: least squares of the instance's pooled score on its peak over
+    these (validation) boxes; a class with fewer than two distinct peaks takes the line fitted over all
+    classes. None where the form cannot be calibrated: no two boxes with distinct positive peaks, or a
+    line that does not rise (the peak form must rank as the peak does)."""
+    points: dict[int, list[tuple[float, float]]] = {}
     for found, cam in zip(detections, cams):
         usable = [d for d in found if d.score > 0]
         for det, pooled in zip(usable, instance_pooled(cam, usable, head, params)):
-            ratios.setdefault(det.class_index, []).append(float(pooled) / float(det.score))
-    if not ratios:
+            points.setdefault(det.class_index, []).append((float(det.score), float(pooled)))
+    overall = _line([p for values in points.values() for p in values])
+    if overall is None:
         return None
-    overall = float(np.median([r for values in ratios.values() for r in values]))
-    scales = np.array([float(np.median(ratios[c])) if c in ratios else overall for c in range(len(head.slopes))])
-    return scales if (scales > 0).all() and np.isfinite(scales).all() else None
+    lines = [_line(points.get(c, [])) or overall for c in range(len(head.slopes))]
+    scales, offsets = np.array([line[0] for line in lines]), np.array([line[1] for line in lines])
+    if not ((scales > 0).all() and np.isfinite(scales).all() and np.isfinite(offsets).all()):
+        return None
+    return PeakCalibration(scales, offsets)
+
+
+def _line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    """(slope, intercept) of the least-squares line through (peak, pooled) points; None with fewer
+    than two distinct peaks."""
+    if len(points) < 2:
+        return None
+    peaks, pooled = np.array(points, dtype=np.float64).T
+    if np.ptp(peaks) <= 0:
+        return None
+    slope, intercept = np.polyfit(peaks, pooled, 1)
+    return float(slope), float(intercept)
 
 
 @dataclass(frozen=True)
@@ -163,16 +223,26 @@ class BoxPolicy:
         return suppress_overlaps(gate(detections, self.min_confidence, class_probabilities), self.overlap_iou)
 
     def ranking(self, detections: Sequence[Detection]) -> list[Detection]:
-        """The detections with `score` set to what they are ranked by (for AP)."""
+        """The detections with `score` set to what they are ranked by (for AP): the peak, or the
+        confidence's logit (the confidence itself ties at 1.0; module docstring)."""
         if self.scoring == "peak":
             return list(detections)
-        return [replace(d, score=float(d.confidence)) for d in detections]
+        return [replace(d, score=confidence_rank(d)) for d in detections]
+
+
+def confidence_rank(detection: Detection) -> float:
+    """What a box is ranked by among boxes of confidence: its logit where known, else its confidence
+    (a Detection built by hand); both order boxes alike, the logit without ties at 1.0."""
+    if detection.confidence_logit is not None:
+        return float(detection.confidence_logit)
+    return float(detection.confidence) if detection.confidence is not None else float("-inf")
 
 
 def with_confidence(detections: Sequence[Detection], cams: np.ndarray, head: ClassifierHead,
                     params: LocalizerParams) -> list[Detection]:
-    confidences = instance_confidences(cams, detections, head, params)
-    return [replace(d, confidence=float(c)) for d, c in zip(detections, confidences)]
+    logits = confidence_logits(cams, detections, head, params)
+    return [replace(d, confidence=float(c), confidence_logit=float(z))
+            for d, c, z in zip(detections, _sigmoid(logits), logits)]
 
 
 def gate(detections: Sequence[Detection], min_confidence: float | None,
@@ -192,7 +262,7 @@ def suppress_overlaps(detections: Sequence[Detection], iou: float | None = 0.5) 
     Boxes of one class never suppress each other: Algorithm 1 already separated them."""
     if iou is None or len(detections) < 2:
         return list(detections)
-    order = sorted(range(len(detections)), key=lambda i: -(detections[i].confidence or 0.0))
+    order = sorted(range(len(detections)), key=lambda i: -confidence_rank(detections[i]))
     boxes = np.array([detections[i].box for i in order], dtype=np.float64)
     overlaps = box_iou(boxes, boxes)
     kept: list[int] = []

@@ -49,6 +49,7 @@ class ModelInfo:
     relative_floor: float = 0.0  # absent from older models' metadata: the paper's post-processing
     projection: str = "theoretical"
     confidence_peak_scales: list[float] | None = None  # absent from older models' metadata: the instance form
+    confidence_peak_offsets: list[float] | None = None  # absent from older models' metadata: zeros
     resize_mode: str = "resize"
     layout: str = "NCHW float32 in [0, 1]; normalisation is inside the graph"
     input_name: str = "images"
@@ -141,6 +142,11 @@ class ModelInfo:
         if scales is not None and not (isinstance(scales, list) and len(scales) == n and all(
                 _is_number(v) and math.isfinite(v) and v > 0 for v in scales)):
             raise bad("confidence_peak_scales", f"must be null or one positive number per class ({n}), got {scales!r}")
+        offsets = self.confidence_peak_offsets
+        if offsets is not None and not (scales is not None and isinstance(offsets, list) and len(offsets) == n and all(
+                _is_number(v) and math.isfinite(v) for v in offsets)):
+            raise bad("confidence_peak_offsets", f"must be null or, with confidence_peak_scales, one finite number per "
+                                                 f"class ({n}), got {offsets!r}")
         if not (_is_number(self.relative_floor) and 0 <= self.relative_floor < 1):
             raise bad("relative_floor", f"must be a number in [0, 1), got {self.relative_floor!r}")
         if self.projection not in PROJECTIONS:

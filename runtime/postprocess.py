@@ -45,6 +45,7 @@ class Detection:
     score: float  # the highest CAM peak inside the box (the paper's box score)
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 (x1, y1 exclusive)
     confidence: float | None = None  # P(present) of this instance, in [0, 1] (runtime/confidence.py)
+    confidence_logit: float | None = None  # the confidence before its sigmoid: ranks without ties at 1.0
 
     def to_dict(self, classes: Sequence[str] | None = None) -> dict:
         out = {"class_index": self.class_index, "score": round(float(self.score), 6),
@@ -96,20 +97,22 @@ class BoxSettings:
     r; we also choose the projection, the relative floor and, where objects are not square on
     average, a separate r for heights (docs/method.md, "Boxes from deep backbones"); and how a box's
     confidence is computed (runtime/confidence.py: None is the instance form, else the peak form's
-    per-class scales)."""
+    per-class line: scales and offsets)."""
 
     projection: str = "theoretical"
     relative_floor: float = 0.0
     ratio: float = 0.0
     ratio_y: float | None = None  # None: `ratio` for heights too (the paper's one r)
     confidence_peak_scales: tuple[float, ...] | None = None  # None: confidence from the instance's cells
+    confidence_peak_offsets: tuple[float, ...] | None = None  # the peak form's intercepts; None: zeros
 
     def fields(self) -> dict:
-        scales = self.confidence_peak_scales
+        scales, offsets = self.confidence_peak_scales, self.confidence_peak_offsets
         return {"projection": self.projection, "relative_floor": float(self.relative_floor) + 0.0,
                 "ratio": float(self.ratio) + 0.0,  # + 0.0: no "-0" in files and logs
                 "ratio_y": None if self.ratio_y is None else float(self.ratio_y) + 0.0,
-                "confidence_peak_scales": None if scales is None else [float(v) for v in scales]}
+                "confidence_peak_scales": None if scales is None else [float(v) for v in scales],
+                "confidence_peak_offsets": None if offsets is None else [float(v) for v in offsets]}
 
     def applied(self, params: "LocalizerParams") -> "LocalizerParams":
         """`params` with these boxes' settings (the confidence form is the head's: ClassifierHead.for_settings)."""
@@ -118,15 +121,23 @@ class BoxSettings:
     @classmethod
     def of(cls, params_or_config) -> "BoxSettings":
         scales = getattr(params_or_config, "confidence_peak_scales", None)
+        offsets = getattr(params_or_config, "confidence_peak_offsets", None)
         return cls(params_or_config.projection, params_or_config.relative_floor, params_or_config.ratio,
-                   getattr(params_or_config, "ratio_y", None), None if scales is None else tuple(scales))
+                   getattr(params_or_config, "ratio_y", None), None if scales is None else tuple(scales),
+                   None if offsets is None else tuple(offsets))
 
     @classmethod
     def from_fields(cls, values: dict) -> "BoxSettings":
         """From `fields()`' keys in a dict (eval-cam's result, a log): absent keys take the paper's."""
-        scales = values.get("confidence_peak_scales")
+        scales, offsets = values.get("confidence_peak_scales"), values.get("confidence_peak_offsets")
         known = {k: values[k] for k in _BOX_FIELDS if k in values}
-        return cls(**known, confidence_peak_scales=None if scales is None else tuple(scales))
+        return cls(**known, confidence_peak_scales=None if scales is None else tuple(scales),
+                   confidence_peak_offsets=None if offsets is None else tuple(offsets))
+
+    def with_confidence_form_of(self, other: "BoxSettings") -> "BoxSettings":
+        """These boxes with `other`'s confidence form (settings tuned by the peak keep the stored form)."""
+        return replace(self, confidence_peak_scales=other.confidence_peak_scales,
+                       confidence_peak_offsets=other.confidence_peak_offsets)
 
     @property
     def confidence_form(self) -> str:

@@ -229,23 +229,32 @@ def test_store_box_settings_in_onnx_metadata(exported, tmp_path):
 
 def test_the_confidence_form_travels_in_the_metadata_and_the_localizer_uses_it(exported, tmp_path):
     """A model whose validation chose the peak form: its ONNX file says so, and the Localizer's boxes
-    carry sigma(a_c * kappa_c * peak + b_c). Malformed scales are refused at load, named."""
+    carry sigma(a_c * (kappa_c * peak + beta_c) + b_c); a model stored with scales only (before the
+    offsets) reads with beta_c = 0. Malformed scales or offsets are refused at load, named."""
     copy = tmp_path / "copy.onnx"
     copy.write_bytes(exported.read_bytes())
     settings = BoxSettings.of(open_backend(copy).info)
-    store_box_settings(copy, replace(settings, confidence_peak_scales=(0.4,)))
-    info = open_backend(copy).info
-    assert info.confidence_peak_scales == [0.4] and info.classifier_head().form == "peak"
     test = load_splits("mnist128", sizes={"test": 200}).test
     sample = next(test[i] for i in range(200) if test[i].labels[0])
-    detections = Localizer(copy, min_confidence=None)((sample.image[0] * 255).astype(np.uint8)).detections
-    assert detections
-    for det in detections:
-        expected = 1 / (1 + np.exp(-(info.slopes[0] * 0.4 * det.score + info.intercepts[0])))
-        assert det.confidence == pytest.approx(expected, rel=1e-6)
+    for offsets in (None, (-1.5,)):
+        store_box_settings(copy, replace(settings, confidence_peak_scales=(0.4,), confidence_peak_offsets=offsets))
+        info = open_backend(copy).info
+        assert info.confidence_peak_scales == [0.4] and info.classifier_head().form == "peak"
+        assert info.confidence_peak_offsets == (None if offsets is None else list(offsets))
+        detections = Localizer(copy, min_confidence=None)((sample.image[0] * 255).astype(np.uint8)).detections
+        assert detections
+        beta = 0.0 if offsets is None else offsets[0]
+        for det in detections:
+            expected = 1 / (1 + np.exp(-(info.slopes[0] * (0.4 * det.score + beta) + info.intercepts[0])))
+            assert det.confidence == pytest.approx(expected, rel=1e-6)
     for bad in ([0.4, 0.5], [-0.1], ["x"]):
         with pytest.raises(MetadataError, match="confidence_peak_scales"):
             replace(info, confidence_peak_scales=bad).validate()
+    for bad in ([0.1, 0.2], [float("nan")], ["x"]):
+        with pytest.raises(MetadataError, match="confidence_peak_offsets"):
+            replace(info, confidence_peak_offsets=bad).validate()
+    with pytest.raises(MetadataError, match="confidence_peak_offsets"):  # offsets without the scales they go with
+        replace(info, confidence_peak_scales=None, confidence_peak_offsets=[0.1]).validate()
 
 
 def test_export_cli_verify(mnist128_checkpoint, tmp_path, capsys):

@@ -219,7 +219,7 @@ def _evaluate(model_path: str | Path, c: EvalConfig) -> dict[str, Any]:
         settings, curve = tune_box_settings(model.predict(splits.val), info.localizer_params(), head=tuning_head,
                                             **choices)
         if tuning_head is None:  # tuned by the peak: the confidence's form is not chosen, the stored one stays
-            settings = dataclasses.replace(settings, confidence_peak_scales=BoxSettings.of(info).confidence_peak_scales)
+            settings = settings.with_confidence_form_of(BoxSettings.of(info))
         if c.write_settings:
             _store_box_settings(model.path, settings)
     info = info.with_box_settings(settings)

@@ -40,6 +40,7 @@ class ModelConfig:
     relative_floor: float = 0.0  # ... and at this share of their own peak; 0 is the paper's (tuned like r)
     projection: str = "theoretical"  # what a CAM pixel is projected onto (runtime/geometry.py; tuned like r)
     confidence_peak_scales: list[float] | None = None  # box confidence's peak form; None: instance (chosen like r)
+    confidence_peak_offsets: list[float] | None = None  # ... and its per-class intercepts; None: zeros
     pretrained: str = "none"
     output_stride: int | None = None  # the CAM's stride; None: the backbone's own (training/backbones.py)
 
