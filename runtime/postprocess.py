@@ -409,8 +409,10 @@ def interpolated_map(cam: np.ndarray, params: LocalizerParams) -> np.ndarray:
     up = cv2.resize(np.ascontiguousarray(cam, dtype=np.float32), (cols * stride, rows * stride),
                     interpolation=cv2.INTER_LINEAR)
     out = np.full((height, width), -np.inf, dtype=np.float32)
-    h, w = max(0, min(height - start, up.shape[0])), max(0, min(width - start, up.shape[1]))  # tiles may start past a tiny input
-    out[start : start + h, start : start + w] = up[:h, :w]
+    top, skip = max(start, 0), max(-start, 0)  # the first tile may begin before the input (k < S): cropped
+    # and the tiles may start past a tiny input: nothing to lay
+    h, w = (max(0, min(size - top, up.shape[axis] - skip)) for axis, size in enumerate((height, width)))
+    out[top : top + h, top : top + w] = up[skip : skip + h, skip : skip + w]
     return out
 
 

@@ -181,3 +181,21 @@ def test_8bit_frames_match_the_float_path_within_rounding(mode, channels):
     assert transform == same
     assert np.abs(fast - exact).max() <= 1.01 / 255
     assert np.abs(fast - exact).mean() < 0.3 / 255
+
+
+def test_an_interpolated_map_whose_first_tile_begins_before_the_input_is_cropped_there():
+    """A 1x1 stride-2 layer: CAM pixel x's tile is input rows [2x - 1, 2x], so the resized map's first
+    row lies before the input and is cut off, and input row 7, in no tile, reads -inf (hypothesis found
+    this shape crashing the tuning's flood)."""
+    import cv2
+
+    from runtime.postprocess import interpolated_map
+
+    params = LocalizerParams([0.5], [[1, 2, 0]], (8, 8), projection="interpolated")
+    assert params.affine[1] == -1
+    cam = np.arange(16, dtype=np.float32).reshape(4, 4)
+    up = cv2.resize(cam, (8, 8), interpolation=cv2.INTER_LINEAR)
+    out = interpolated_map(cam, params)
+    assert np.array_equal(out[:7, :7], up[1:, 1:])
+    assert np.isneginf(out[7]).all() and np.isneginf(out[:, 7]).all()
+    assert localize(cam[None], params)  # floods and projects without failing
