@@ -67,7 +67,7 @@ def score(checkpoint: str, seed: int, settings: dict) -> dict:
     policy = BoxPolicy(min_confidence=GATE, overlap_iou=GATE)
     boxes = localize_batch(test.cams, params)
     kept = {"instance": [policy.apply(f, c, instance_head, params) for f, c in zip(boxes, test.cams)]}
-    if calibration is not None:  # None: no validation box to calibrate the peak form on (a model that localizes nothing)
+    if calibration is not None:  # None: no validation boxes to fit the peak form on (a model localizing nothing)
         peak_head = head.with_peak_form(calibration)
 
         def confidence_only(found, cam):  # the gate before it asked the image

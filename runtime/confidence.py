@@ -85,8 +85,10 @@ class ClassifierHead:
     def for_settings(self, settings: BoxSettings) -> "ClassifierHead":
         """This head with the confidence form `settings` carry (tuned box settings choose it)."""
         scales, offsets = settings.confidence_peak_scales, settings.confidence_peak_offsets
-        return replace(self, peak_scales=None if scales is None else np.asarray(scales, dtype=np.float64),
-                       peak_offsets=None if scales is None or offsets is None else np.asarray(offsets, dtype=np.float64))
+        if scales is None:
+            return self.instance_form()
+        return replace(self, peak_scales=np.asarray(scales, dtype=np.float64),
+                       peak_offsets=None if offsets is None else np.asarray(offsets, dtype=np.float64))
 
     def with_peak_form(self, calibration: "PeakCalibration") -> "ClassifierHead":
         return replace(self, peak_scales=calibration.scales, peak_offsets=calibration.offsets)
